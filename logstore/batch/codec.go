@@ -1,0 +1,232 @@
+package batch
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Meta is what a batch says about where its records come from.
+type Meta struct {
+	Agent      string
+	Topic      string
+	Path       string
+	SourceID   uint64
+	RangeStart int64
+	RangeEnd   int64
+}
+
+// Builder collects records of one source and encodes them as a batch.
+// A Builder is reused batch after batch; it is not safe for concurrent use.
+// Adding a record costs two varints and a copy: no allocation once the
+// buffer has grown.
+type Builder struct {
+	comp  Compression
+	enc   *zstd.Encoder
+	raw   []byte
+	count int
+	first int64
+	last  int64
+}
+
+// NewBuilder returns a Builder that compresses with c.
+func NewBuilder(c Compression) (*Builder, error) {
+	b := &Builder{comp: c}
+	if c == Zstd {
+		enc, err := zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(zstd.SpeedFastest),
+			zstd.WithEncoderConcurrency(1),
+			zstd.WithZeroFrames(true))
+		if err != nil {
+			return nil, fmt.Errorf("batch: zstd encoder: %w", err)
+		}
+		b.enc = enc
+	}
+	return b, nil
+}
+
+// Add appends one record read at ts (unix ns). Timestamps should not go
+// backwards within a batch; if one does, it is clamped to the first time.
+func (b *Builder) Add(ts int64, rec []byte) {
+	if b.count == 0 {
+		b.first = ts
+	}
+	d := ts - b.first
+	if d < 0 {
+		d = 0
+		ts = b.first
+	}
+	if ts > b.last || b.count == 0 {
+		b.last = ts
+	}
+	b.raw = binary.AppendUvarint(b.raw, uint64(d))
+	b.raw = binary.AppendUvarint(b.raw, uint64(len(rec)))
+	b.raw = append(b.raw, rec...)
+	b.count++
+}
+
+// Count is the number of records added since the last Reset.
+func (b *Builder) Count() int { return b.count }
+
+// RawSize is the size of the records added so far, once encoded.
+func (b *Builder) RawSize() int { return len(b.raw) }
+
+// Reset forgets the records added so far.
+func (b *Builder) Reset() {
+	b.raw = b.raw[:0]
+	b.count = 0
+	b.first, b.last = 0, 0
+}
+
+// Build appends the encoded batch to dst and returns it. Base offset and
+// append time are zero; the header CRC is valid. The Builder is Reset.
+func (b *Builder) Build(dst []byte, m Meta) ([]byte, error) {
+	if b.count == 0 {
+		return dst, fmt.Errorf("BUG: batch: Build with no records")
+	}
+	for _, s := range [...]string{m.Agent, m.Topic, m.Path} {
+		if len(s) > MaxStringLen {
+			return dst, fmt.Errorf("batch: string of %d bytes exceeds %d", len(s), MaxStringLen)
+		}
+	}
+	start := len(dst)
+	var fixed [offStrings]byte
+	dst = append(dst, fixed[:]...)
+	h := dst[start:]
+	h[offMagic] = Magic
+	h[offCompress] = byte(b.comp)
+	binary.BigEndian.PutUint32(h[offCount:], uint32(b.count))
+	binary.BigEndian.PutUint64(h[offFirstTime:], uint64(b.first))
+	binary.BigEndian.PutUint64(h[offLastTime:], uint64(b.last))
+	binary.BigEndian.PutUint64(h[offSourceID:], m.SourceID)
+	binary.BigEndian.PutUint64(h[offRangeStart:], uint64(m.RangeStart))
+	binary.BigEndian.PutUint64(h[offRangeEnd:], uint64(m.RangeEnd))
+	for _, s := range [...]string{m.Agent, m.Topic, m.Path} {
+		dst = binary.BigEndian.AppendUint16(dst, uint16(len(s)))
+		dst = append(dst, s...)
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(b.raw)))
+	switch b.comp {
+	case None:
+		dst = append(dst, b.raw...)
+	case Zstd:
+		dst = b.enc.EncodeAll(b.raw, dst)
+	case S2:
+		// s2.Encode writes into the spare capacity when it is large enough.
+		need := s2.MaxEncodedLen(len(b.raw))
+		if need < 0 {
+			return dst[:start], fmt.Errorf("%w: %d raw bytes", ErrTooLarge, len(b.raw))
+		}
+		dst = slices.Grow(dst, need)
+		enc := s2.Encode(dst[len(dst):len(dst)+need], b.raw)
+		dst = dst[:len(dst)+len(enc)]
+	}
+	size := len(dst) - start
+	if size > MaxSize {
+		return dst[:start], fmt.Errorf("%w: %d bytes", ErrTooLarge, size)
+	}
+	h = dst[start:]
+	binary.BigEndian.PutUint32(h[offLength:], uint32(size-4))
+	binary.BigEndian.PutUint32(h[offBodyCRC:], Checksum(h[offBody:]))
+	binary.BigEndian.PutUint32(h[offHeaderCRC:], Checksum(h[:offHeaderCRC]))
+	b.Reset()
+	return dst, nil
+}
+
+// Close releases the encoder.
+func (b *Builder) Close() {
+	if b.enc != nil {
+		b.enc.Close()
+	}
+}
+
+// Record is one decoded record.
+type Record struct {
+	Offset int64
+	Time   int64 // unix ns
+	// Data aliases the Decoder's buffer: valid until the next Decode.
+	Data []byte
+}
+
+// Decoder decompresses batches. Reuse one per goroutine; it is not safe for
+// concurrent use.
+type Decoder struct {
+	zd  *zstd.Decoder
+	buf []byte
+}
+
+// NewDecoder returns a Decoder.
+func NewDecoder() (*Decoder, error) {
+	zd, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxMemory(MaxSize))
+	if err != nil {
+		return nil, fmt.Errorf("batch: zstd decoder: %w", err)
+	}
+	return &Decoder{zd: zd}, nil
+}
+
+// Close releases the decoder.
+func (d *Decoder) Close() { d.zd.Close() }
+
+// Decode decompresses a batch that Parse accepted and calls fn for each
+// record in order. It stops at the first error fn returns. A payload that
+// does not decode to exactly the header's record count and raw length is
+// ErrCorrupt.
+func (d *Decoder) Decode(b []byte, h *Header, fn func(Record) error) error {
+	payload := b[h.PayloadOffset:]
+	var raw []byte
+	switch h.Compression {
+	case None:
+		raw = payload
+	case Zstd:
+		out, err := d.zd.DecodeAll(payload, d.buf[:0])
+		if err != nil {
+			return fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
+		}
+		d.buf, raw = out, out
+	case S2:
+		n, err := s2.DecodedLen(payload)
+		if err != nil || n != h.RawLen {
+			return fmt.Errorf("%w: s2 length %d, header says %d (%v)", ErrCorrupt, n, h.RawLen, err)
+		}
+		if cap(d.buf) < n {
+			d.buf = make([]byte, n)
+		}
+		out, err := s2.Decode(d.buf[:n], payload)
+		if err != nil {
+			return fmt.Errorf("%w: s2: %v", ErrCorrupt, err)
+		}
+		raw = out
+	default:
+		return fmt.Errorf("%w: unknown compression %d", ErrCorrupt, h.Compression)
+	}
+	if len(raw) != h.RawLen {
+		return fmt.Errorf("%w: payload of %d bytes, header says %d", ErrCorrupt, len(raw), h.RawLen)
+	}
+	off := h.BaseOffset
+	for i := 0; i < h.Count; i++ {
+		d, n := binary.Uvarint(raw)
+		if n <= 0 {
+			return fmt.Errorf("%w: record %d time", ErrCorrupt, i)
+		}
+		raw = raw[n:]
+		l, n := binary.Uvarint(raw)
+		if n <= 0 || l > uint64(len(raw)-n) {
+			return fmt.Errorf("%w: record %d length", ErrCorrupt, i)
+		}
+		raw = raw[n:]
+		if err := fn(Record{Offset: off, Time: h.FirstTime + int64(d), Data: raw[:l:l]}); err != nil {
+			return err
+		}
+		raw = raw[l:]
+		off++
+	}
+	if len(raw) != 0 {
+		return fmt.Errorf("%w: %d bytes after the last record", ErrCorrupt, len(raw))
+	}
+	return nil
+}
