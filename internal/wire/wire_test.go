@@ -1,0 +1,193 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestMessagesRoundTrip(t *testing.T) {
+	type codec interface {
+		Encode([]byte) []byte
+		Decode([]byte) error
+	}
+	cases := []struct {
+		name     string
+		in, zero codec
+	}{
+		{"hello", &Hello{Version: 1, Role: RoleAgent, ID: "web-01", Token: "s3cret"}, &Hello{}},
+		{"welcome", &Welcome{Version: 1, Aggregator: "agg-1", MaxFrame: 1 << 20}, &Welcome{}},
+		{"ack", &ProduceAck{Seq: 9, Status: AckResync, StoredEnd: 1234, Partition: 3, BaseOffset: 77, Message: "m"}, &ProduceAck{}},
+		{"fetch", &Fetch{Req: 1, Topic: "app", Partition: 2, Offset: 99, MaxBytes: 4096, MaxWaitMs: 500}, &Fetch{}},
+		{"metadata", &Metadata{Req: 2, Topics: []string{"a", "b"}}, &Metadata{}},
+		{"metadata-result", &MetadataResult{Req: 3, Aggregator: "x", Partitions: []PartitionInfo{{"app", 0, 1, 2}, {"web", 3, 4, 5}}}, &MetadataResult{}},
+		{"commit", &OffsetCommit{Req: 4, Sink: "s", Topic: "t", Partition: 1, Offset: 10}, &OffsetCommit{}},
+		{"committed", &OffsetCommitted{Req: 5, Status: 1, Message: "no"}, &OffsetCommitted{}},
+		{"offset-fetch", &OffsetFetch{Req: 6, Sink: "s", Topic: "t"}, &OffsetFetch{}},
+		{"offsets", &Offsets{Req: 7, Offsets: []PartitionOffset{{0, 5}, {3, 9}}}, &Offsets{}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := c.in.Encode(nil)
+			if err := c.zero.Decode(b); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(c.in, c.zero) {
+				t.Fatalf("got %+v, want %+v", c.zero, c.in)
+			}
+			for n := 0; n < len(b); n++ {
+				if err := c.zero.Decode(b[:n]); !errors.Is(err, ErrMalformed) {
+					t.Fatalf("truncated at %d: %v", n, err)
+				}
+			}
+		})
+	}
+}
+
+func TestHandshake(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	done := make(chan error, 1)
+	go func() {
+		s := NewConn(b, 0)
+		h, err := s.ServerHandshake(time.Second)
+		if err != nil {
+			done <- err
+			return
+		}
+		if h.ID != "web-01" || h.Role != RoleAgent || h.Version != Version {
+			done <- errors.New("bad hello")
+			return
+		}
+		done <- s.Accept(Welcome{Version: h.Version, Aggregator: "agg", MaxFrame: 1 << 20})
+	}()
+	c := NewConn(a, 0)
+	w, err := c.ClientHandshake(Hello{Role: RoleAgent, ID: "web-01"}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Aggregator != "agg" {
+		t.Fatalf("%+v", w)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGarbageIsRefused(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	go a.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	_, err := NewConn(b, 0).ServerHandshake(time.Second)
+	if !errors.Is(err, ErrBadMagic) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestVersionRefusedWithMessage(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	go func() {
+		NewConn(b, 0).ServerHandshake(time.Second)
+		b.Close()
+	}()
+	a.Write([]byte{'L', 'S', 'H', 'P', 9, 9, 0, 0})
+	_, p, err := NewConn(a, 0).ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var re *RemoteError
+	if err := DecodeError(p); !errors.As(err, &re) || re.Code != CodeVersion {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestFrameTooBig(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewConn(fakeConn{&buf}, 0)
+	w.WriteFrame(TypeProduce, make([]byte, 100))
+	w.Flush()
+	r := NewConn(fakeConn{&buf}, 50)
+	if _, _, err := r.ReadFrame(); !errors.Is(err, ErrFrameTooBig) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+type fakeConn struct{ rw io.ReadWriter }
+
+func (f fakeConn) Read(p []byte) (int, error)       { return f.rw.Read(p) }
+func (f fakeConn) Write(p []byte) (int, error)      { return f.rw.Write(p) }
+func (f fakeConn) Close() error                     { return nil }
+func (f fakeConn) LocalAddr() net.Addr              { return nil }
+func (f fakeConn) RemoteAddr() net.Addr             { return nil }
+func (f fakeConn) SetDeadline(time.Time) error      { return nil }
+func (f fakeConn) SetReadDeadline(time.Time) error  { return nil }
+func (f fakeConn) SetWriteDeadline(time.Time) error { return nil }
+
+func FuzzServerHandshake(f *testing.F) {
+	f.Add(append(Preamble(), frame(TypeHello, (&Hello{Role: RoleAgent, ID: "a"}).Encode(nil))...))
+	f.Add([]byte("LSHP\x01\x01\x00\x00\x00\x00\x00\x01\x01"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := NewConn(fakeConn{bytes.NewBuffer(b)}, 1<<20)
+		if _, err := c.ServerHandshake(0); err != nil {
+			return
+		}
+		for {
+			typ, p, err := c.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch typ {
+			case TypeProduce:
+				DecodeProduce(p)
+			case TypeFetch:
+				new(Fetch).Decode(p)
+			case TypeMetadata:
+				new(Metadata).Decode(p)
+			case TypeOffsetCommit:
+				new(OffsetCommit).Decode(p)
+			case TypeOffsetFetch:
+				new(OffsetFetch).Decode(p)
+			}
+		}
+	})
+}
+
+func FuzzClientFrames(f *testing.F) {
+	f.Add(frame(TypeProduceAck, (&ProduceAck{Seq: 1}).Encode(nil)))
+	f.Add(frame(TypeMetadataResult, (&MetadataResult{Partitions: []PartitionInfo{{"a", 1, 2, 3}}}).Encode(nil)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := NewConn(fakeConn{bytes.NewBuffer(b)}, 1<<20)
+		for {
+			typ, p, err := c.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch typ {
+			case TypeProduceAck:
+				new(ProduceAck).Decode(p)
+			case TypeFetchResult:
+				new(FetchResult).Decode(p)
+			case TypeMetadataResult:
+				new(MetadataResult).Decode(p)
+			case TypeOffsets:
+				new(Offsets).Decode(p)
+			case TypeError:
+				DecodeError(p)
+			}
+		}
+	})
+}
+
+func frame(t Type, p []byte) []byte {
+	var buf bytes.Buffer
+	c := NewConn(fakeConn{&buf}, 0)
+	c.WriteFrame(t, p)
+	c.Flush()
+	return buf.Bytes()
+}
