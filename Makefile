@@ -1,0 +1,44 @@
+# logship. `make demo` and `make test` are the two commands of the README.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+FUZZTIME ?= 30s
+
+.PHONY: all build test test-race vet lint bench fuzz demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/logship ./cmd/logship
+
+# What CI runs: formatting, vet (integration tests included, so they always
+# compile), and every test with the race detector.
+test: lint
+	$(GO) test -race -timeout 15m ./...
+
+test-race: test
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Runs every fuzz target for FUZZTIME each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+demo:
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/logship demo
+
+clean:
+	rm -rf bin

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"logship/logstore/batch"
+	"logship/sinks"
+)
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+type catOptions struct {
+	aggregators []string
+	topic       string
+	from        string
+	format      string
+	follow      bool
+}
+
+func runCat(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, level := flags("cat", "--aggregator HOST:PORT [--aggregator ...] --topic T [--from earliest|latest|OFFSET] [--format raw|json] [--follow]",
+		"logship cat --aggregator 127.0.0.1:7450 --topic app --from earliest --format json", stderr)
+	var o catOptions
+	fs.Var((*stringList)(&o.aggregators), "aggregator", "aggregator address host:port (repeat for several)")
+	fs.StringVar(&o.topic, "topic", "", "topic to print (required)")
+	fs.StringVar(&o.from, "from", "earliest", "where to start in each partition: earliest, latest or an offset")
+	fs.StringVar(&o.format, "format", "raw", "raw (each record and a newline) or json (one object per line)")
+	fs.BoolVar(&o.follow, "follow", false, "keep printing new records until interrupted")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	switch {
+	case len(o.aggregators) == 0:
+		return errors.New("--aggregator is required")
+	case o.topic == "":
+		return errors.New("--topic is required")
+	case o.format != "raw" && o.format != "json":
+		return fmt.Errorf("--format %q: want raw or json", o.format)
+	}
+	if err := batch.CheckName("topic", o.topic); err != nil {
+		return fmt.Errorf("--topic: %w", err)
+	}
+	if _, err := startOffset(o.from, 0, 0); err != nil {
+		return err
+	}
+	if _, err := newLogger(stderr, *level); err != nil {
+		return err
+	}
+	out := &recordPrinter{w: bufio.NewWriterSize(stdout, 256<<10), json: o.format == "json"}
+	err := catAll(ctx, o, out)
+	if ferr := out.flush(); err == nil {
+		err = ferr
+	}
+	if o.follow && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// startOffset maps --from to an offset of a partition spanning [start, end).
+func startOffset(from string, start, end int64) (int64, error) {
+	switch from {
+	case "earliest":
+		return start, nil
+	case "latest":
+		return end, nil
+	}
+	n, err := strconv.ParseInt(from, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("--from %q: want earliest, latest or a non-negative offset", from)
+	}
+	return min(max(n, start), end), nil
+}
+
+// catAll prints every partition of the topic on every aggregator. Without
+// follow it reads each partition up to the end it had when cat started,
+// one partition after the other; with follow every partition gets a
+// goroutine that long-polls for new records.
+func catAll(ctx context.Context, o catOptions, out *recordPrinter) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	fail := func(err error) {
+		select {
+		case errc <- err:
+		default:
+		}
+		cancel()
+	}
+	for _, addr := range o.aggregators {
+		c, err := sinks.Dial(ctx, addr, "")
+		if err != nil {
+			return fmt.Errorf("aggregator %s: %w", addr, err)
+		}
+		defer c.Close()
+		parts, err := c.Metadata(ctx, []string{o.topic})
+		if err != nil {
+			return fmt.Errorf("aggregator %s: %w", addr, err)
+		}
+		for _, p := range parts {
+			from, _ := startOffset(o.from, p.Start, p.End)
+			if !o.follow {
+				if err := catPartition(ctx, c, o, int(p.Partition), from, p.End, out); err != nil {
+					return err
+				}
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pc, err := sinks.Dial(ctx, addr, "")
+				if err == nil {
+					defer pc.Close()
+					err = catPartition(ctx, pc, o, int(p.Partition), from, -1, out)
+				}
+				if err != nil {
+					fail(fmt.Errorf("aggregator %s partition %d: %w", addr, p.Partition, err))
+				}
+			}()
+		}
+	}
+	if !o.follow {
+		return nil
+	}
+	// Partitions that appear later are not followed: cat follows what
+	// existed when it started.
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return ctx.Err()
+	}
+}
+
+// catPartition prints records from offset up to end (or forever if end < 0).
+func catPartition(ctx context.Context, c *sinks.Client, o catOptions, partition int, offset, end int64, out *recordPrinter) error {
+	dec, err := batch.NewDecoder()
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	wait := 500 * time.Millisecond
+	if end >= 0 {
+		wait = 0
+	}
+	for end < 0 || offset < end {
+		res, err := c.Fetch(ctx, o.topic, partition, offset, 4<<20, wait)
+		if err != nil {
+			return err
+		}
+		next := offset
+		err = sinks.DecodeRecords(dec, c.Aggregator(), partition, res.Batches, offset, func(r *sinks.Record) error {
+			if end >= 0 && r.Offset >= end {
+				return nil
+			}
+			next = r.Offset + 1
+			return out.print(r)
+		})
+		if err != nil {
+			return err
+		}
+		if end < 0 {
+			if err := out.flush(); err != nil {
+				return err
+			}
+		}
+		if next == offset && end >= 0 && res.End <= offset {
+			return nil // the log ends before the end we were told: nothing more to read
+		}
+		offset = next
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recordPrinter writes records as raw lines or JSON objects; safe for
+// concurrent use.
+type recordPrinter struct {
+	mu   sync.Mutex
+	w    *bufio.Writer
+	json bool
+	buf  []byte
+}
+
+type jsonRecord struct {
+	Topic      string `json:"topic"`
+	Aggregator string `json:"aggregator"`
+	Partition  int    `json:"partition"`
+	Offset     int64  `json:"offset"`
+	Timestamp  string `json:"timestamp"`
+	Host       string `json:"host"`
+	Source     string `json:"source"`
+	Line       string `json:"line"`
+}
+
+func (p *recordPrinter) print(r *sinks.Record) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.json {
+		p.w.Write(r.Data)
+		return p.w.WriteByte('\n')
+	}
+	b, err := json.Marshal(jsonRecord{
+		Topic: r.Topic, Aggregator: r.Aggregator, Partition: r.Partition, Offset: r.Offset,
+		Timestamp: time.Unix(0, r.Time).UTC().Format(time.RFC3339Nano),
+		Host:      r.Host, Source: r.Source, Line: string(r.Data),
+	})
+	if err != nil {
+		return err
+	}
+	p.w.Write(b)
+	return p.w.WriteByte('\n')
+}
+
+func (p *recordPrinter) flush() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.w.Flush()
+}

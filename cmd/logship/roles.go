@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"logship/agent"
+	"logship/aggregator"
+	"logship/config"
+	"logship/logstore"
+	"logship/logstore/batch"
+	"logship/sinks"
+	"logship/sinks/file"
+)
+
+// roleFlags parses the flags every role takes: --config and --log-level.
+func roleFlags(name string, args []string, stderr io.Writer) (cfgPath string, log *slog.Logger, err error) {
+	fs, level := flags(name, "--config FILE", "logship "+name+" --config /etc/logship/"+name+".toml", stderr)
+	path := fs.String("config", "", "TOML config file (required)")
+	if err := fs.Parse(args); err != nil {
+		return "", nil, err
+	}
+	if err := noArgs(fs); err != nil {
+		return "", nil, err
+	}
+	if *path == "" {
+		fs.Usage()
+		return "", nil, errors.New("--config is required")
+	}
+	log, err = newLogger(stderr, *level)
+	return *path, log, err
+}
+
+func runAggregator(ctx context.Context, args []string, _, stderr io.Writer) error {
+	path, log, err := roleFlags("aggregator", args, stderr)
+	if err != nil {
+		return err
+	}
+	c, err := config.LoadAggregator(path)
+	if err != nil {
+		return err
+	}
+	o, err := aggregatorOptions(c, log)
+	if err != nil {
+		return err
+	}
+	s, err := aggregator.New(o)
+	if err != nil {
+		return err
+	}
+	log.Info("listening", "addr", s.Addr(), "id", c.ID, "data_dir", c.DataDir)
+	err = s.Run(ctx)
+	log.Info("stopped")
+	return err
+}
+
+func aggregatorOptions(c *config.Aggregator, log *slog.Logger) (aggregator.Options, error) {
+	fsync, err := logstore.ParseFsync(c.Fsync)
+	if err != nil {
+		return aggregator.Options{}, err
+	}
+	return aggregator.Options{
+		ID:            c.ID,
+		Listen:        c.Listen,
+		DataDir:       c.DataDir,
+		Partitions:    c.Partitions,
+		Fsync:         fsync,
+		FsyncInterval: c.FsyncInterval.D(),
+		SegmentBytes:  int64(c.SegmentBytes),
+		MaxFrameBytes: int(c.MaxFrameBytes),
+		Logger:        log,
+	}, nil
+}
+
+func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
+	path, log, err := roleFlags("agent", args, stderr)
+	if err != nil {
+		return err
+	}
+	c, err := config.LoadAgent(path)
+	if err != nil {
+		return err
+	}
+	o, err := agentOptions(c, log)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(o)
+	if err != nil {
+		return err
+	}
+	log.Info("agent starting", "id", c.ID, "aggregators", c.Aggregators, "inputs", len(c.Inputs))
+	err = a.Run(ctx)
+	st := a.Stats()
+	log.Info("stopped", "lines", st.Lines, "raw_bytes", st.RawBytes, "wire_bytes", st.WireBytes)
+	return err
+}
+
+func agentOptions(c *config.Agent, log *slog.Logger) (agent.Options, error) {
+	comp, err := batch.ParseCompression(c.Compression)
+	if err != nil {
+		return agent.Options{}, err
+	}
+	o := agent.Options{
+		ID:                c.ID,
+		StateDir:          c.StateDir,
+		Aggregators:       c.Aggregators,
+		Compression:       comp,
+		BatchBytes:        int(c.BatchBytes),
+		BatchWait:         c.BatchWait.D(),
+		WindowBytes:       int(c.WindowBytes),
+		ScanInterval:      c.ScanInterval.D(),
+		PollInterval:      c.PollInterval.D(),
+		PositionsInterval: c.PositionsInterval.D(),
+		Logger:            log,
+	}
+	for _, in := range c.Inputs {
+		o.Inputs = append(o.Inputs, agent.Input{Topic: in.Topic, Paths: in.Paths, Exclude: in.Exclude, StartAt: in.StartAt})
+	}
+	return o, nil
+}
+
+func runSink(ctx context.Context, args []string, _, stderr io.Writer) error {
+	path, log, err := roleFlags("sink", args, stderr)
+	if err != nil {
+		return err
+	}
+	c, err := config.LoadSinks(path)
+	if err != nil {
+		return err
+	}
+	return runSinks(ctx, c, log)
+}
+
+// runSinks runs every configured sink until ctx is done.
+func runSinks(ctx context.Context, c *config.Sinks, log *slog.Logger) error {
+	errc := make(chan error, len(c.Sinks))
+	for _, sc := range c.Sinks {
+		s, o, err := newSink(c, sc, log)
+		if err != nil {
+			return err
+		}
+		go func() {
+			err := sinks.Run(ctx, o, s)
+			if cerr := s.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				err = fmt.Errorf("sink %s: %w", sc.Name, err)
+			}
+			errc <- err
+		}()
+	}
+	var errs []error
+	for range c.Sinks {
+		errs = append(errs, <-errc)
+	}
+	return errors.Join(errs...)
+}
+
+func newSink(c *config.Sinks, sc config.Sink, log *slog.Logger) (sinks.Sink, sinks.Options, error) {
+	log = log.With("sink", sc.Name)
+	o := sinks.Options{
+		Name:        sc.Name,
+		Aggregators: c.Aggregators,
+		Topics:      sc.Topics,
+		FetchBytes:  int(sc.FetchBytes),
+		Start:       sc.Start,
+		Logger:      log,
+	}
+	switch sc.Type {
+	case "file":
+		s, err := file.New(file.Options{
+			Dir:          sc.Dir,
+			RollSize:     int64(sc.RollSize),
+			RollInterval: sc.RollInterval.D(),
+			IdleTimeout:  sc.IdleTimeout.D(),
+			Logger:       log,
+		})
+		return s, o, err
+	}
+	return nil, o, fmt.Errorf("sink %s: unknown type %q", sc.Name, sc.Type)
+}
+
+func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "check" {
+		fmt.Fprintf(stderr, "Usage: logship config check FILE [FILE...]\n\nExample:\n  logship config check testdata/config/agent.toml\n")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			return nil
+		}
+		return exitError{2}
+	}
+	fs, _ := flags("config check", "FILE [FILE...]", "logship config check testdata/config/agent.toml", stderr)
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return exitError{2}
+	}
+	failed := false
+	for _, p := range fs.Args() {
+		kind, err := config.Check(p)
+		if err != nil {
+			failed = true
+			fmt.Fprintln(stdout, err)
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: ok (%s config)\n", p, kind)
+	}
+	if failed {
+		return exitError{1}
+	}
+	return nil
+}
