@@ -1,0 +1,417 @@
+package logstore
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+
+	"logship/logstore/batch"
+)
+
+// Partition is one topic partition: an ordered, append-only sequence of
+// batches spread over segments. All methods are safe for concurrent use.
+//
+// Locks, always taken in this order (never the other way round):
+//
+//	mu      the writer's lock: Append, roll, the start of Close. Held while
+//	        the active segment is written, never while waiting for fsync.
+//	rw      the segment list and the open files: shared by readers while
+//	        they read, exclusive to publish a new segment and to Close.
+//	syncMu  group commit state (sync.go).
+//	endMu   the durable end and the Wait channel.
+type Partition struct {
+	topic string
+	id    int
+	dir   string
+	opts  *Options
+	fsys  fileSystem
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	next   int64 // written end: the offset the next batch gets
+	closed bool
+
+	rw      sync.RWMutex
+	segs    []*segment // by base offset; the last is the active one
+	rclosed bool
+
+	// start is the first offset in the log. Fixed for now; retention (a
+	// later issue) will move it.
+	start atomic.Int64
+	// written mirrors next for lock-free dirty checks by the flusher.
+	written atomic.Int64
+
+	syncMu   sync.Mutex
+	syncing  bool          // a goroutine is fsyncing (the leader)
+	syncDone chan struct{} // closed when the leader is done
+	synced   int64         // every offset below is fsynced
+	failed   atomic.Pointer[error]
+
+	endMu     sync.Mutex
+	end       endPoint
+	endCh     chan struct{} // closed and replaced when end moves, if waited on
+	endWaited bool          // someone holds endCh
+	endClosed bool
+}
+
+// endPoint is the durable end of a partition: the offset, and where its
+// bytes end (segment and position), so that readers can bound their reads
+// without looking at the writer's state.
+type endPoint struct {
+	off int64
+	seg *segment
+	pos int64
+}
+
+// Topic is the partition's topic.
+func (p *Partition) Topic() string { return p.topic }
+
+// ID is the partition's number within its topic.
+func (p *Partition) ID() int { return p.id }
+
+// Start is the first offset still in the log.
+func (p *Partition) Start() int64 { return p.start.Load() }
+
+// End is the durable end: the offset the next record will get, counting
+// only data that is durable per the fsync policy (with never and interval:
+// everything written). Readers only ever see offsets below End.
+func (p *Partition) End() int64 {
+	p.endMu.Lock()
+	defer p.endMu.Unlock()
+	return p.end.off
+}
+
+func (p *Partition) endPoint() endPoint {
+	p.endMu.Lock()
+	defer p.endMu.Unlock()
+	return p.end
+}
+
+// advanceEnd moves the durable end forward (never back) and wakes waiters.
+func (p *Partition) advanceEnd(e endPoint) {
+	p.endMu.Lock()
+	defer p.endMu.Unlock()
+	if e.off <= p.end.off {
+		return
+	}
+	p.end = e
+	if p.endWaited {
+		close(p.endCh)
+		p.endCh = make(chan struct{})
+		p.endWaited = false
+	}
+}
+
+// failure returns the error that poisoned the partition, or nil.
+func (p *Partition) failure() error {
+	if e := p.failed.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// fail poisons the partition with the first error it is given.
+func (p *Partition) fail(err error) error {
+	err = fmt.Errorf("%w: %s-%d: %w", ErrFailed, p.topic, p.id, err)
+	if p.failed.CompareAndSwap(nil, &err) {
+		p.log.Error("partition failed: no more appends until restart", "err", err)
+	}
+	return p.failure()
+}
+
+// active returns the segment being appended to. Caller holds mu.
+func (p *Partition) active() *segment { return p.segs[len(p.segs)-1] }
+
+// CheckFunc decides, under the partition's write lock (so serialized with
+// every append), whether a batch is written. The aggregator's dedup uses it.
+type CheckFunc func(h *batch.Header) (write bool, err error)
+
+// Appended is the result of Append.
+type Appended struct {
+	Written    bool
+	BaseOffset int64 // when Written
+	Next       int64 // written end of the log after this call: pass it to WaitDurable
+}
+
+// Append takes one whole batch already accepted by batch.Parse (h is its
+// header) and calls check (nil: always write). If told to write, it stamps
+// the base offset and append time into b with batch.Stamp (b is modified in
+// place, and h.BaseOffset and h.AppendTime are set to match), rolls to a
+// new segment first if the batch would take the active one past
+// SegmentBytes, writes b and updates the index. It does not wait for
+// durability: that is WaitDurable, so a server can pipeline appends and
+// acks. If check returns an error, nothing is written and the error is
+// returned as is.
+func (p *Partition) Append(b []byte, h *batch.Header, check CheckFunc) (Appended, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return Appended{}, ErrClosed
+	}
+	res := Appended{Next: p.next}
+	if err := p.failure(); err != nil {
+		return res, err
+	}
+	if check != nil {
+		write, err := check(h)
+		if err != nil || !write {
+			return res, err
+		}
+	}
+	if len(b) != h.Size || h.Count < 1 || len(b) < batch.MinSize {
+		return res, fmt.Errorf("logstore: append: batch of %d bytes, header says %d bytes and %d records", len(b), h.Size, h.Count)
+	}
+	if h.Topic != p.topic {
+		return res, fmt.Errorf("logstore: append: batch of topic %q to partition %s-%d", h.Topic, p.topic, p.id)
+	}
+	seg := p.active()
+	pos := seg.size.Load()
+	if (pos > fileHeaderSize && pos+int64(len(b)) > p.opts.SegmentBytes) || p.next-seg.base > math.MaxUint32 {
+		if err := p.roll(); err != nil {
+			return res, err
+		}
+		seg, pos = p.active(), fileHeaderSize
+	}
+	base, now := p.next, p.opts.Now().UnixMilli()
+	batch.Stamp(b, base, now)
+	h.BaseOffset, h.AppendTime = base, now
+	if _, err := seg.f.WriteAt(b, pos); err != nil {
+		err = fmt.Errorf("logstore: write %s at %d: %w", seg.path, pos, err)
+		// A failed write may have left part of the batch behind. Cut it, or,
+		// when even that fails, give up on the partition: the next write
+		// would land after garbage.
+		if terr := seg.f.Truncate(pos); terr != nil {
+			return res, p.fail(errors.Join(err, terr))
+		}
+		return res, err
+	}
+	seg.noteBatch(pos, base, len(b), p.opts.IndexIntervalBytes)
+	seg.size.Store(pos + int64(len(b)))
+	p.next = base + int64(h.Count)
+	p.written.Store(p.next)
+	if p.opts.Fsync != FsyncAlways {
+		p.advanceEnd(endPoint{off: p.next, seg: seg, pos: pos + int64(len(b))})
+	}
+	return Appended{Written: true, BaseOffset: base, Next: p.next}, nil
+}
+
+// roll seals the active segment and starts a new one at p.next. Caller
+// holds mu. The order makes a crash at any step recoverable: the old
+// segment is fsynced and its index written (tmp, fsync, rename, fsync dir)
+// before the new segment exists, so only the last segment can be torn.
+func (p *Partition) roll() error {
+	old := p.active()
+	size := old.size.Load()
+	if err := old.f.Sync(); err != nil {
+		return p.fail(fmt.Errorf("sync %s: %w", old.path, err))
+	}
+	p.markSynced(endPoint{off: p.next, seg: old, pos: size})
+	if err := p.writeIndex(old); err != nil {
+		// The log itself is fine: refuse this append, retry the roll on the next.
+		return fmt.Errorf("logstore: roll %s: %w", old.path, err)
+	}
+	seg, err := createSegment(p.fsys, p.dir, p.next)
+	if err != nil {
+		return fmt.Errorf("logstore: roll %s-%d: %w", p.topic, p.id, err)
+	}
+	if err := p.fsys.SyncDir(p.dir); err != nil {
+		seg.f.Close()
+		return p.fail(fmt.Errorf("sync dir %s: %w", p.dir, err))
+	}
+	p.rw.Lock()
+	p.segs = append(p.segs[:len(p.segs):len(p.segs)], seg) // copy: never write a slice a reader may hold
+	p.rw.Unlock()
+	p.log.Debug("rolled segment", "offset", p.next, "file", seg.path)
+	return nil
+}
+
+// writeIndex replaces seg's index file with its in-memory entries.
+func (p *Partition) writeIndex(seg *segment) error {
+	seg.idxMu.RLock()
+	data := encodeIndex(seg.base, seg.entries)
+	seg.idxMu.RUnlock()
+	return writeFileAtomic(p.fsys, indexPathOf(seg.path), data)
+}
+
+// Read returns whole stored batches, starting with the batch that contains
+// offset, up to maxBytes (but always at least one whole batch if any exists
+// at offset, however large), all below End and all from one segment, so it
+// may return less than maxBytes at a segment boundary. offset == End returns
+// (nil, nil); offset < Start or > End returns an *OutOfRangeError. The
+// result is the caller's. Safe concurrently with Append and other Reads.
+func (p *Partition) Read(offset int64, maxBytes int) ([]byte, error) {
+	p.rw.RLock()
+	defer p.rw.RUnlock()
+	if p.rclosed {
+		return nil, ErrClosed
+	}
+	end := p.endPoint()
+	if offset == end.off {
+		return nil, nil
+	}
+	if start := p.Start(); offset < start || offset > end.off {
+		return nil, &OutOfRangeError{Topic: p.topic, Partition: p.id, Offset: offset, Start: start, End: end.off}
+	}
+	seg := p.segmentFor(offset)
+	limit := seg.size.Load() // a segment before end.seg is sealed: all of it is durable
+	if seg == end.seg {
+		limit = end.pos
+	}
+	pos, size, err := seg.find(offset, limit)
+	if err != nil {
+		return nil, err
+	}
+	n := limit - pos
+	if int64(maxBytes) < n {
+		n = max(int64(maxBytes), int64(size))
+	}
+	buf := make([]byte, n)
+	if err := readFullAt(seg.f, buf, pos); err != nil {
+		return nil, fmt.Errorf("logstore: read %s at %d: %w", seg.path, pos, err)
+	}
+	// Keep whole batches only.
+	q := 0
+	for len(buf)-q >= batch.PrefixSize {
+		n, err := batch.CheckPrefix(buf[q:])
+		if err != nil {
+			return nil, &CorruptionError{Path: seg.path, Offset: pos + int64(q), Err: err}
+		}
+		if n > len(buf)-q {
+			break
+		}
+		q += n
+	}
+	if q == 0 {
+		return nil, &CorruptionError{Path: seg.path, Offset: pos, Err: errors.New("BUG: no whole batch read")}
+	}
+	return buf[:q], nil
+}
+
+// segmentFor returns the segment holding offset, which must be in
+// [Start, End). Caller holds rw.
+func (p *Partition) segmentFor(offset int64) *segment {
+	lo, hi := 0, len(p.segs) // first segment with base > offset
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if p.segs[m].base <= offset {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo == 0 {
+		panic(fmt.Sprintf("BUG: logstore: offset %d before the first segment %d", offset, p.segs[0].base))
+	}
+	return p.segs[lo-1]
+}
+
+// Wait blocks until End() > offset or ctx is done (long-poll support for
+// fetch). It returns ctx.Err() when ctx ends first and ErrClosed when the
+// store is closed.
+func (p *Partition) Wait(ctx context.Context, offset int64) error {
+	for {
+		p.endMu.Lock()
+		if p.end.off > offset {
+			p.endMu.Unlock()
+			return nil
+		}
+		if p.endClosed {
+			p.endMu.Unlock()
+			return ErrClosed
+		}
+		// Taking the channel under endMu, where advanceEnd closes it, is
+		// what makes a wakeup impossible to miss.
+		ch := p.endCh
+		p.endWaited = true
+		p.endMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Scan calls fn with the header of every stored batch below End, in order,
+// and stops at the first error fn returns. The aggregator rebuilds its
+// dedup state from it. fn runs without any lock held, so it may call the
+// partition; batches appended during the scan are not included.
+func (p *Partition) Scan(fn func(h *batch.Header) error) error {
+	p.rw.RLock()
+	if p.rclosed {
+		p.rw.RUnlock()
+		return ErrClosed
+	}
+	segs := p.segs
+	p.rw.RUnlock()
+	end := p.endPoint()
+	var buf []byte
+	for _, seg := range segs {
+		if seg.base >= end.off {
+			break
+		}
+		limit := seg.size.Load()
+		if seg == end.seg {
+			limit = end.pos
+		}
+		r := bufio.NewReaderSize(io.NewSectionReader(lockedReader{p, seg.f}, fileHeaderSize, limit-fileHeaderSize), 256<<10)
+		for pos := int64(fileHeaderSize); pos < limit; {
+			prefix, err := r.Peek(batch.PrefixSize)
+			if err != nil {
+				return p.scanErr(seg, pos, err)
+			}
+			n, err := batch.CheckPrefix(prefix)
+			if err != nil {
+				return &CorruptionError{Path: seg.path, Offset: pos, Err: err}
+			}
+			if cap(buf) < n {
+				buf = make([]byte, n)
+			}
+			if _, err := io.ReadFull(r, buf[:n]); err != nil {
+				return p.scanErr(seg, pos, err)
+			}
+			h, err := batch.ParseUnchecked(buf[:n])
+			if err != nil {
+				return &CorruptionError{Path: seg.path, Offset: pos, Err: err}
+			}
+			if err := fn(&h); err != nil {
+				return err
+			}
+			pos += int64(n)
+		}
+	}
+	return nil
+}
+
+func (p *Partition) scanErr(seg *segment, pos int64, err error) error {
+	if errors.Is(err, ErrClosed) {
+		return ErrClosed
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return &CorruptionError{Path: seg.path, Offset: pos, Err: io.ErrUnexpectedEOF}
+	}
+	return fmt.Errorf("logstore: scan %s at %d: %w", seg.path, pos, err)
+}
+
+// lockedReader reads a segment file under the partition's rw lock, so that
+// a long Scan never holds the lock while fn runs, and never reads a file
+// that Close has closed.
+type lockedReader struct {
+	p *Partition
+	f file
+}
+
+func (r lockedReader) ReadAt(b []byte, off int64) (int, error) {
+	r.p.rw.RLock()
+	defer r.p.rw.RUnlock()
+	if r.p.rclosed {
+		return 0, ErrClosed
+	}
+	return r.f.ReadAt(b, off)
+}

@@ -1,0 +1,213 @@
+package logstore
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"logship/logstore/batch"
+)
+
+// Store is a set of partitions rooted at one directory. All methods are
+// safe for concurrent use.
+type Store struct {
+	dir  string
+	opts Options
+	fsys fileSystem
+	lock io.Closer
+
+	mu     sync.RWMutex
+	parts  map[partKey]*Partition
+	closed bool
+
+	// The interval flusher (FsyncInterval only), owned by the Store: Close
+	// signals stop and waits for done.
+	stop chan struct{}
+	done chan struct{}
+}
+
+type partKey struct {
+	topic string
+	id    int
+}
+
+// Open opens (creating if needed) a store rooted at dir. Every existing
+// partition directory is opened and recovered before Open returns (see the
+// package documentation, "Recovery"); damage that recovery may not repair
+// is returned as a *CorruptionError. Only one Store may have dir open at a
+// time, across processes.
+func Open(dir string, opts Options) (*Store, error) {
+	return open(dir, opts, osFS{})
+}
+
+// open is Open on any file system; tests pass fault-injecting ones.
+func open(dir string, opts Options, fsys fileSystem) (_ *Store, err error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{
+		dir:   dir,
+		opts:  opts.withDefaults(),
+		fsys:  fsys,
+		parts: make(map[partKey]*Partition),
+	}
+	if err := fsys.MkdirAll(dir); err != nil {
+		return nil, fmt.Errorf("logstore: %w", err)
+	}
+	if s.lock, err = fsys.Lock(filepath.Join(dir, lockName)); err != nil {
+		return nil, fmt.Errorf("logstore: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			for _, p := range s.parts {
+				p.close()
+			}
+			s.lock.Close()
+		}
+	}()
+	ents, err := fsys.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("logstore: %w", err)
+	}
+	log := s.opts.Logger
+	for _, e := range ents {
+		if e.Name == lockName && !e.IsDir {
+			continue
+		}
+		topic, id, ok := parsePartitionDir(e.Name)
+		if !ok || !e.IsDir {
+			log.Warn("ignoring unexpected entry in store directory", "file", filepath.Join(dir, e.Name))
+			continue
+		}
+		p, err := openPartition(&s.opts, fsys, filepath.Join(dir, e.Name), topic, id)
+		if err != nil {
+			return nil, err
+		}
+		s.parts[partKey{topic, id}] = p
+		log.Info("opened partition", "topic", topic, "partition", id, "offset", p.End(), "segments", len(p.segs))
+	}
+	if s.opts.Fsync == FsyncInterval {
+		s.stop, s.done = make(chan struct{}), make(chan struct{})
+		go s.flushLoop()
+	}
+	return s, nil
+}
+
+// parsePartitionDir splits "<topic>-<id>" at its last '-'. The id must be
+// written canonically (no sign, no leading zero), so that one partition
+// has exactly one directory name.
+func parsePartitionDir(name string) (topic string, id int, ok bool) {
+	i := strings.LastIndexByte(name, '-')
+	if i < 0 {
+		return "", 0, false
+	}
+	topic, digits := name[:i], name[i+1:]
+	id, err := strconv.Atoi(digits)
+	if err != nil || id < 0 || strconv.Itoa(id) != digits || !batch.ValidName(topic) {
+		return "", 0, false
+	}
+	return topic, id, true
+}
+
+// Partition returns the partition id of topic, creating it if needed.
+func (s *Store) Partition(topic string, id int) (*Partition, error) {
+	if p := s.Lookup(topic, id); p != nil {
+		return p, nil
+	}
+	if err := batch.CheckName("topic", topic); err != nil {
+		return nil, fmt.Errorf("logstore: %w", err)
+	}
+	if id < 0 {
+		return nil, fmt.Errorf("logstore: invalid partition %d", id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if p := s.parts[partKey{topic, id}]; p != nil {
+		return p, nil
+	}
+	p, err := openPartition(&s.opts, s.fsys, filepath.Join(s.dir, fmt.Sprintf("%s-%d", topic, id)), topic, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.fsys.SyncDir(s.dir); err != nil {
+		p.close()
+		return nil, fmt.Errorf("logstore: sync %s: %w", s.dir, err)
+	}
+	s.parts[partKey{topic, id}] = p
+	s.opts.Logger.Info("created partition", "topic", topic, "partition", id)
+	return p, nil
+}
+
+// Lookup returns the partition id of topic, or nil when it does not exist.
+func (s *Store) Lookup(topic string, id int) *Partition {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.parts[partKey{topic, id}]
+}
+
+// Partitions returns every partition, sorted by topic, then id.
+func (s *Store) Partitions() []*Partition {
+	s.mu.RLock()
+	out := make([]*Partition, 0, len(s.parts))
+	for _, p := range s.parts {
+		out = append(out, p)
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b *Partition) int {
+		return cmp.Or(strings.Compare(a.topic, b.topic), cmp.Compare(a.id, b.id))
+	})
+	return out
+}
+
+// Close stops the flusher, syncs and closes every partition and releases
+// the directory. Later calls return nil; every call on a partition then
+// returns ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	if s.stop != nil {
+		close(s.stop)
+		<-s.done
+	}
+	var errs []error
+	for _, p := range s.Partitions() {
+		errs = append(errs, p.close())
+	}
+	errs = append(errs, s.lock.Close())
+	return errors.Join(errs...)
+}
+
+// flushLoop fsyncs every partition with unsynced bytes every FsyncInterval
+// (policy interval). It runs until Close.
+func (s *Store) flushLoop() {
+	defer close(s.done)
+	t := time.NewTicker(s.opts.FsyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			for _, p := range s.Partitions() {
+				if err := p.flush(); err != nil {
+					s.opts.Logger.Error("interval fsync failed", "topic", p.topic, "partition", p.id, "err", err)
+				}
+			}
+		}
+	}
+}
