@@ -1,0 +1,218 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"logship/internal/wire"
+	"logship/logstore"
+)
+
+// Offset commit statuses in OffsetCommitted (the wire says only that 0 is
+// success).
+const (
+	commitOK      = 0
+	commitInvalid = 1 // refused: bad sink or topic name, negative offset
+	commitFailed  = 2 // could not be stored; retry
+)
+
+// peerError is a request the server refuses by closing the connection with
+// an Error frame.
+type peerError struct {
+	reason rejectReason
+	code   wire.ErrorCode
+	msg    string
+}
+
+func (e *peerError) Error() string { return e.msg }
+
+func protocolErr(format string, a ...any) error {
+	return &peerError{reason: rejectProtocol, code: wire.CodeProtocol, msg: fmt.Sprintf(format, a...)}
+}
+
+// serveConsumer serves a consumer's requests one at a time until it
+// leaves, sends something bad, or ctx is done. Consumers never pipeline
+// (wire/doc.go), so one goroutine both reads and writes: a writer of its
+// own would have nothing to overlap with. A long poll ends when ctx does.
+func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, log *slog.Logger) {
+	nc := c.NetConn()
+	defer nc.Close()
+	for {
+		t, p, err := c.ReadFrame()
+		if err != nil {
+			switch {
+			case ctx.Err() != nil:
+			case errors.Is(err, io.EOF):
+				log.Debug("consumer disconnected")
+			case errors.Is(err, wire.ErrFrameTooBig), errors.Is(err, wire.ErrMalformed):
+				s.refusePeer(c, log, &peerError{reason: rejectProtocol, code: wire.CodeProtocol, msg: err.Error()})
+			case errors.Is(err, io.ErrUnexpectedEOF):
+				s.refusePeer(c, log, &peerError{reason: rejectProtocol, code: wire.CodeProtocol, msg: "truncated frame: " + err.Error()})
+			default:
+				log.Warn("consumer connection lost", "err", err)
+			}
+			return
+		}
+		switch t {
+		case wire.TypeMetadata:
+			err = s.metadata(c, p)
+		case wire.TypeFetch:
+			err = s.fetch(ctx, c, p, log)
+		case wire.TypeOffsetCommit:
+			err = s.offsetCommit(c, p, log)
+		case wire.TypeOffsetFetch:
+			err = s.offsetFetch(c, p)
+		default:
+			err = protocolErr("unexpected %s frame from a consumer", t)
+		}
+		if err == nil {
+			nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+			err = c.Flush()
+		}
+		if err != nil {
+			var pe *peerError
+			if errors.As(err, &pe) {
+				s.refusePeer(c, log, pe)
+			} else {
+				log.Warn("consumer connection lost", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// refusePeer logs why a connection is closed and sends the Error frame.
+// The caller closes the connection.
+func (s *Server) refusePeer(c *wire.Conn, log *slog.Logger, pe *peerError) {
+	s.stats.reject(pe.reason)
+	log.Warn("closing connection", "err", pe.msg)
+	nc := c.NetConn()
+	nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+	if c.WriteError(pe.code, pe.msg) == nil {
+		if tc, ok := nc.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+	}
+}
+
+// metadata answers with every partition of the requested topics (all when
+// none is named). Topics that do not exist are simply absent.
+func (s *Server) metadata(c *wire.Conn, p []byte) error {
+	var m wire.Metadata
+	if err := m.Decode(p); err != nil {
+		return protocolErr("metadata: %v", err)
+	}
+	want := make(map[string]bool, len(m.Topics))
+	for _, t := range m.Topics {
+		want[t] = true
+	}
+	res := wire.MetadataResult{Req: m.Req, Aggregator: s.opts.ID}
+	for _, part := range s.store.Partitions() {
+		if len(want) > 0 && !want[part.Topic()] {
+			continue
+		}
+		res.Partitions = append(res.Partitions, wire.PartitionInfo{
+			Topic: part.Topic(), Partition: uint32(part.ID()), Start: part.Start(), End: part.End(),
+		})
+	}
+	c.NetConn().SetWriteDeadline(time.Now().Add(WriteTimeout))
+	return c.WriteFrame(wire.TypeMetadataResult, res.Encode(nil))
+}
+
+// fetch answers one Fetch with the stored batches from the one holding the
+// requested offset, at most MaxBytes (capped by the max frame size) but at
+// least one batch. At the end of the log it long-polls up to MaxWaitMs
+// (capped by MaxFetchWait, ended early by ctx), then answers with what is
+// there, possibly nothing.
+func (s *Server) fetch(ctx context.Context, c *wire.Conn, p []byte, log *slog.Logger) error {
+	var f wire.Fetch
+	if err := f.Decode(p); err != nil {
+		return protocolErr("fetch: %v", err)
+	}
+	s.stats.fetches.Add(1)
+	res := wire.FetchResult{Req: f.Req}
+	var data []byte
+	part := s.store.Lookup(f.Topic, int(f.Partition))
+	if part == nil {
+		res.Status = wire.FetchUnknownPartition
+	} else {
+		var err error
+		data, res.Status, err = s.read(ctx, part, &f)
+		if err != nil {
+			log.Error("fetch failed", "topic", f.Topic, "partition", f.Partition, "offset", f.Offset, "err", err)
+			return &peerError{reason: rejectNone, code: wire.CodeUnavailable, msg: fmt.Sprintf("fetch %s-%d at %d: %v", f.Topic, f.Partition, f.Offset, err)}
+		}
+		res.Start, res.End = part.Start(), part.End()
+	}
+	s.stats.fetchBytes.Add(int64(len(data)))
+	c.NetConn().SetWriteDeadline(time.Now().Add(WriteTimeout))
+	return c.WriteFrame(wire.TypeFetchResult, res.EncodeHeader(nil), data)
+}
+
+// read is fetch's storage side.
+func (s *Server) read(ctx context.Context, part *logstore.Partition, f *wire.Fetch) ([]byte, wire.FetchStatus, error) {
+	if f.Offset < part.Start() || f.Offset > part.End() {
+		return nil, wire.FetchOutOfRange, nil
+	}
+	if f.Offset == part.End() && f.MaxWaitMs > 0 {
+		wait := min(time.Duration(f.MaxWaitMs)*time.Millisecond, MaxFetchWait)
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		err := part.Wait(wctx, f.Offset)
+		cancel()
+		if err != nil && wctx.Err() == nil {
+			return nil, 0, err
+		}
+	}
+	maxBytes := int(f.MaxBytes)
+	if maxBytes <= 0 || maxBytes > s.maxFrame {
+		maxBytes = s.maxFrame
+	}
+	data, err := part.Read(f.Offset, maxBytes)
+	if errors.Is(err, logstore.ErrOutOfRange) {
+		// Retention moved the start past the offset meanwhile.
+		return nil, wire.FetchOutOfRange, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return data, wire.FetchOK, nil
+}
+
+// offsetCommit stores a sink's offset durably before it answers.
+func (s *Server) offsetCommit(c *wire.Conn, p []byte, log *slog.Logger) error {
+	var m wire.OffsetCommit
+	if err := m.Decode(p); err != nil {
+		return protocolErr("offset commit: %v", err)
+	}
+	res := wire.OffsetCommitted{Req: m.Req, Status: commitOK}
+	if err := s.offsets.commit(m.Sink, m.Topic, m.Partition, m.Offset); err != nil {
+		res.Status, res.Message = commitFailed, err.Error()
+		if errors.Is(err, errInvalidCommit) {
+			res.Status = commitInvalid
+			log.Warn("offset commit refused", "sink", m.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
+		} else {
+			log.Error("offset commit failed", "sink", m.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
+		}
+	} else {
+		s.stats.offsetCommits.Add(1)
+	}
+	c.NetConn().SetWriteDeadline(time.Now().Add(WriteTimeout))
+	return c.WriteFrame(wire.TypeOffsetCommitted, res.Encode(nil))
+}
+
+// offsetFetch answers with a sink's committed offsets in a topic; none for
+// a sink or topic without commits (or with an invalid name).
+func (s *Server) offsetFetch(c *wire.Conn, p []byte) error {
+	var m wire.OffsetFetch
+	if err := m.Decode(p); err != nil {
+		return protocolErr("offset fetch: %v", err)
+	}
+	res := wire.Offsets{Req: m.Req, Offsets: s.offsets.committed(m.Sink, m.Topic)}
+	c.NetConn().SetWriteDeadline(time.Now().Add(WriteTimeout))
+	return c.WriteFrame(wire.TypeOffsets, res.Encode(nil))
+}

@@ -1,0 +1,131 @@
+// Package aggregator is logship's server: it accepts agent and consumer
+// connections (protocol: internal/wire), appends the agents' batches to the
+// log (logstore) exactly once per source range, and serves the log and the
+// sinks' committed offsets to consumers.
+//
+// # Lifecycle and goroutines
+//
+// New opens the log under DataDir/log, rebuilds the dedup state from it,
+// loads the committed offsets from DataDir/offsets and binds the listener.
+// Run accepts connections until its context is done, then shuts down:
+// it closes the listener, wakes every connection's reader with a read
+// deadline in the past (a long-polling Fetch is woken through the context),
+// lets each agent connection's writer ack what was already appended once it
+// is durable, closes the connections, waits for every goroutine and closes
+// the log. Run owns every goroutine the package starts:
+//
+//   - the accept loop;
+//   - per agent connection, a reader (it owns reads, the dedup marks of the
+//     connection and the appends) and a writer (it owns writes: it waits for
+//     durability and sends the acks), joined by a bounded channel;
+//   - per consumer connection, one goroutine: consumers send one request at
+//     a time, so a writer of its own would have nothing to overlap.
+//
+// An error on one connection (a bad frame, a peer that vanished, a write
+// that timed out) is logged and closes that connection only.
+//
+// # Handshake
+//
+// The server reads the preamble and Hello within HandshakeTimeout and
+// answers with Welcome{version, Options.ID, Options.MaxFrameBytes}. A bad
+// preamble or Hello is logged at WARN (keys remote and err) and the
+// connection is closed; a well-formed Hello that is refused (unknown role;
+// an agent whose id is not a valid name) gets an Error frame first.
+//
+// # Agents
+//
+// The reader takes Produce frames one by one. A frame that is not a
+// Produce, a truncated or oversized frame, a batch that batch.Parse refuses
+// (CRC, lengths, version) or whose topic is not a valid name closes the
+// connection: the acks already queued are sent, then an Error frame with the
+// reason, which is also logged at WARN. Nothing of a bad frame is stored.
+//
+// A valid batch goes to the partition of its source (below), where the
+// dedup check and the append run under the partition's append lock; the
+// append copies the batch into the log and returns without waiting for
+// fsync. The outcome goes to the writer through the bounded channel, and the
+// reader goes on with the next frame while the fsync is in flight. The
+// writer acks in receive order; before each ack it waits until the batch
+// (for Duplicate and Resync: everything the partition held when the batch
+// was decided) is durable per the fsync policy (Partition.WaitDurable), so
+// concurrent connections share group commits. It flushes when no more acks
+// are queued, or before it blocks on an fsync, so acks leave in batches.
+//
+// An ack that is not Appended has base offset -1. An Append or WaitDurable
+// error is acked Failed with the error as message and logged at ERROR; the
+// agent retries.
+//
+// # Partition choice and exactly-once (decision 2 of DESIGN.md)
+//
+// A source is (topic, agent id from the batch header, source id). Its
+// partition is the one it is stored in, when known, else FNV-1a(agent id,
+// 0x00, source id as 8 big-endian bytes) modulo Options.Partitions. So a
+// source stays in its partition when Options.Partitions changes, and its
+// batches stay in order.
+//
+// The dedup table holds each source's partition and stored end (the range
+// end of its last stored batch). New rebuilds it by scanning every stored
+// batch header (the last batch of a source wins). For a batch with range
+// [RangeStart, RangeEnd), the check, in this order:
+//
+//	source unknown                      append                 Appended, stored end = RangeEnd
+//	RangeEnd <= stored end              don't                  Duplicate, stored end
+//	RangeStart == stored end            append                 Appended, stored end = RangeEnd
+//	RangeStart < stored end < RangeEnd  don't                  Resync, stored end; the connection marks the source
+//	RangeStart > stored end (a gap):
+//	  source marked on this connection  don't                  Resync, stored end (a stale batch sent before the agent saw the Resync)
+//	  otherwise                         append, log the gap    Appended, stored end = RangeEnd
+//
+// An Appended batch clears the connection's mark of its source. A gap on a
+// connection that was never told to resync is deliberate (the agent skipped
+// bytes: a truncated file, a failover from another aggregator), so it is
+// stored and logged at INFO with the source and the skipped range. The table
+// changes only when a batch is written. The decision, the append and the
+// table update happen under the partition's append lock, so two connections
+// sending the same source (an agent reconnecting while its old connection
+// still drains) are decided one after the other.
+//
+// The table is never pruned while the server runs; after a restart it holds
+// the sources that still have batches in the log.
+//
+// # Consumers
+//
+// Requests are served one at a time:
+//
+//   - Metadata: every partition of the named topics (all topics when none is
+//     named) with its start and end; unknown topics are absent.
+//   - Fetch: FetchUnknownPartition for a partition that does not exist,
+//     FetchOutOfRange with start and end for an offset outside [start, end];
+//     else the stored batches from the one holding the offset, at most
+//     MaxBytes (0 or more than the max frame size: the max frame size) but at
+//     least one batch. At the end of the log the server long-polls up to
+//     MaxWaitMs (capped at MaxFetchWait; shutdown ends it) and answers with
+//     what is there, possibly nothing. Only durable batches are served.
+//   - OffsetCommit: stores a sink's next offset for a partition, durably,
+//     before answering. Status 0: stored; 1: refused (sink or topic not a
+//     valid name, negative offset); 2: could not be stored (retry). Offsets
+//     never expire.
+//   - OffsetFetch: the sink's committed offsets in a topic, by partition.
+//
+// # Offsets file, version 1
+//
+// Each sink's committed offsets live in DataDir/offsets/<sink>.offsets, a
+// state file (internal/statefile) of kind "offsets", replaced atomically
+// (tmp, fsync, rename, fsync dir) on every commit that changes it:
+//
+//	logship offsets v1 crc32c=<8 hex digits> len=<decimal>\n
+//	<body: len bytes>
+//
+// The CRC32C (Castagnoli) covers exactly the body. The body is a JSON object
+// mapping topic to an object mapping partition id (decimal string) to the
+// next offset the sink will read (integer >= 0), with keys sorted:
+//
+//	{"app":{"0":7,"2":150},"web":{"1":3}}
+//
+// At startup every <sink>.offsets file is read; leftover temporary files of
+// an interrupted write (".<sink>.offsets.tmp-<digits>") are removed. A file
+// that is damaged (header, length, CRC, JSON, names, negative offsets) or of
+// a newer version stops New with an error naming it, since starting without
+// it would silently move that sink; moving the file aside starts the sink
+// from its reset policy.
+package aggregator
