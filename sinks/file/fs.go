@@ -1,0 +1,94 @@
+package file
+
+import (
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// FS is the little the sink needs from a filesystem. Paths are
+// slash-separated. The sink's rolling, naming and recovery code uses only
+// this interface, so another store (HDFS) only adds an implementation.
+//
+// An implementation is used by many partition goroutines at once and must
+// be safe for concurrent use; a File is used by one goroutine.
+type FS interface {
+	// MkdirAll creates dir and any missing parents; existing ones are fine.
+	MkdirAll(dir string) error
+	// Create creates a new, empty file for writing. It fails when name
+	// exists.
+	Create(name string) (File, error)
+	// Rename moves oldname to newname. The sink checks with Stat that
+	// newname does not exist first, so an implementation may either fail
+	// or replace when it does.
+	Rename(oldname, newname string) error
+	// ReadDir returns the names of the entries of dir, in any order. A
+	// missing dir is an error that satisfies errors.Is(err, fs.ErrNotExist).
+	ReadDir(dir string) ([]string, error)
+	// Stat describes name. A missing name is an error that satisfies
+	// errors.Is(err, fs.ErrNotExist).
+	Stat(name string) (fs.FileInfo, error)
+	// Remove removes a file. A missing name is an error that satisfies
+	// errors.Is(err, fs.ErrNotExist).
+	Remove(name string) error
+	// SyncDir makes the creations, renames and removals done in dir so far
+	// durable (fsync of the directory). A store whose namespace changes are
+	// durable once they return (HDFS: the NameNode logs them) does nothing.
+	SyncDir(dir string) error
+}
+
+// File is a file being written.
+type File interface {
+	io.Writer
+	// Sync makes everything written so far durable (fsync; HDFS: hsync).
+	Sync() error
+	// Close closes the file. After a failed Sync the caller still calls it.
+	Close() error
+}
+
+// OSFS is the local filesystem.
+type OSFS struct{}
+
+var _ FS = OSFS{}
+
+// MkdirAll implements FS.
+func (OSFS) MkdirAll(dir string) error { return os.MkdirAll(filepath.FromSlash(dir), 0o755) }
+
+// Create implements FS.
+func (OSFS) Create(name string) (File, error) {
+	return os.OpenFile(filepath.FromSlash(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+}
+
+// Rename implements FS.
+func (OSFS) Rename(oldname, newname string) error {
+	return os.Rename(filepath.FromSlash(oldname), filepath.FromSlash(newname))
+}
+
+// ReadDir implements FS.
+func (OSFS) ReadDir(dir string) ([]string, error) {
+	f, err := os.Open(filepath.FromSlash(dir))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	// Readdirnames does not sort or stat: cheap on a directory of
+	// thousands of published files.
+	return f.Readdirnames(-1)
+}
+
+// Stat implements FS.
+func (OSFS) Stat(name string) (fs.FileInfo, error) { return os.Stat(filepath.FromSlash(name)) }
+
+// Remove implements FS.
+func (OSFS) Remove(name string) error { return os.Remove(filepath.FromSlash(name)) }
+
+// SyncDir implements FS.
+func (OSFS) SyncDir(dir string) error {
+	d, err := os.Open(filepath.FromSlash(dir))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
