@@ -1,0 +1,97 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"logship/logstore"
+)
+
+// Aggregator is the config of an aggregator: where it listens and where
+// it keeps the log. Load it with LoadAggregator, or build it in code and
+// call SetDefaults and Validate.
+type Aggregator struct {
+	ID            string   `toml:"id"`              // default: the host name and "-" and the listen port, sanitized like Agent.ID
+	Listen        string   `toml:"listen"`          // required host:port for agents and sinks
+	DataDir       string   `toml:"data_dir"`        // required: the log's directory
+	Partitions    int      `toml:"partitions"`      // default 4; 1 to 1024 per topic
+	Fsync         string   `toml:"fsync"`           // "always" (default), "interval" or "never": see logstore.FsyncPolicy
+	FsyncInterval Duration `toml:"fsync_interval"`  // default 1s; only with fsync = "interval"
+	SegmentBytes  Size     `toml:"segment_bytes"`   // default 1GiB; at least 1MiB, less than 4GiB
+	MaxFrameBytes Size     `toml:"max_frame_bytes"` // default 16MiB; 64KiB to 64MiB
+	MetricsListen string   `toml:"metrics_listen"`  // optional host:port for /metrics
+}
+
+// Aggregator defaults and bounds.
+const (
+	defaultPartitions    = 4
+	maxPartitions        = 1024
+	defaultFsyncInterval = Duration(time.Second)
+	defaultSegmentBytes  = GiB
+	minSegmentBytes      = MiB
+	maxSegmentBytes      = Size(logstore.MaxSegmentBytes) // 4GiB-1B: the index holds 32-bit positions
+	defaultMaxFrameBytes = 16 * MiB
+	minMaxFrameBytes     = 64 * KiB
+	maxMaxFrameBytes     = 64 * MiB
+)
+
+// LoadAggregator reads the aggregator config at path, applies defaults to
+// the keys it leaves out, and validates it. A file that cannot be read is
+// a plain error; every other problem is in an *Errors.
+func LoadAggregator(path string) (*Aggregator, error) {
+	f, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return load[Aggregator](f)
+}
+
+// SetDefaults sets every zero field of g to its default. The default ID
+// comes from os.Hostname and g.Listen, so set Listen first.
+func (g *Aggregator) SetDefaults() { g.setDefaults(isZero) }
+
+func (g *Aggregator) setDefaults(u unsetFunc) {
+	setDefault(u, "partitions", &g.Partitions, defaultPartitions)
+	setDefault(u, "fsync", &g.Fsync, "always")
+	setDefault(u, "fsync_interval", &g.FsyncInterval, defaultFsyncInterval)
+	setDefault(u, "segment_bytes", &g.SegmentBytes, defaultSegmentBytes)
+	setDefault(u, "max_frame_bytes", &g.MaxFrameBytes, defaultMaxFrameBytes)
+	if u("id", g.ID == "") {
+		suffix := ""
+		if _, port, err := net.SplitHostPort(g.Listen); err == nil {
+			if _, err := strconv.Atoi(port); err == nil {
+				suffix = "-" + port
+			}
+		}
+		g.ID = hostID(suffix)
+	}
+}
+
+// Validate reports every problem with g as an *Errors, or returns nil. It
+// checks g as it is: call SetDefaults first to fill in unset fields.
+func (g *Aggregator) Validate() error { return validate(g) }
+
+func (g *Aggregator) check(c *checker) {
+	c.name("id", "id", g.ID)
+	if c.required("listen", g.Listen) {
+		c.address("listen", g.Listen, false)
+	}
+	c.required("data_dir", g.DataDir)
+	if g.Partitions < 1 || g.Partitions > maxPartitions {
+		c.errorf("partitions", "%d is out of range: want 1 to %d", g.Partitions, maxPartitions)
+	}
+	c.oneOf("fsync", g.Fsync, "always", "interval", "never")
+	positive(c, "fsync_interval", g.FsyncInterval)
+	if c.given["fsync_interval"] && (g.Fsync == "always" || g.Fsync == "never") {
+		c.add("fsync_interval", fmt.Sprintf("fsync_interval: only used with fsync = \"interval\", not %q", g.Fsync))
+	}
+	if g.SegmentBytes < minSegmentBytes || g.SegmentBytes > maxSegmentBytes {
+		c.errorf("segment_bytes", "%v is out of range: want at least %v and less than 4GiB", g.SegmentBytes, minSegmentBytes)
+	}
+	c.sizeRange("max_frame_bytes", g.MaxFrameBytes, minMaxFrameBytes, maxMaxFrameBytes)
+	if g.MetricsListen != "" {
+		c.address("metrics_listen", g.MetricsListen, false)
+	}
+}

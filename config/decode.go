@@ -1,0 +1,240 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Kinds of config file, as Check returns them.
+const (
+	KindAgent      = "agent"
+	KindAggregator = "aggregator"
+	KindSinks      = "sinks"
+)
+
+// file is a config file that parsed as TOML.
+type file struct {
+	name  string
+	data  map[string]any
+	lines map[string]int
+}
+
+// readFile reads and parses path. A file that cannot be read is a plain
+// error (errors.Is(err, fs.ErrNotExist) works); a syntax error is an
+// *Errors with the line.
+func readFile(path string) (*file, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(path, string(src))
+}
+
+func parse(name, src string) (*file, error) {
+	var data map[string]any
+	if _, err := toml.Decode(src, &data); err != nil {
+		p := Problem{File: name, Msg: err.Error()}
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			p.Line, p.Msg = pe.Position.Line, "syntax error: "+pe.Message
+		}
+		return nil, &Errors{Problems: []Problem{p}}
+	}
+	return &file{name: name, data: data, lines: keyLines(src)}, nil
+}
+
+// schema is what the three kinds of config have in common. unset tells
+// setDefaults whether the field at a key was left unset.
+type schema interface {
+	setDefaults(unset unsetFunc)
+	check(c *checker)
+}
+
+// unsetFunc reports whether the field at key (relative to the table being
+// defaulted) was left unset; zero is whether it holds its zero value.
+type unsetFunc func(key string, zero bool) bool
+
+// isZero is the unsetFunc of structs built in code: zero means unset.
+func isZero(_ string, zero bool) bool { return zero }
+
+// within returns u for the keys of the table at prefix.
+func within(u unsetFunc, prefix string) unsetFunc {
+	return func(key string, zero bool) bool { return u(prefix+"."+key, zero) }
+}
+
+// setDefault sets *p to def when the field at key is unset.
+func setDefault[T comparable](u unsetFunc, key string, p *T, def T) {
+	var zero T
+	if u(key, *p == zero) {
+		*p = def
+	}
+}
+
+// load decodes f into a new T, applies defaults to the keys the file does
+// not set (or sets to a value that could not be decoded), and checks it.
+func load[T any, PT interface {
+	*T
+	schema
+}](f *file) (*T, error) {
+	v := new(T)
+	c := newChecker(f.name)
+	c.lines, c.given = f.lines, map[string]bool{}
+	d := decoder{c}
+	d.table(f.data, reflect.ValueOf(v).Elem(), "")
+	PT(v).setDefaults(func(key string, _ bool) bool { return !c.given[key] || c.bad[key] })
+	PT(v).check(c)
+	if err := c.err(); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// validate checks a struct built in code.
+func validate(v schema) error {
+	c := newChecker("config")
+	v.check(c)
+	return c.err()
+}
+
+// Check reads the config file at path, tells its kind from its top-level
+// keys, and loads it as that kind: an aggregator file has listen or
+// data_dir, an agent file state_dir or [[input]], a sinks file [[sink]]. It
+// returns the kind (KindAgent, KindAggregator or KindSinks), or "" when it
+// cannot be told, and every problem in the file.
+func Check(path string) (kind string, err error) {
+	f, err := readFile(path)
+	if err != nil {
+		return "", err
+	}
+	if kind, err = f.kind(); err != nil {
+		return "", err
+	}
+	switch kind {
+	case KindAgent:
+		_, err = load[Agent](f)
+	case KindAggregator:
+		_, err = load[Aggregator](f)
+	case KindSinks:
+		_, err = load[Sinks](f)
+	}
+	return kind, err
+}
+
+func (f *file) kind() (string, error) {
+	var kinds, found []string
+	look := func(kind string, keys ...string) {
+		var have []string
+		for _, k := range keys {
+			if _, ok := f.data[strings.Trim(k, "[]")]; ok {
+				have = append(have, k)
+			}
+		}
+		if len(have) > 0 {
+			kinds = append(kinds, kind)
+			found = append(found, kind+" ("+strings.Join(have, ", ")+")")
+		}
+	}
+	look(KindAggregator, "listen", "data_dir")
+	look(KindAgent, "state_dir", "[[input]]")
+	look(KindSinks, "[[sink]]")
+	switch len(kinds) {
+	case 1:
+		return kinds[0], nil
+	case 0:
+		return "", &Errors{Problems: []Problem{{File: f.name, Msg: "cannot tell the kind of config: " +
+			"want an agent (state_dir, [[input]]), aggregator (listen, data_dir) or sinks ([[sink]]) file"}}}
+	}
+	return "", &Errors{Problems: []Problem{{File: f.name, Msg: "cannot tell the kind of config: it has the keys of " +
+		strings.Join(found, " and ")}}}
+}
+
+// decoder sets struct fields from the generic tree toml.Decode builds,
+// reporting every value it cannot use instead of stopping at the first, as
+// decoding straight into the struct would. Fields are matched by their toml
+// tag; a field whose address is a toml.Unmarshaler (Size, Duration) decodes
+// itself. Types other than those of this package's structs are a BUG.
+type decoder struct {
+	c *checker
+}
+
+func (d decoder) table(m map[string]any, rv reflect.Value, prefix string) {
+	fields := map[string]int{}
+	for i := range rv.NumField() {
+		if tag := rv.Type().Field(i).Tag.Get("toml"); tag != "" {
+			fields[tag] = i
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		key := joinKey(prefix, k)
+		i, ok := fields[k]
+		if !ok {
+			d.c.add(key, fmt.Sprintf("unknown key %q", key))
+			continue
+		}
+		d.c.given[key] = true
+		d.value(m[k], rv.Field(i), key, k)
+	}
+}
+
+// value sets fv from v; key is its path and name the key's own name.
+func (d decoder) value(v any, fv reflect.Value, key, name string) {
+	if u, ok := fv.Addr().Interface().(toml.Unmarshaler); ok {
+		if err := u.UnmarshalTOML(v); err != nil {
+			d.c.decodeErr(key, err)
+		}
+		return
+	}
+	switch fv.Kind() {
+	case reflect.String:
+		s, ok := v.(string)
+		if !ok {
+			d.c.decodeErr(key, fmt.Errorf("want a string, got %s", describe(v)))
+			return
+		}
+		fv.SetString(s)
+	case reflect.Int:
+		n, ok := v.(int64)
+		if !ok || fv.OverflowInt(n) {
+			d.c.decodeErr(key, fmt.Errorf("want an integer, got %s", describe(v)))
+			return
+		}
+		fv.SetInt(n)
+	case reflect.Slice:
+		tables := fv.Type().Elem().Kind() == reflect.Struct
+		av := reflect.ValueOf(v)
+		if av.Kind() != reflect.Slice {
+			if tables {
+				d.c.decodeErr(key, fmt.Errorf("want an array of tables ([[%s]]), got %s", name, describe(v)))
+			} else {
+				d.c.decodeErr(key, fmt.Errorf("want an array of strings, got %s", describe(v)))
+			}
+			return
+		}
+		s := reflect.MakeSlice(fv.Type(), av.Len(), av.Len())
+		for i := range av.Len() {
+			ekey := indexKey(key, i)
+			d.c.given[ekey] = true
+			e := av.Index(i).Interface()
+			if !tables {
+				d.value(e, s.Index(i), ekey, name)
+				continue
+			}
+			m, ok := e.(map[string]any)
+			if !ok {
+				d.c.decodeErr(ekey, fmt.Errorf("want a table, got %s", describe(e)))
+				continue
+			}
+			d.table(m, s.Index(i), ekey)
+		}
+		fv.Set(s)
+	default:
+		panic("BUG: config: cannot decode into " + fv.Type().String())
+	}
+}
