@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"time"
 
 	"logship/internal/wire"
 	"logship/logstore"
@@ -219,7 +218,7 @@ func (a *agentConn) writeLoop() {
 			continue
 		}
 		if it.fatal {
-			a.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+			a.nc.SetWriteDeadline(a.s.writeDeadline())
 			if err := a.c.WriteError(it.code, it.msg); err != nil {
 				kill("sending error", err)
 				continue
@@ -234,7 +233,7 @@ func (a *agentConn) writeLoop() {
 		if it.p != nil && it.Status != wire.AckFailed {
 			if it.p.End() < it.wait && a.c.Buffered() > 0 {
 				// About to wait for an fsync: send what is ready first.
-				a.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+				a.nc.SetWriteDeadline(a.s.writeDeadline())
 				if err := a.c.Flush(); err != nil {
 					kill("flushing acks", err)
 					continue
@@ -249,7 +248,7 @@ func (a *agentConn) writeLoop() {
 			}
 		}
 		enc = it.ProduceAck.Encode(enc[:0])
-		a.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+		a.nc.SetWriteDeadline(a.s.writeDeadline())
 		if err := a.c.WriteFrame(wire.TypeProduceAck, enc); err != nil {
 			kill("sending ack", err)
 			continue
@@ -261,7 +260,7 @@ func (a *agentConn) writeLoop() {
 		}
 	}
 	if !dead {
-		a.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+		a.nc.SetWriteDeadline(a.s.writeDeadline())
 		if err := a.c.Flush(); err != nil {
 			a.log.Warn("agent connection lost", "while", "flushing acks", "err", err)
 		}

@@ -71,7 +71,7 @@ func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, log *slog.Logg
 			err = protocolErr("unexpected %s frame from a consumer", t)
 		}
 		if err == nil {
-			nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+			nc.SetWriteDeadline(s.writeDeadline())
 			err = c.Flush()
 		}
 		if err != nil {
@@ -92,7 +92,7 @@ func (s *Server) refusePeer(c *wire.Conn, log *slog.Logger, pe *peerError) {
 	s.stats.reject(pe.reason)
 	log.Warn("closing connection", "err", pe.msg)
 	nc := c.NetConn()
-	nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+	nc.SetWriteDeadline(s.writeDeadline())
 	if c.WriteError(pe.code, pe.msg) == nil {
 		if tc, ok := nc.(*net.TCPConn); ok {
 			tc.CloseWrite()
@@ -120,7 +120,7 @@ func (s *Server) metadata(c *wire.Conn, p []byte) error {
 			Topic: part.Topic(), Partition: uint32(part.ID()), Start: part.Start(), End: part.End(),
 		})
 	}
-	c.NetConn().SetWriteDeadline(time.Now().Add(WriteTimeout))
+	c.NetConn().SetWriteDeadline(s.writeDeadline())
 	return c.WriteFrame(wire.TypeMetadataResult, res.Encode(nil))
 }
 
@@ -150,7 +150,7 @@ func (s *Server) fetch(ctx context.Context, c *wire.Conn, p []byte, log *slog.Lo
 		res.Start, res.End = part.Start(), part.End()
 	}
 	s.stats.fetchBytes.Add(int64(len(data)))
-	c.NetConn().SetWriteDeadline(time.Now().Add(WriteTimeout))
+	c.NetConn().SetWriteDeadline(s.writeDeadline())
 	return c.WriteFrame(wire.TypeFetchResult, res.EncodeHeader(nil), data)
 }
 
@@ -201,7 +201,7 @@ func (s *Server) offsetCommit(c *wire.Conn, p []byte, log *slog.Logger) error {
 	} else {
 		s.stats.offsetCommits.Add(1)
 	}
-	c.NetConn().SetWriteDeadline(time.Now().Add(WriteTimeout))
+	c.NetConn().SetWriteDeadline(s.writeDeadline())
 	return c.WriteFrame(wire.TypeOffsetCommitted, res.Encode(nil))
 }
 
@@ -213,6 +213,6 @@ func (s *Server) offsetFetch(c *wire.Conn, p []byte) error {
 		return protocolErr("offset fetch: %v", err)
 	}
 	res := wire.Offsets{Req: m.Req, Offsets: s.offsets.committed(m.Sink, m.Topic)}
-	c.NetConn().SetWriteDeadline(time.Now().Add(WriteTimeout))
+	c.NetConn().SetWriteDeadline(s.writeDeadline())
 	return c.WriteFrame(wire.TypeOffsets, res.Encode(nil))
 }

@@ -94,9 +94,7 @@ func TestFetchLongPollWakesOnAppend(t *testing.T) {
 	begin := time.Now()
 	go func() { got <- cc.fetch("app", ack.Partition, 1, 0, 20_000) }()
 	// Wait until the server has the Fetch (it counts it before it waits).
-	for ts.Stats().Fetches == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, func() bool { return ts.Stats().Fetches == 1 })
 	a.produce(mkBatch(t, s, 10, 20, "new"))
 	r := <-got
 	if b := splitBatches(t, r.Batches); len(b) != 1 || b[0].records[0] != "new" || b[0].h.BaseOffset != 1 {
@@ -115,9 +113,7 @@ func TestLongPollEndsAtShutdown(t *testing.T) {
 	cc := dialConsumer(t, ts.Addr())
 	got := make(chan wire.FetchResult, 1)
 	go func() { got <- cc.fetch("app", ack.Partition, 1, 0, 30_000) }()
-	for ts.Stats().Fetches == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, func() bool { return ts.Stats().Fetches == 1 })
 	begin := time.Now()
 	ts.stop(t)
 	if d := time.Since(begin); d > 5*time.Second {

@@ -400,3 +400,16 @@ func isRemote(err error, code wire.ErrorCode) bool {
 	var re *wire.RemoteError
 	return errors.As(err, &re) && re.Code == code
 }
+
+// waitUntil polls cond (a state the test cannot be told about, such as a
+// request the server is holding) until it holds, for at most 10s.
+func waitUntil(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

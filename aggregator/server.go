@@ -26,6 +26,9 @@ const (
 	// WriteTimeout bounds every write to a peer: a client that stops
 	// reading cannot hold a goroutine (or a shutdown) forever.
 	WriteTimeout = 30 * time.Second
+	// ShutdownWriteGrace bounds writes once shutdown has begun, so that a
+	// peer that stopped reading holds up shutdown only that long.
+	ShutdownWriteGrace = 5 * time.Second
 	// MaxFetchWait caps a Fetch's long poll.
 	MaxFetchWait = 30 * time.Second
 	// ackQueue bounds the acks a connection's reader may hand its writer
@@ -60,6 +63,7 @@ type Server struct {
 	stats    stats
 	wg       sync.WaitGroup // connection goroutines; Add only from the accept loop
 	ran      atomic.Bool
+	stopAt   atomic.Int64 // when shutdown began, unix ns; 0 while serving
 }
 
 // New checks opts, opens the log under DataDir/log, rebuilds the dedup
@@ -153,6 +157,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case err = <-acceptDone:
 		s.ln.Close()
 	}
+	s.markStopping()
 	// Every connection watches ctx: cancelling it makes their readers stop
 	// (see serveConn). The accept loop has returned, so wg.Add is over.
 	cancel()
@@ -162,6 +167,21 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("aggregator stopped", "id", s.opts.ID, "err", err)
 	return err
+}
+
+// markStopping records when shutdown began, once.
+func (s *Server) markStopping() { s.stopAt.CompareAndSwap(0, time.Now().UnixNano()) }
+
+// writeDeadline is the deadline for a write that starts now: WriteTimeout
+// away, but no later than ShutdownWriteGrace after shutdown began.
+func (s *Server) writeDeadline() time.Time {
+	d := time.Now().Add(WriteTimeout)
+	if at := s.stopAt.Load(); at != 0 {
+		if g := time.Unix(0, at).Add(ShutdownWriteGrace); g.Before(d) {
+			return g
+		}
+	}
+	return d
 }
 
 // acceptLoop accepts until the listener is closed. It returns nil when ctx
@@ -214,7 +234,12 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	// The handshake resets the read deadline when it ends, so a shutdown
 	// that lands during it is caught by the ctx.Err check after it; one that
 	// lands later sets a deadline nobody resets.
-	stop := context.AfterFunc(ctx, func() { nc.SetReadDeadline(longAgo) })
+	// Writes in progress get ShutdownWriteGrace.
+	stop := context.AfterFunc(ctx, func() {
+		s.markStopping()
+		nc.SetReadDeadline(longAgo)
+		nc.SetWriteDeadline(s.writeDeadline())
+	})
 	defer stop()
 
 	c := wire.NewConn(nc, s.maxFrame)
@@ -230,12 +255,12 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	refuse := func(reason rejectReason, code wire.ErrorCode, msg string) {
 		s.stats.reject(reason)
 		s.log.Warn("connection refused", "remote", remote, "err", msg)
-		nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+		nc.SetWriteDeadline(s.writeDeadline())
 		c.WriteError(code, msg)
 		nc.Close()
 	}
 	if ctx.Err() != nil {
-		nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+		nc.SetWriteDeadline(s.writeDeadline())
 		c.WriteError(wire.CodeUnavailable, "aggregator shutting down")
 		nc.Close()
 		return
@@ -255,7 +280,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		refuse(rejectHello, wire.CodeAuth, fmt.Sprintf("unknown role %s", hello.Role))
 		return
 	}
-	nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+	nc.SetWriteDeadline(s.writeDeadline())
 	if err := c.Accept(wire.Welcome{Version: hello.Version, Aggregator: s.opts.ID, MaxFrame: uint32(s.maxFrame)}); err != nil {
 		s.log.Warn("handshake failed", "remote", remote, "err", err)
 		nc.Close()
