@@ -144,7 +144,7 @@ func TestLoadValues(t *testing.T) {
 		want any
 	}{
 		{"agent.toml", &Agent{
-			ID: "demo-agent", StateDir: "/tmp/logship/agent", Aggregators: []string{"127.0.0.1:7400"},
+			ID: "demo-agent", StateDir: "/tmp/logship/agent", Aggregators: []string{"127.0.0.1:7450"},
 			Compression: "zstd", BatchBytes: 256 * KiB, BatchWait: Duration(200 * time.Millisecond),
 			WindowBytes: 16 * MiB, ScanInterval: Duration(time.Second), PollInterval: Duration(250 * time.Millisecond),
 			PositionsInterval: Duration(time.Second), MetricsListen: "127.0.0.1:9400",
@@ -154,15 +154,15 @@ func TestLoadValues(t *testing.T) {
 			},
 		}},
 		{"agent-minimal.toml", &Agent{
-			ID: host, StateDir: "/tmp/logship/agent", Aggregators: []string{"127.0.0.1:7400"},
+			ID: host, StateDir: "/tmp/logship/agent", Aggregators: []string{"127.0.0.1:7450"},
 			Compression: "zstd", BatchBytes: 256 * KiB, BatchWait: Duration(200 * time.Millisecond),
 			WindowBytes: 16 * MiB, ScanInterval: Duration(time.Second), PollInterval: Duration(250 * time.Millisecond),
 			PositionsInterval: Duration(time.Second),
 			Inputs:            []Input{{Topic: "app", Paths: []string{"/tmp/logship/logs/app/*.log"}, StartAt: "beginning"}},
 		}},
 		{"aggregator.toml", &Aggregator{
-			ID: "demo-aggregator", Listen: "127.0.0.1:7400", DataDir: "/tmp/logship/aggregator", Partitions: 4,
-			Fsync: "interval", FsyncInterval: Duration(time.Second), SegmentBytes: GiB, MaxFrameBytes: 16 * MiB,
+			ID: "demo-aggregator", Listen: "127.0.0.1:7450", DataDir: "/tmp/logship/aggregator", Partitions: 4,
+			Fsync: "always", FsyncInterval: Duration(time.Second), SegmentBytes: GiB, MaxFrameBytes: 16 * MiB,
 			MetricsListen: "127.0.0.1:9401",
 		}},
 		{"aggregator-minimal.toml", &Aggregator{
@@ -170,7 +170,7 @@ func TestLoadValues(t *testing.T) {
 			Fsync: "always", FsyncInterval: Duration(time.Second), SegmentBytes: GiB, MaxFrameBytes: 16 * MiB,
 		}},
 		{"sinks.toml", &Sinks{
-			Aggregators: []string{"127.0.0.1:7400"}, MetricsListen: "127.0.0.1:9402",
+			Aggregators: []string{"127.0.0.1:7450"}, MetricsListen: "127.0.0.1:9402",
 			Sinks: []Sink{{
 				Name: "local-file", Type: "file", Topics: []string{"app", "nginx-access"}, Dir: "/tmp/logship/sink",
 				RollSize: 128 * MiB, RollInterval: Duration(15 * time.Minute), IdleTimeout: Duration(time.Minute),
@@ -178,7 +178,7 @@ func TestLoadValues(t *testing.T) {
 			}},
 		}},
 		{"sinks-minimal.toml", &Sinks{
-			Aggregators: []string{"127.0.0.1:7400"},
+			Aggregators: []string{"127.0.0.1:7450"},
 			Sinks: []Sink{{
 				Name: "local-file", Type: "file", Topics: []string{"app"}, Dir: "/tmp/logship/sink",
 				RollSize: 128 * MiB, RollInterval: Duration(15 * time.Minute), IdleTimeout: Duration(time.Minute),

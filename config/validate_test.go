@@ -12,7 +12,7 @@ import (
 func validAgent() *Agent {
 	a := &Agent{
 		StateDir:    "/tmp/logship/agent",
-		Aggregators: []string{"127.0.0.1:7400"},
+		Aggregators: []string{"127.0.0.1:7450"},
 		Inputs:      []Input{{Topic: "app", Paths: []string{"/var/log/app/*.log"}}},
 	}
 	a.SetDefaults()
@@ -27,7 +27,7 @@ func validAggregator() *Aggregator {
 
 func validSinks() *Sinks {
 	s := &Sinks{
-		Aggregators: []string{"127.0.0.1:7400"},
+		Aggregators: []string{"127.0.0.1:7450"},
 		Sinks:       []Sink{{Name: "out", Type: "file", Topics: []string{"app"}, Dir: "/tmp/logship/sink"}},
 	}
 	s.SetDefaults()
