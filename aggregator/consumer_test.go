@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,11 +106,19 @@ func TestFetchLongPollWakesOnAppend(t *testing.T) {
 	}
 }
 
-// TestLongPollEndsAtShutdown: shutdown does not wait for a long poll.
-func TestLongPollEndsAtShutdown(t *testing.T) {
+// TestShutdownIsPrompt: shutdown waits neither for a long poll, nor for
+// idle connections, nor for a client that never finishes its handshake.
+func TestShutdownIsPrompt(t *testing.T) {
 	ts := start(t, t.TempDir(), nil)
 	a := dialAgent(t, ts.Addr(), "web-01")
 	ack := a.produce(mkBatch(t, src{"web-01", "app", 1}, 0, 10))
+	dialAgent(t, ts.Addr(), "web-02")
+	dialConsumer(t, ts.Addr())
+	silent, err := net.Dial("tcp", ts.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
 	cc := dialConsumer(t, ts.Addr())
 	got := make(chan wire.FetchResult, 1)
 	go func() { got <- cc.fetch("app", ack.Partition, 1, 0, 30_000) }()

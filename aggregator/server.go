@@ -191,10 +191,10 @@ func (s *Server) acceptLoop(ctx context.Context) error {
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				if ctx.Err() != nil {
-					return nil
-				}
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("aggregator: accept: %w", err)
 			}
 			// Out of file descriptors and the like: back off and retry,
@@ -233,8 +233,8 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	// At shutdown every reader is woken by a read deadline in the past.
 	// The handshake resets the read deadline when it ends, so a shutdown
 	// that lands during it is caught by the ctx.Err check after it; one that
-	// lands later sets a deadline nobody resets.
-	// Writes in progress get ShutdownWriteGrace.
+	// lands later sets a deadline nobody resets. Writes in progress get
+	// ShutdownWriteGrace.
 	stop := context.AfterFunc(ctx, func() {
 		s.markStopping()
 		nc.SetReadDeadline(longAgo)
