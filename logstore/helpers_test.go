@@ -103,6 +103,15 @@ func openT(t testing.TB, dir string, opts Options) *Store {
 	return s
 }
 
+func openFS(t testing.TB, dir string, opts Options, fsys fileSystem) *Store {
+	t.Helper()
+	s, err := open(dir, opts, fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func partitionT(t testing.TB, s *Store, topic string, id int) *Partition {
 	t.Helper()
 	p, err := s.Partition(topic, id)

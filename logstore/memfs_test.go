@@ -332,3 +332,29 @@ func (f *hookFile) WriteAt(p []byte, off int64) (int, error) {
 	}
 	return f.file.WriteAt(p, off)
 }
+
+// noSyncFS is the real file system with fsync turned off: for tests that
+// damage files by hand and reopen hundreds of times, where durability is
+// not what is tested and fsync latency would dominate.
+type noSyncFS struct{ osFS }
+
+type noSyncFile struct{ file }
+
+func (noSyncFile) Sync() error        { return nil }
+func (noSyncFS) SyncDir(string) error { return nil }
+
+func (fs noSyncFS) Create(name string) (file, error) {
+	f, err := fs.osFS.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	return noSyncFile{f}, nil
+}
+
+func (fs noSyncFS) OpenRW(name string) (file, error) {
+	f, err := fs.osFS.OpenRW(name)
+	if err != nil {
+		return nil, err
+	}
+	return noSyncFile{f}, nil
+}

@@ -158,17 +158,17 @@ func (p *Partition) Append(b []byte, h *batch.Header, check CheckFunc) (Appended
 	if err := p.failure(); err != nil {
 		return res, err
 	}
-	if check != nil {
-		write, err := check(h)
-		if err != nil || !write {
-			return res, err
-		}
-	}
 	if len(b) != h.Size || h.Count < 1 || len(b) < batch.MinSize {
 		return res, fmt.Errorf("logstore: append: batch of %d bytes, header says %d bytes and %d records", len(b), h.Size, h.Count)
 	}
 	if h.Topic != p.topic {
 		return res, fmt.Errorf("logstore: append: batch of topic %q to partition %s-%d", h.Topic, p.topic, p.id)
+	}
+	if check != nil {
+		write, err := check(h)
+		if err != nil || !write {
+			return res, err
+		}
 	}
 	seg := p.active()
 	pos := seg.size.Load()
