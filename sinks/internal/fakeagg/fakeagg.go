@@ -50,6 +50,7 @@ type Server struct {
 	done       chan struct{}
 	wg         sync.WaitGroup
 	fetches    int
+	frozen     bool
 }
 
 // Start serves on addr ("127.0.0.1:0" for any port) as aggregator id.
@@ -179,6 +180,23 @@ func (s *Server) SetCommitHook(f func(sink, topic string, part int, off int64) b
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.commitHook = f
+}
+
+// Freeze makes fetches see no new records until Unfreeze, so that a test
+// can change the log in several steps that a consumer sees as one.
+func (s *Server) Freeze() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.frozen = true
+}
+
+// Unfreeze ends Freeze.
+func (s *Server) Unfreeze() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.frozen = false
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 // Fetches counts the Fetch requests served.
@@ -320,6 +338,9 @@ func (s *Server) fetch(m *wire.Fetch) (wire.FetchResult, []byte) {
 		}
 		var out []byte
 		for _, b := range p.batches {
+			if s.frozen {
+				break
+			}
 			if batch.BaseOffset(b)+int64(batch.Count(b)) <= m.Offset {
 				continue
 			}

@@ -1,0 +1,132 @@
+package sinks_test
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+
+	"logship/logstore/batch"
+	"logship/sinks"
+)
+
+// batches returns three stamped batches holding records 0-4, 5-9, 10-14
+// (one per codec), back to back, and the end of each batch.
+func batches(t *testing.T) ([]byte, []int) {
+	t.Helper()
+	var out []byte
+	var ends []int
+	for i, c := range []batch.Compression{batch.Zstd, batch.None, batch.S2} {
+		b, err := batch.NewBuilder(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range 5 {
+			off := int64(i*5 + j)
+			b.Add(1000+off, fmt.Appendf(nil, "rec-%d", off))
+		}
+		start := len(out)
+		out, err = b.Build(out, batch.Meta{Agent: "web-01", Topic: "app", Path: "/var/log/app.log", SourceID: 1})
+		b.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch.Stamp(out[start:], int64(i*5), 1700000000000+int64(i))
+		ends = append(ends, len(out))
+	}
+	return out, ends
+}
+
+func decodeAll(t *testing.T, b []byte, from int64) ([]sinks.Record, error) {
+	t.Helper()
+	dec, err := batch.NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	var got []sinks.Record
+	err = sinks.DecodeRecords(dec, "agg-1", 3, b, from, func(r *sinks.Record) error {
+		c := *r
+		c.Data = append([]byte(nil), r.Data...)
+		got = append(got, c)
+		return nil
+	})
+	return got, err
+}
+
+func TestDecodeRecordsFrom(t *testing.T) {
+	b, _ := batches(t)
+	for _, from := range []int64{0, 3, 5, 7, 14, 15, 99} {
+		t.Run(fmt.Sprint("from=", from), func(t *testing.T) {
+			got, err := decodeAll(t, b, from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := max(0, 15-from)
+			if int64(len(got)) != want {
+				t.Fatalf("%d records, want %d", len(got), want)
+			}
+			for i, r := range got {
+				off := from + int64(i)
+				w := sinks.Record{Aggregator: "agg-1", Topic: "app", Partition: 3, Offset: off, Time: 1000 + off,
+					AppendTime: 1700000000000 + off/5, Host: "web-01", Source: "/var/log/app.log"}
+				r.Data, w.Data = nil, nil
+				if !reflect.DeepEqual(r, w) {
+					t.Fatalf("record %d: %+v, want %+v", i, r, w)
+				}
+				if s := string(got[i].Data); s != fmt.Sprint("rec-", off) {
+					t.Fatalf("record %d data %q", i, s)
+				}
+			}
+		})
+	}
+}
+
+func TestDecodeRecordsPartialTail(t *testing.T) {
+	b, ends := batches(t)
+	for _, cut := range []int{ends[1] + 1, ends[1] + batch.PrefixSize, ends[2] - 1} {
+		got, err := decodeAll(t, b[:cut], 0)
+		if err != nil || len(got) != 10 {
+			t.Fatalf("cut at %d: %d records, %v; want the 10 of the whole batches", cut, len(got), err)
+		}
+	}
+	if got, err := decodeAll(t, b[:10], 0); err != nil || len(got) != 0 {
+		t.Fatalf("a partial first batch: %d records, %v", len(got), err)
+	}
+}
+
+func TestDecodeRecordsCorrupt(t *testing.T) {
+	b, ends := batches(t)
+	for _, at := range []int{ends[0] + 2, ends[0] + 40, ends[1] - 1} {
+		c := append([]byte(nil), b...)
+		c[at] ^= 0x40
+		got, err := decodeAll(t, c, 0)
+		if !errors.Is(err, sinks.ErrCorruptFetch) {
+			t.Fatalf("flip at %d: %v", at, err)
+		}
+		if len(got) != 5 {
+			t.Fatalf("flip at %d: %d records delivered before the damage, want 5", at, len(got))
+		}
+	}
+	// Batches out of order.
+	c := append(append([]byte(nil), b[ends[0]:ends[1]]...), b[:ends[0]]...)
+	if _, err := decodeAll(t, c, 0); !errors.Is(err, sinks.ErrCorruptFetch) {
+		t.Fatalf("batches out of order: %v", err)
+	}
+}
+
+func TestDecodeRecordsStopsOnError(t *testing.T) {
+	b, _ := batches(t)
+	dec, _ := batch.NewDecoder()
+	defer dec.Close()
+	n := 0
+	err := sinks.DecodeRecords(dec, "agg-1", 3, b, 0, func(r *sinks.Record) error {
+		if n++; r.Offset == 6 {
+			return errTest
+		}
+		return nil
+	})
+	if err != errTest || n != 7 {
+		t.Fatalf("got %v after %d records", err, n)
+	}
+}
