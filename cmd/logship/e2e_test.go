@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,7 +113,10 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-var listenRE = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+)`)
+var (
+	listenRE  = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+)`)
+	metricsRE = regexp.MustCompile(`msg="serving metrics" addr=(127\.0\.0\.1:\d+)`)
+)
 
 func writeFile(t testing.TB, path, content string) {
 	t.Helper()
@@ -236,7 +241,7 @@ func TestEndToEnd(t *testing.T) {
 		os.MkdirAll(filepath.Join(logs, d), 0o755)
 	}
 	aggCfg := filepath.Join(root, "aggregator.toml")
-	writeFile(t, aggCfg, fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = 3\n", filepath.Join(root, "data")))
+	writeFile(t, aggCfg, fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = 3\n", filepath.Join(root, "data")))
 	agg := start(t, "aggregator", "aggregator", "--config", aggCfg)
 	var addr string
 	waitFor(t, "the aggregator to listen", 20*time.Second, func() bool {
@@ -325,6 +330,21 @@ paths = [%q]
 	checkExactlyOnce(t, publishedLines(t, out), streams)
 	if !strings.Contains(agg.output(), "bad magic") {
 		t.Errorf("aggregator did not log why it closed the garbage connection")
+	}
+	m := metricsRE.FindStringSubmatch(agg.output())
+	if m == nil {
+		t.Fatal("aggregator did not log its metrics address")
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`logship_aggregator_rejected_connections_total{reason="handshake"} 1`, "logship_aggregator_batches_in_total"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 
 	// cat reads the same records back from the aggregator.

@@ -51,6 +51,9 @@ func runAggregator(ctx context.Context, args []string, _, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if err := serveMetrics(ctx, c.MetricsListen, aggregatorCollector(s), log); err != nil {
+		return fmt.Errorf("metrics_listen: %w", err)
+	}
 	log.Info("listening", "addr", s.Addr(), "id", c.ID, "data_dir", c.DataDir)
 	err = s.Run(ctx)
 	log.Info("stopped")
@@ -92,6 +95,9 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := serveMetrics(ctx, c.MetricsListen, agentCollector(a), log); err != nil {
+		return fmt.Errorf("metrics_listen: %w", err)
+	}
 	log.Info("agent starting", "id", c.ID, "aggregators", c.Aggregators, "inputs", len(c.Inputs))
 	err = a.Run(ctx)
 	st := a.Stats()
@@ -131,6 +137,9 @@ func runSink(ctx context.Context, args []string, _, stderr io.Writer) error {
 	c, err := config.LoadSinks(path)
 	if err != nil {
 		return err
+	}
+	if err := serveMetrics(ctx, c.MetricsListen, nil, log); err != nil {
+		return fmt.Errorf("metrics_listen: %w", err)
 	}
 	return runSinks(ctx, c, log)
 }

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"logship/agent"
+	"logship/aggregator"
+)
+
+// serveMetrics serves Prometheus /metrics and /healthz on addr until ctx is
+// done. The listener is bound before it returns, so a bad address fails the
+// command at start. An empty addr serves nothing.
+func serveMetrics(ctx context.Context, addr string, c prometheus.Collector, log *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if c != nil {
+		reg.MustRegister(c)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	return nil
+}
+
+// funcCollector turns a role's Stats snapshot into metrics, taking one
+// snapshot per scrape.
+type funcCollector struct {
+	descs   []*prometheus.Desc
+	collect func(emit func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string))
+}
+
+func (c *funcCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *funcCollector) Collect(ch chan<- prometheus.Metric) {
+	c.collect(func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
+	})
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+func aggregatorCollector(s *aggregator.Server) prometheus.Collector {
+	var (
+		conns    = desc("logship_aggregator_connections_total", "Connections accepted.")
+		open     = desc("logship_aggregator_connections_open", "Connections open now.")
+		rejected = desc("logship_aggregator_rejected_connections_total", "Connections closed for what the peer sent, by reason.", "reason")
+		batches  = desc("logship_aggregator_batches_in_total", "Valid batches received from agents.")
+		bytesIn  = desc("logship_aggregator_bytes_in_total", "Bytes of batches received from agents (compressed, as stored).")
+		acks     = desc("logship_aggregator_acks_total", "Produce acks sent, by status.", "status")
+		gaps     = desc("logship_aggregator_gaps_total", "Batches appended although their source skipped bytes.")
+		fetches  = desc("logship_aggregator_fetches_total", "Fetch requests served.")
+		fetchB   = desc("logship_aggregator_fetch_bytes_total", "Bytes of batches sent to consumers.")
+		commits  = desc("logship_aggregator_offset_commits_total", "Sink offset commits stored.")
+	)
+	return &funcCollector{
+		descs: []*prometheus.Desc{conns, open, rejected, batches, bytesIn, acks, gaps, fetches, fetchB, commits},
+		collect: func(emit func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
+			st := s.Stats()
+			emit(conns, prometheus.CounterValue, float64(st.Connections))
+			emit(open, prometheus.GaugeValue, float64(st.OpenConnections))
+			for reason, n := range st.Rejected {
+				emit(rejected, prometheus.CounterValue, float64(n), reason)
+			}
+			emit(batches, prometheus.CounterValue, float64(st.BatchesIn))
+			emit(bytesIn, prometheus.CounterValue, float64(st.BytesIn))
+			emit(acks, prometheus.CounterValue, float64(st.Appended), "appended")
+			emit(acks, prometheus.CounterValue, float64(st.Duplicates), "duplicate")
+			emit(acks, prometheus.CounterValue, float64(st.Resyncs), "resync")
+			emit(acks, prometheus.CounterValue, float64(st.Failed), "failed")
+			emit(gaps, prometheus.CounterValue, float64(st.Gaps))
+			emit(fetches, prometheus.CounterValue, float64(st.Fetches))
+			emit(fetchB, prometheus.CounterValue, float64(st.FetchBytes))
+			emit(commits, prometheus.CounterValue, float64(st.OffsetCommits))
+		},
+	}
+}
+
+func agentCollector(a *agent.Agent) prometheus.Collector {
+	var (
+		lines      = desc("logship_agent_lines_total", "Records put in batches (again after a reconnect).")
+		raw        = desc("logship_agent_read_bytes_total", "File bytes put in batches.")
+		wire       = desc("logship_agent_wire_bytes_total", "Bytes written to aggregator connections.")
+		batches    = desc("logship_agent_batches_total", "Batches sent.")
+		acked      = desc("logship_agent_acked_batches_total", "Batches acknowledged as stored.")
+		ackedBytes = desc("logship_agent_acked_bytes_total", "File bytes of acknowledged batches.")
+		open       = desc("logship_agent_open_files", "Files open now.")
+	)
+	return &funcCollector{
+		descs: []*prometheus.Desc{lines, raw, wire, batches, acked, ackedBytes, open},
+		collect: func(emit func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
+			st := a.Stats()
+			emit(lines, prometheus.CounterValue, float64(st.Lines))
+			emit(raw, prometheus.CounterValue, float64(st.RawBytes))
+			emit(wire, prometheus.CounterValue, float64(st.WireBytes))
+			emit(batches, prometheus.CounterValue, float64(st.Batches))
+			emit(acked, prometheus.CounterValue, float64(st.AckedBatches))
+			emit(ackedBytes, prometheus.CounterValue, float64(st.AckedBytes))
+			emit(open, prometheus.GaugeValue, float64(st.OpenFiles))
+		},
+	}
+}
