@@ -1,0 +1,361 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"logship/internal/wire"
+)
+
+// The connection: one TCP connection to one aggregator at a time.
+//
+// connLoop (one goroutine, started by Run) dials, hands each established
+// session to the loop goroutine, and when the session ends waits with
+// backoff and dials again. A session has two goroutines: the writer owns
+// writes (Produce frames from the send channel, flushed when the channel is
+// empty) and the reader owns reads (ProduceAck frames, passed to the loop
+// through ackCh). The loop goroutine owns everything the acks change.
+// Either goroutine, or the loop, ends a session with fail, which closes the
+// socket and so unblocks the other one; connLoop waits for both.
+
+// session is one established connection.
+type session struct {
+	addr      string
+	aggID     string
+	c         *wire.Conn
+	send      chan outBatch
+	done      chan struct{}
+	once      sync.Once
+	errv      error
+	healthy   atomic.Bool // got a good ack: resets the backoff
+	wg        sync.WaitGroup
+	startedAt time.Time
+}
+
+// fail ends the session with err (the first error wins). Safe to call from
+// any goroutine, any number of times.
+func (s *session) fail(err error) {
+	s.once.Do(func() {
+		s.errv = err
+		close(s.done)
+		s.c.NetConn().Close()
+	})
+}
+
+// err is why the session ended; only valid once done is closed.
+func (s *session) err() error { return s.errv }
+
+// ackMsg is an ack and the session it came on.
+type ackMsg struct {
+	s   *session
+	ack wire.ProduceAck
+}
+
+// connLoop keeps one session up until ctx is done.
+func (a *Agent) connLoop(ctx context.Context) {
+	addrs := a.opts.Aggregators
+	idx, fails := 0, 0
+	for ctx.Err() == nil {
+		healthy := a.connectOnce(ctx, addrs[idx])
+		if ctx.Err() != nil {
+			return
+		}
+		if healthy {
+			fails = 0
+		} else {
+			fails++
+			if fails%failoverAfter == 0 && len(addrs) > 1 {
+				idx = (idx + 1) % len(addrs)
+				a.log.Info("failing over to the next aggregator", "aggregator", addrs[idx])
+			}
+		}
+		t := time.NewTimer(backoff(fails))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is the wait before the next dial after fails failures in a row:
+// exponential from backoffMin to backoffMax, with the upper half jittered.
+func backoff(fails int) time.Duration {
+	d := backoffMax
+	if fails < 16 {
+		d = min(backoffMin<<max(fails-1, 0), backoffMax)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// connectOnce dials addr, runs a session until it fails or ctx is done, and
+// reports whether the session was healthy.
+func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
+	d := net.Dialer{Timeout: dialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("connect to aggregator failed", "aggregator", addr, "err", err)
+		}
+		return false
+	}
+	c := wire.NewConn(nc, 0)
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	w, err := c.ClientHandshake(wire.Hello{Role: wire.RoleAgent, ID: a.opts.ID}, dialTimeout)
+	stop()
+	if err != nil {
+		nc.Close()
+		if ctx.Err() == nil {
+			a.log.Warn("handshake with aggregator failed", "aggregator", addr, "err", err)
+		}
+		return false
+	}
+	s := &session{
+		addr: addr, aggID: w.Aggregator, c: c,
+		send: make(chan outBatch, maxInFlight), done: make(chan struct{}),
+		startedAt: time.Now(),
+	}
+	a.log.Info("connected to aggregator", "aggregator", addr, "id", w.Aggregator)
+	s.wg.Add(2)
+	go a.writeLoop(s)
+	go a.readLoop(s)
+	select {
+	case a.sessCh <- s:
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			s.fail(errStopping)
+		}
+	case <-s.done:
+	case <-ctx.Done():
+		s.fail(errStopping)
+	}
+	s.wg.Wait()
+	if err := s.err(); !errors.Is(err, errStopping) {
+		a.log.Warn("connection to aggregator lost", "aggregator", addr, "err", err)
+	}
+	return s.healthy.Load() || time.Since(s.startedAt) >= healthyAfter
+}
+
+// writeLoop owns the session's writes.
+func (a *Agent) writeLoop(s *session) {
+	defer s.wg.Done()
+	var hdr [wire.ProduceHeaderSize]byte
+	for {
+		select {
+		case <-s.done:
+			return
+		case b := <-s.send:
+			before := s.c.WrittenBytes
+			err := s.c.WriteFrame(wire.TypeProduce, wire.EncodeProduceHeader(hdr[:0], b.seq), *b.data)
+			a.putBuf(b.data)
+			if err == nil && len(s.send) == 0 {
+				err = s.c.Flush()
+			}
+			a.wireBytes.Add(s.c.WrittenBytes - before)
+			if err != nil {
+				s.fail(fmt.Errorf("write: %w", err))
+				return
+			}
+		}
+	}
+}
+
+// readLoop owns the session's reads.
+func (a *Agent) readLoop(s *session) {
+	defer s.wg.Done()
+	for {
+		t, p, err := s.c.ReadFrame()
+		if err != nil {
+			s.fail(fmt.Errorf("read: %w", err))
+			return
+		}
+		switch t {
+		case wire.TypeProduceAck:
+			var m ackMsg
+			m.s = s
+			if err := m.ack.Decode(p); err != nil {
+				s.fail(fmt.Errorf("ack: %w", err))
+				return
+			}
+			if m.ack.Status == wire.AckAppended || m.ack.Status == wire.AckDuplicate {
+				s.healthy.Store(true)
+			}
+			select {
+			case a.ackCh <- m:
+			case <-s.done:
+				return
+			}
+		case wire.TypeError:
+			s.fail(wire.DecodeError(p))
+			return
+		default:
+			s.fail(fmt.Errorf("%w: %s", wire.ErrUnexpected, t))
+			return
+		}
+	}
+}
+
+// flight is a batch sent and not yet acknowledged.
+type flight struct {
+	seq        uint64
+	src        *source
+	gen        uint64
+	start, end int64
+	dropped    bool // its window is already released (resync, truncation)
+}
+
+// flightQueue is the FIFO of flights in seq order; acks arrive in order.
+// Its length is bounded by maxInFlight.
+type flightQueue struct {
+	q    []flight
+	head int
+}
+
+func (f *flightQueue) len() int      { return len(f.q) - f.head }
+func (f *flightQueue) push(x flight) { f.q = append(f.q, x) }
+func (f *flightQueue) peek() *flight { return &f.q[f.head] }
+func (f *flightQueue) all() []flight { return f.q[f.head:] }
+func (f *flightQueue) reset()        { clear(f.q); f.q, f.head = f.q[:0], 0 }
+func (f *flightQueue) pop() (x flight) {
+	x = f.q[f.head]
+	f.q[f.head] = flight{}
+	f.head++
+	if f.head == len(f.q) {
+		f.q, f.head = f.q[:0], 0
+	} else if f.head > 1024 && f.head*2 > len(f.q) {
+		n := copy(f.q, f.q[f.head:])
+		clear(f.q[n:])
+		f.q, f.head = f.q[:n], 0
+	}
+	return x
+}
+
+// sessionUp makes s the current session; reading starts at once.
+func (a *Agent) sessionUp(s *session) {
+	if a.sess != nil {
+		a.sessionDown(errors.New("replaced by a new session"))
+	}
+	a.sess = s
+	now := time.Now()
+	for _, src := range a.order {
+		src.nextCheck = now
+	}
+}
+
+// sessionLost handles the end of the current session noticed through its
+// done channel. The reader queues every ack it read before it fails the
+// session, so those are applied first: they are real progress.
+func (a *Agent) sessionLost() {
+	s := a.sess
+	for more := true; more && a.sess == s; {
+		select {
+		case m := <-a.ackCh:
+			a.handleAck(m)
+		default:
+			more = false
+		}
+	}
+	a.sessionDown(s.err())
+}
+
+// sessionDown forgets every batch in flight and rewinds every source to
+// its acknowledged position: the files are the buffer, and the next
+// session sends the same bytes again (the aggregator drops what it has).
+func (a *Agent) sessionDown(err error) {
+	if a.sess == nil {
+		return
+	}
+	a.sess.fail(err)
+	for _, f := range a.flights.all() {
+		f.src.inflight--
+	}
+	a.flights.reset()
+	a.inflightBytes = 0
+	now := time.Now()
+	for _, s := range a.order {
+		s.gen++
+		s.readPos = s.acked
+		s.partialSize = 0
+		s.busy = false
+		s.nextCheck = now
+	}
+	a.sess = nil
+}
+
+// dropFlights releases the window of s's batches in flight; their acks,
+// when they come, are ignored.
+func (a *Agent) dropFlights(s *source) {
+	for i := range a.flights.all() {
+		f := &a.flights.q[a.flights.head+i]
+		if f.src == s && !f.dropped {
+			f.dropped = true
+			a.inflightBytes -= f.end - f.start
+		}
+	}
+}
+
+// handleAck applies one ack (see wire/doc.go). Acks come in the order the
+// batches were sent; anything else is a protocol error that ends the
+// session.
+func (a *Agent) handleAck(m ackMsg) {
+	if m.s != a.sess {
+		return // a late ack of a session already given up
+	}
+	ack := &m.ack
+	if a.flights.len() == 0 || a.flights.peek().seq != ack.Seq {
+		want := uint64(0)
+		if a.flights.len() > 0 {
+			want = a.flights.peek().seq
+		}
+		a.sessionDown(fmt.Errorf("%w: ack for seq %d, expected %d", wire.ErrUnexpected, ack.Seq, want))
+		return
+	}
+	f := a.flights.pop()
+	s := f.src
+	s.inflight--
+	if !f.dropped {
+		a.inflightBytes -= f.end - f.start
+	}
+	if f.dropped || f.gen != s.gen {
+		return
+	}
+	switch ack.Status {
+	case wire.AckAppended, wire.AckDuplicate:
+		a.ackedBatches.Add(1)
+		a.ackedBytes.Add(f.end - f.start)
+		if end := max(f.end, ack.StoredEnd); end > s.acked {
+			s.acked = end
+			a.posDirty = true
+		}
+		if s.readPos < s.acked {
+			// The aggregator has more of this source than was sent
+			// (a duplicate after an old positions file): skip to it.
+			a.log.Info("aggregator already has more of this file: skipping ahead", s.attrs("from", s.readPos, "to", s.acked)...)
+			s.readPos = s.acked
+			s.partialSize = 0
+			s.nextCheck = time.Now()
+		}
+	case wire.AckResync:
+		a.log.Info("aggregator asks to resend from its stored end", s.attrs("stored_end", ack.StoredEnd, "position", s.readPos, "acked", s.acked)...)
+		a.dropFlights(s)
+		s.gen++
+		s.readPos = ack.StoredEnd
+		s.acked = ack.StoredEnd
+		s.partialSize = 0
+		s.nextCheck = time.Now()
+		a.posDirty = true
+	case wire.AckFailed:
+		a.log.Warn("aggregator could not store a batch; reconnecting", s.attrs("aggregator", a.sess.addr, "err", ack.Message)...)
+		a.sessionDown(fmt.Errorf("aggregator failed to store: %s", ack.Message))
+	default:
+		a.sessionDown(fmt.Errorf("%w: ack status %s", wire.ErrUnexpected, ack.Status))
+	}
+}

@@ -1,0 +1,153 @@
+// Package agent is the part of logship that runs on every app server: it
+// tails log files (the files of one input are one topic) and ships their
+// lines, as batches (logstore/batch), over one TCP connection (internal/wire)
+// to an aggregator, exactly once (decisions 2 to 4 of DESIGN.md).
+//
+// # Sources and their identity
+//
+// A source is one file's content. It is what a batch names (source id and
+// byte range) and what the aggregator deduplicates by.
+//
+//   - On first sight of a file with at least one byte, the agent reads its
+//     first K = min(size, 1024) bytes and computes the fingerprint: CRC-64
+//     (ECMA) of those K bytes. The source id is FNV-64a over (fingerprint,
+//     K, device, inode, salt), big-endian; the salt is 0 except after a
+//     truncation (below). The id is fixed for the source's life and stored
+//     in the positions file. Empty files are not tracked until they have
+//     bytes.
+//   - While a file is open it is tracked by (device, inode). On a rescan, a
+//     path whose (device, inode) is tracked is the same source: a rename,
+//     even to a name the globs still match, only updates its path; nothing
+//     is read again.
+//   - A file first seen with fewer than 1024 bytes gets its stored
+//     fingerprint extended as it grows (the id does not change); if its
+//     first K bytes stop matching the fingerprint, it was rewritten under
+//     the agent, which is handled as a truncation.
+//   - A (device, inode) new to this run is matched against the positions
+//     file: an entry matches when its fingerprint equals the file's over
+//     the entry's K bytes. Among several matches, the one with the same
+//     (device, inode) wins, then the same inode, then the longest K. A
+//     match resumes at its position (same id). If the file is shorter than
+//     that position, it was truncated while the agent was stopped: it starts
+//     as a new, salted source at offset 0. So a renamed file, and a copy
+//     with the same beginning, are recognised after a restart, while a new
+//     file that reuses an inode is not (its beginning differs).
+//   - Rotation by rename: the old file keeps being read through its open
+//     descriptor to its end, whatever its name now; the new file at the old
+//     path is a new source read from 0. A file is closed once no glob
+//     matched it at a scan (renamed away or deleted), it has no complete
+//     line left, everything read is acknowledged, and its size did not
+//     change since the previous scan (a writer that still holds it gets one
+//     scan interval of grace). An incomplete last line is then dropped with
+//     a warning.
+//   - Truncation: an open file whose size falls below the read position (or
+//     whose first bytes change, above) restarts as a new source at offset
+//     0, logged at INFO. Its batches in flight stop counting. The new id
+//     has a random salt (the time), so that new content that begins like
+//     the old one still gets a new id: otherwise the aggregator would take
+//     it for a duplicate and drop it.
+//
+// Limits of this rule, by design: two files with the same first 1024 bytes
+// on the same (device, inode) are one source to a restarted agent (an inode
+// reused by a file with the same 1 KiB header while the agent was
+// stopped). And ids are deterministic only for sources first seen with at
+// least 1024 bytes and never truncated; see "Losing the positions file".
+//
+// # Reading and batching
+//
+// One goroutine, the loop, owns the sources, the batches in flight and the
+// window. It round-robins the sources; a source is read when a batch is
+// due (BatchBytes unread, or its first unread bytes were seen BatchWait
+// ago), with big positional reads into one shared buffer, cut at the last
+// newline; every line (its bytes as they are, without the newline) is
+// added to one shared batch.Builder. A batch covers a contiguous range
+// [RangeStart, RangeEnd) of the source, ends at a line boundary and is
+// built as soon as it holds BatchBytes. An incomplete last line is held
+// back (not shipped) until it is complete. A line longer than 1 MiB is cut
+// into records of 1 MiB (nothing dropped). Lines read but not yet due are
+// forgotten and read again later: the files are the buffer, the agent
+// keeps no lines in memory between turns. When nothing is due the loop
+// sleeps on a timer until the next check (PollInterval for idle files).
+//
+// # Window and acks
+//
+// A batch is sent only while the window admits it: unacknowledged file
+// bytes plus BatchBytes fit in WindowBytes, or nothing is in flight (so the
+// overshoot is at most one long line); at most 4096 batches are in flight.
+// A full window stops reading. Acks arrive in order and are matched by seq:
+//
+//   - Appended or Duplicate: the source's acknowledged position becomes
+//     max(acked, stored end, range end). If that is past the read position
+//     (the aggregator already had more), reading skips ahead to it.
+//   - Resync(stored end): every batch in flight of the source is dropped
+//     (a per-source generation makes their acks ignored), its read and
+//     acknowledged positions become stored end.
+//   - Failed, a connection error, an ack out of order: the session ends,
+//     every batch in flight is dropped and every source rewinds to its
+//     acknowledged position; connLoop reconnects with exponential backoff
+//     (100ms to 5s, jittered) and moves to the next aggregator of the list
+//     after two failures in a row.
+//
+// # The positions file
+//
+// StateDir/positions is a state file (internal/statefile: header line with
+// kind "positions", version 1, CRC32C and length; written tmp, fsync,
+// rename, fsync dir) with a JSON body:
+//
+//	{
+//	  "agent": "web-1",
+//	  "sources": [
+//	    {
+//	      "id": "8c3f0e4a9b1d2c77",          source id, 16 hex digits
+//	      "topic": "nginx-access",
+//	      "path": "/var/log/nginx/access.log", current path, for people
+//	      "dev": 2049, "inode": 1311234,
+//	      "fingerprint": "5e0c81a3f2d94b10",  CRC-64 (ECMA) of the first fingerprint_len bytes
+//	      "fingerprint_len": 1024,
+//	      "salt": "17d2c0f3a91b0001",          only for a source started by a truncation
+//	      "pos": 1048576                       acknowledged position
+//	    }
+//	  ]
+//	}
+//
+// An entry with fingerprint_len 0 (and id 0, pos 0) is a file truncated to
+// nothing that has no new identity yet; it matches only its own (dev,
+// inode) and keeps its salt. Positions hold only acknowledged offsets:
+// they are written at most every PositionsInterval when something changed,
+// and at shutdown. Entries of files that were closed (rotated away or
+// deleted, drained and acknowledged) are removed; entries that no file
+// matches at the first scan after a start are removed too, with a warning.
+//
+// # Losing the positions file
+//
+// A missing positions file is a fresh start. A damaged one (header, CRC,
+// JSON, version or values) is renamed positions.broken, logged at ERROR,
+// and the agent starts as if fresh, from the beginning of every file: never
+// a crash loop. What it sends again is dropped by the aggregator's dedup,
+// because source ids are derived from the files deterministically: a file
+// gets the same id again, and its batches are Duplicates up to what the
+// aggregator has stored. The exceptions, which are then delivered twice
+// rather than lost: sources first seen with fewer than 1024 bytes (their K
+// differs on the second first sight) and sources started by a truncation
+// (their salt is lost).
+//
+// # Shutdown
+//
+// When Run's context is done, reading stops, the agent waits up to 5s for
+// the acks of the batches in flight, writes the positions file with the
+// acknowledged positions and closes everything. Batches not acknowledged
+// by then are sent again after the restart, and dropped by the aggregator
+// if it had stored them.
+//
+// # Not yet
+//
+// This first version polls (no fsnotify), does not recognise copytruncate
+// (a truncation is a new source), has no multiline rules, no limit on open
+// files, no timeout for incomplete last lines, no drain timeout for
+// deleted files held open under backpressure, no ack timeout beyond TCP
+// keepalive, no lock on the state directory, and no metrics besides Stats.
+// nxadm/tail is not used: it tracks files by path and offset, not by
+// (device, inode) and fingerprint, cannot read a file from an exact offset
+// again after a rewind, and reads line by line through a channel, which
+// the performance model rules out.
+package agent

@@ -1,0 +1,345 @@
+package agent
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+
+	"logship/internal/wire"
+	"logship/logstore/batch"
+)
+
+// fakeAgg is a small aggregator for tests: it accepts agents, checks and
+// decodes their batches, stores the records per source and acks by the
+// rules of wire/doc.go: a batch that starts where the source's stored data
+// ends is Appended; one that ends at or before it is a Duplicate; anything
+// else gets Resync(stored end). A source seen for the first time is
+// accepted at any start. It can hold its acks, fail batches and drop
+// connections.
+type fakeAgg struct {
+	t  testing.TB
+	ln net.Listener
+	wg sync.WaitGroup
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	sources   map[uint64]*fakeSource
+	conns     map[*wire.Conn]bool
+	nconns    int
+	hold      bool // acks are queued, not sent
+	failNext  int  // answer the next n batches Failed
+	dropEvery int  // close the connection after every n-th batch, before its ack
+	frames    int
+	appended  int
+	dups      int
+	resyncs   int
+	errs      []string
+	closed    bool
+}
+
+type fakeSource struct {
+	id      uint64
+	agent   string
+	topic   string
+	path    string
+	end     int64
+	records []string
+	ends    []int64 // range end of each appended batch
+	counts  []int   // records of each appended batch
+}
+
+func newFakeAgg(t testing.TB) *fakeAgg {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeAgg{t: t, ln: ln, sources: map[uint64]*fakeSource{}, conns: map[*wire.Conn]bool{}}
+	f.cond = sync.NewCond(&f.mu)
+	f.wg.Add(1)
+	go f.accept()
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *fakeAgg) addr() string { return f.ln.Addr().String() }
+
+func (f *fakeAgg) close() {
+	f.ln.Close()
+	f.mu.Lock()
+	f.closed = true
+	for c := range f.conns {
+		c.NetConn().Close()
+	}
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	f.wg.Wait()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.errs {
+		f.t.Errorf("fake aggregator: %s", e)
+	}
+}
+
+func (f *fakeAgg) accept() {
+	defer f.wg.Done()
+	for {
+		nc, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.wg.Add(1)
+		go f.serve(nc)
+	}
+}
+
+func (f *fakeAgg) errorf(format string, a ...any) {
+	f.errs = append(f.errs, fmt.Sprintf(format, a...))
+}
+
+// conn is one agent connection: this goroutine reads and decides, a
+// second one writes the queued acks.
+func (f *fakeAgg) serve(nc net.Conn) {
+	defer f.wg.Done()
+	c := wire.NewConn(nc, 0)
+	defer nc.Close()
+	h, err := c.ServerHandshake(0)
+	if err != nil {
+		return
+	}
+	if h.Role != wire.RoleAgent {
+		c.WriteError(wire.CodeAuth, "agents only")
+		return
+	}
+	if err := c.Accept(wire.Welcome{Version: h.Version, Aggregator: "fake", MaxFrame: wire.DefaultMaxFrame}); err != nil {
+		return
+	}
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return
+	}
+	f.conns[c] = true
+	f.nconns++
+	f.mu.Unlock()
+
+	q := &ackQueue{}
+	f.wg.Add(1)
+	go f.writeAcks(c, q)
+	defer func() {
+		f.mu.Lock()
+		q.dead = true
+		delete(f.conns, c)
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	}()
+
+	dec, err := batch.NewDecoder()
+	if err != nil {
+		f.t.Error(err)
+		return
+	}
+	defer dec.Close()
+	for {
+		t, p, err := c.ReadFrame()
+		if err != nil {
+			return
+		}
+		if t != wire.TypeProduce {
+			f.mu.Lock()
+			f.errorf("unexpected frame %s", t)
+			f.mu.Unlock()
+			return
+		}
+		seq, b, err := wire.DecodeProduce(p)
+		if err != nil {
+			f.mu.Lock()
+			f.errorf("produce: %v", err)
+			f.mu.Unlock()
+			return
+		}
+		f.mu.Lock()
+		ack := f.produce(h.ID, seq, b, dec)
+		f.frames++
+		drop := f.dropEvery > 0 && f.frames%f.dropEvery == 0
+		if !drop {
+			q.acks = append(q.acks, ack)
+			f.cond.Broadcast()
+		} else {
+			// Let the acks of earlier batches out first: the drop hits
+			// this batch, sent and stored but never acknowledged.
+			for (len(q.acks) > 0 || q.writing) && !f.hold && !q.dead && !f.closed {
+				f.cond.Wait()
+			}
+		}
+		f.mu.Unlock()
+		if drop {
+			return
+		}
+	}
+}
+
+type ackQueue struct {
+	acks    []wire.ProduceAck
+	writing bool
+	dead    bool
+}
+
+func (f *fakeAgg) writeAcks(c *wire.Conn, q *ackQueue) {
+	defer f.wg.Done()
+	var buf []byte
+	for {
+		f.mu.Lock()
+		for !q.dead && !f.closed && (f.hold || len(q.acks) == 0) {
+			f.cond.Wait()
+		}
+		if q.dead || f.closed {
+			f.mu.Unlock()
+			return
+		}
+		acks := q.acks
+		q.acks = nil
+		q.writing = true
+		f.mu.Unlock()
+		var err error
+		for i := range acks {
+			buf = acks[i].Encode(buf[:0])
+			if err = c.WriteFrame(wire.TypeProduceAck, buf); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = c.Flush()
+		}
+		f.mu.Lock()
+		q.writing = false
+		f.cond.Broadcast()
+		f.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// produce checks and stores one batch; f.mu is held.
+func (f *fakeAgg) produce(agent string, seq uint64, b []byte, dec *batch.Decoder) wire.ProduceAck {
+	ack := wire.ProduceAck{Seq: seq}
+	h, err := batch.Parse(b)
+	if err != nil {
+		f.errorf("batch %d: %v", seq, err)
+		ack.Status, ack.Message = wire.AckFailed, err.Error()
+		return ack
+	}
+	if h.Agent != agent {
+		f.errorf("batch agent %q on a connection of %q", h.Agent, agent)
+	}
+	if f.failNext > 0 {
+		f.failNext--
+		ack.Status, ack.Message = wire.AckFailed, "disk full (test)"
+		return ack
+	}
+	src := f.sources[h.SourceID]
+	if src == nil {
+		src = &fakeSource{id: h.SourceID, agent: h.Agent, topic: h.Topic, end: h.RangeStart}
+		f.sources[h.SourceID] = src
+	}
+	if src.topic != h.Topic {
+		f.errorf("source %016x: topic %q, was %q", h.SourceID, h.Topic, src.topic)
+	}
+	src.path = h.Path
+	switch {
+	case h.RangeEnd <= src.end:
+		f.dups++
+		ack.Status, ack.StoredEnd = wire.AckDuplicate, src.end
+	case h.RangeStart == src.end:
+		var n int64
+		var recs []string
+		err := dec.Decode(b, &h, func(r batch.Record) error {
+			recs = append(recs, string(r.Data))
+			n += int64(len(r.Data)) + 1
+			return nil
+		})
+		if err != nil {
+			f.errorf("decode batch %d: %v", seq, err)
+		}
+		if n != h.RangeEnd-h.RangeStart {
+			f.errorf("source %016x (%s): batch [%d, %d) holds %d bytes of lines", h.SourceID, h.Path, h.RangeStart, h.RangeEnd, n)
+		}
+		src.records = append(src.records, recs...)
+		src.ends = append(src.ends, h.RangeEnd)
+		src.counts = append(src.counts, len(recs))
+		src.end = h.RangeEnd
+		f.appended++
+		ack.Status, ack.StoredEnd = wire.AckAppended, src.end
+	default:
+		f.resyncs++
+		ack.Status, ack.StoredEnd = wire.AckResync, src.end
+	}
+	return ack
+}
+
+func (f *fakeAgg) setHold(v bool) {
+	f.mu.Lock()
+	f.hold = v
+	f.cond.Broadcast()
+	f.mu.Unlock()
+}
+
+func (f *fakeAgg) setFailNext(n int) {
+	f.mu.Lock()
+	f.failNext = n
+	f.mu.Unlock()
+}
+
+func (f *fakeAgg) setDropEvery(n int) {
+	f.mu.Lock()
+	f.dropEvery = n
+	f.mu.Unlock()
+}
+
+// snapshot returns a copy of the stored sources.
+func (f *fakeAgg) snapshot() map[uint64]*fakeSource {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[uint64]*fakeSource, len(f.sources))
+	for id, s := range f.sources {
+		c := *s
+		c.records = append([]string(nil), s.records...)
+		c.ends = append([]int64(nil), s.ends...)
+		c.counts = append([]int(nil), s.counts...)
+		out[id] = &c
+	}
+	return out
+}
+
+// seed makes f know sources as another aggregator stored them, cut back
+// to their first keep batches.
+func (f *fakeAgg) seed(from map[uint64]*fakeSource, keep int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, s := range from {
+		c := &fakeSource{id: id, agent: s.agent, topic: s.topic, path: s.path}
+		n := 0
+		for i := 0; i < keep && i < len(s.ends); i++ {
+			n += s.counts[i]
+			c.end = s.ends[i]
+			c.ends = append(c.ends, s.ends[i])
+			c.counts = append(c.counts, s.counts[i])
+		}
+		c.records = append([]string(nil), s.records[:n]...)
+		f.sources[id] = c
+	}
+}
+
+type fakeCounts struct{ conns, appended, dups, resyncs, records int }
+
+func (f *fakeAgg) counts() fakeCounts {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := fakeCounts{conns: f.nconns, appended: f.appended, dups: f.dups, resyncs: f.resyncs}
+	for _, s := range f.sources {
+		c.records += len(s.records)
+	}
+	return c
+}

@@ -1,0 +1,177 @@
+package agent
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"slices"
+	"time"
+)
+
+// scan expands every input's globs, starts sources for new files, follows
+// renames of tracked ones, and closes rotated files that are done. It runs
+// in the loop goroutine, right after start and every ScanInterval.
+func (a *Agent) scan(now time.Time) {
+	a.scanGen++
+	for i := range a.opts.Inputs {
+		in := &a.opts.Inputs[i]
+		for _, pat := range in.Paths {
+			for _, p := range expand(pat) {
+				if !excluded(in.Exclude, p) {
+					a.consider(in, p, now)
+				}
+			}
+		}
+	}
+	a.reap()
+	if a.firstScan {
+		a.firstScan = false
+		for _, e := range a.restored.rest() {
+			a.log.Warn("file of the positions file not found: forgetting it; unread lines it had, if any, are not shipped",
+				"topic", e.Topic, "source", e.Path, "pos", e.Pos)
+			a.posDirty = true
+		}
+	}
+	a.openFiles.Store(int64(len(a.sources)))
+}
+
+// consider handles one path matched by in's globs. A path whose (dev,
+// inode) is tracked is the same source (maybe renamed): nothing is read
+// again. Otherwise the file is new to this run: it is matched against the
+// positions file, or starts a new source.
+func (a *Agent) consider(in *Input, path string, now time.Time) {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return
+	}
+	key, ok := keyOf(fi)
+	if !ok {
+		return
+	}
+	if s := a.sources[key]; s != nil {
+		if s.seen == a.scanGen {
+			return // matched by an earlier pattern or input: first wins
+		}
+		s.seen = a.scanGen
+		if s.path != path {
+			a.log.Info("file renamed", s.attrs("to", path)...)
+			s.path = path
+			a.posDirty = true
+		}
+		return
+	}
+	if fi.Size() == 0 {
+		return // not tracked until it has bytes
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		a.log.Warn("open failed", "topic", in.Topic, "source", path, "err", err)
+		return
+	}
+	fi, err = f.Stat()
+	if k2, ok := keyOf(fi); err != nil || !ok || k2 != key || fi.Size() == 0 {
+		f.Close() // replaced between stat and open: next scan
+		return
+	}
+	size := fi.Size()
+	s := &source{key: key, topic: in.Topic, path: path, f: f, seen: a.scanGen, reapSize: -1, nextCheck: now}
+
+	fps := map[int]uint64{}
+	e := a.restored.claim(key, size, func(k int) (uint64, error) {
+		if fp, ok := fps[k]; ok {
+			return fp, nil
+		}
+		fp, err := fingerprintN(f, k, a.fpBuf)
+		fps[k] = fp
+		return fp, err
+	})
+	switch {
+	case e != nil && e.Pos <= size:
+		s.salt = uint64(e.Salt)
+		if e.FPLen > 0 {
+			s.hasID, s.id, s.fp, s.fpLen = true, uint64(e.ID), uint64(e.FP), e.FPLen
+		}
+		s.readPos, s.acked = e.Pos, e.Pos
+		a.log.Info("resuming file", s.attrs("pos", e.Pos, "size", size, "id", hex64(s.id))...)
+	case e != nil:
+		// Same beginning, but shorter than what was shipped: truncated
+		// while the agent was stopped. A salt keeps the new id apart.
+		s.salt = uint64(now.UnixNano()) | 1
+		a.log.Info("file truncated while the agent was stopped: starting a new source at offset 0",
+			s.attrs("pos", e.Pos, "size", size)...)
+	case a.firstScan && in.StartAt == "end":
+		s.readPos = lastLineEnd(f, size)
+		s.acked = s.readPos
+		a.log.Info("new file: starting at its end", s.attrs("pos", s.readPos)...)
+	default:
+		a.log.Info("new file", s.attrs("size", size)...)
+	}
+	if !s.hasID {
+		if err := a.identify(s, size); err != nil {
+			a.log.Warn("fingerprint failed", s.attrs("err", err)...)
+			f.Close()
+			return
+		}
+	}
+	a.sources[key] = s
+	a.order = append(a.order, s)
+	a.posDirty = true
+}
+
+// reap closes sources that no glob matched in this scan (rotated away or
+// deleted) once they are drained (no complete line left), fully
+// acknowledged, and did not grow since the previous scan: a writer that
+// still holds the rotated file gets one scan interval of grace.
+func (a *Agent) reap() {
+	var gone bool
+	for _, s := range a.order {
+		if s.seen == a.scanGen {
+			s.reapSize = -1
+			continue
+		}
+		fi, err := s.f.Stat()
+		if err != nil {
+			continue
+		}
+		size := fi.Size()
+		done := s.inflight == 0 && s.acked == s.readPos &&
+			(size == s.readPos || size == s.partialSize) && size == s.reapSize
+		s.reapSize = size
+		if !done {
+			continue
+		}
+		if size > s.readPos {
+			a.log.Warn("closing rotated file with an incomplete last line: not shipped",
+				s.attrs("bytes", size-s.readPos)...)
+		} else {
+			a.log.Info("closing rotated or deleted file: drained and acknowledged", s.attrs("size", size)...)
+		}
+		a.closeSource(s)
+		gone = true
+	}
+	if gone {
+		a.order = slices.DeleteFunc(a.order, func(s *source) bool { return s.f == nil })
+	}
+}
+
+// lastLineEnd returns the offset just past the last newline in the last
+// 64 KiB of f (size bytes long): where to start reading "at the end"
+// without shipping the tail of a line. With no newline there, it returns 0
+// for a small file (one incomplete line: ship it once complete) and size
+// otherwise.
+func lastLineEnd(f *os.File, size int64) int64 {
+	const look = 64 << 10
+	off := max(size-look, 0)
+	b := make([]byte, size-off)
+	n, err := f.ReadAt(b, off)
+	if err != nil && err != io.EOF {
+		return size
+	}
+	if i := bytes.LastIndexByte(b[:n], '\n'); i >= 0 {
+		return off + int64(i) + 1
+	}
+	if off == 0 {
+		return 0
+	}
+	return size
+}

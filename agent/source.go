@@ -1,0 +1,162 @@
+package agent
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc64"
+	"hash/fnv"
+	"io"
+	"os"
+	"time"
+)
+
+// fingerprintMax is the most bytes of a file's beginning that its
+// fingerprint covers.
+const fingerprintMax = 1024
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
+
+// fileKey is a file's (device, inode): how an open file is tracked.
+type fileKey struct{ dev, ino uint64 }
+
+// source is one file's content (see doc.go). It is owned by the loop
+// goroutine.
+type source struct {
+	key   fileKey
+	topic string
+	path  string // current path, for batches and logs
+	f     *os.File
+
+	// Identity. hasID is false only after a truncation to zero bytes,
+	// until the file has bytes again.
+	hasID bool
+	id    uint64
+	salt  uint64 // nonzero for a source started by a truncation
+	fp    uint64 // CRC-64 of the first fpLen bytes
+	fpLen int
+
+	readPos int64 // next byte to read: every byte before it is in a batch
+	acked   int64 // every byte before it is acknowledged
+	// gen is bumped whenever in-flight batches of the source stop
+	// counting (resync, truncation, reconnect): acks of batches built
+	// under an older gen are ignored.
+	gen      uint64
+	inflight int // batches in flight
+
+	// partialSize is the file size at which only an incomplete last line
+	// followed readPos; while the size stays there, nothing is read.
+	partialSize int64
+	// pendingSince is when unread bytes were first seen (zero: none).
+	pendingSince time.Time
+	nextCheck    time.Time
+	busy         bool   // more to read right away
+	seen         uint64 // the last scan whose globs matched it
+	reapSize     int64  // size at the previous close check, -1 unknown
+	warnedLong   bool
+}
+
+// log attributes of a source.
+func (s *source) attrs(kv ...any) []any {
+	return append([]any{"topic", s.topic, "source", s.path}, kv...)
+}
+
+// fingerprint hashes the first min(size, fingerprintMax) bytes of f.
+func fingerprint(f *os.File, size int64, buf []byte) (fp uint64, k int, err error) {
+	k = int(min(size, fingerprintMax))
+	fp, err = fingerprintN(f, k, buf)
+	return fp, k, err
+}
+
+// fingerprintN hashes the first k bytes of f; the file must have them.
+func fingerprintN(f *os.File, k int, buf []byte) (uint64, error) {
+	n, err := f.ReadAt(buf[:k], 0)
+	if n < k {
+		if err == nil || err == io.EOF {
+			err = fmt.Errorf("file shrank below %d bytes", k)
+		}
+		return 0, err
+	}
+	return crc64.Checksum(buf[:k], crcTable), nil
+}
+
+// sourceID derives a source's id from its fingerprint, file and salt.
+// Without a salt it is deterministic: the same file content on the same
+// (device, inode) gets the same id after the positions file is lost, so the
+// aggregator's dedup catches what is sent again.
+func sourceID(fp uint64, k int, key fileKey, salt uint64) uint64 {
+	var b [8 + 4 + 8 + 8 + 8]byte
+	binary.BigEndian.PutUint64(b[0:], fp)
+	binary.BigEndian.PutUint32(b[8:], uint32(k))
+	binary.BigEndian.PutUint64(b[12:], key.dev)
+	binary.BigEndian.PutUint64(b[20:], key.ino)
+	binary.BigEndian.PutUint64(b[28:], salt)
+	h := fnv.New64a()
+	h.Write(b[:])
+	return h.Sum64()
+}
+
+// identify gives s its id from its current content. size > 0.
+func (a *Agent) identify(s *source, size int64) error {
+	fp, k, err := fingerprint(s.f, size, a.fpBuf)
+	if err != nil {
+		return err
+	}
+	s.fp, s.fpLen = fp, k
+	s.id = sourceID(fp, k, s.key, s.salt)
+	s.hasID = true
+	a.posDirty = true
+	return nil
+}
+
+// refreshFingerprint extends the fingerprint of a source first seen with
+// fewer than fingerprintMax bytes, so that matching after a restart has
+// more to go on; the id does not change. If the first fpLen bytes no longer
+// hash to the fingerprint, the file was rewritten under the agent: that is
+// a truncation. It reports whether the source is still the same.
+func (a *Agent) refreshFingerprint(s *source, size int64, now time.Time) bool {
+	old, err := fingerprintN(s.f, s.fpLen, a.fpBuf)
+	if err == nil && old != s.fp {
+		a.truncated(s, size, now, "content of the first bytes changed")
+		return false
+	}
+	if err != nil {
+		return true // a shrink is caught by the size check
+	}
+	fp, k, err := fingerprint(s.f, size, a.fpBuf)
+	if err == nil {
+		s.fp, s.fpLen = fp, k
+		a.posDirty = true
+	}
+	return true
+}
+
+// truncated restarts s as a new source at offset 0: the old content is
+// gone. Its batches in flight no longer count; a salt makes the new id
+// differ from the old one even when the new content starts with the same
+// bytes.
+func (a *Agent) truncated(s *source, size int64, now time.Time, why string) {
+	a.log.Info("file truncated: starting a new source at offset 0", s.attrs("reason", why, "size", size, "position", s.readPos, "acked", s.acked)...)
+	a.dropFlights(s)
+	s.gen++
+	s.readPos, s.acked = 0, 0
+	s.hasID = false
+	s.salt = uint64(now.UnixNano()) | 1
+	s.partialSize = 0
+	s.pendingSince = time.Time{}
+	a.posDirty = true
+	if size > 0 {
+		if err := a.identify(s, size); err != nil {
+			a.log.Warn("fingerprint failed; will retry", s.attrs("err", err)...)
+		}
+	}
+}
+
+// closeSource closes s's file and forgets it.
+func (a *Agent) closeSource(s *source) {
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+	delete(a.sources, s.key)
+	a.posDirty = true
+}
