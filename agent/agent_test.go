@@ -454,3 +454,36 @@ func TestNewValidatesOptions(t *testing.T) {
 		}
 	}
 }
+
+// A file rotated while the agent was stopped, and a new file at its path
+// that begins with the same bytes: the rotated file keeps its entry (and is
+// read on from its position), the new one is a new source.
+func TestRotationWhileStoppedWithSharedHeader(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "app.log*")}}}
+	header := "HEADER " + strings.Repeat("h", 1500)
+	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+	w.writeRaw(header + "\n")
+	w.write(200)
+	a1 := startAgent(t, opts)
+	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
+	a1.stop(t)
+
+	w.rotate(filepath.Join(dir, "app.log.1"), 30)
+	w.stream, w.seq = "new", 0
+	w.writeRaw(header + "\n")
+	w.write(400) // longer than the old file at the time of the stop
+	a2 := startAgent(t, opts)
+	waitFor(t, "all lines", func() bool { return fa.records() == 201+30+401 })
+	waitFor(t, "idle", a2.Idle)
+	srcs := fa.snapshot()
+	checkStreams(t, srcs, map[string]int{"old": 230, "new": 400}, func(r string) bool { return r == header })
+	if len(srcs) != 2 {
+		t.Errorf("%d sources, want 2", len(srcs))
+	}
+	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
+		t.Errorf("counts %+v", c)
+	}
+}

@@ -347,8 +347,8 @@ func (a *Agent) handleAck(m ackMsg) {
 		a.log.Info("aggregator asks to resend from its stored end", s.attrs("stored_end", ack.StoredEnd, "position", s.readPos, "acked", s.acked)...)
 		a.dropFlights(s)
 		s.gen++
-		s.readPos = ack.StoredEnd
-		s.acked = ack.StoredEnd
+		s.readPos = max(ack.StoredEnd, 0)
+		s.acked = s.readPos
 		s.partialSize = 0
 		s.nextCheck = time.Now()
 		a.posDirty = true

@@ -175,9 +175,10 @@ func newRestoredSet(entries []posEntry) *restoredSet {
 // set. fpOf hashes the file's first k bytes. An entry matches when its
 // fingerprint equals the file's over the entry's own length; among matches
 // the one with the same (dev, inode) wins, then one with the same inode,
-// then the longest fingerprint. An entry with no fingerprint matches only
-// its own (dev, inode).
-func (r *restoredSet) claim(key fileKey, size int64, fpOf func(k int) (uint64, error)) *posEntry {
+// then the longest fingerprint. With exact, only an entry with the same
+// (dev, inode) is taken. An entry with no fingerprint matches only its own
+// (dev, inode).
+func (r *restoredSet) claim(key fileKey, size int64, exact bool, fpOf func(k int) (uint64, error)) *posEntry {
 	if r.n == 0 {
 		return nil
 	}
@@ -206,7 +207,7 @@ func (r *restoredSet) claim(key fileKey, size int64, fpOf func(k int) (uint64, e
 			}
 		}
 	}
-	if best != nil {
+	if best != nil && (!exact || rank(best) == 2) {
 		cands := r.byFP[bestKey]
 		r.byFP[bestKey] = slices.DeleteFunc(cands, func(e *posEntry) bool { return e == best })
 		r.n--

@@ -13,16 +13,21 @@ import (
 // in the loop goroutine, right after start and every ScanInterval.
 func (a *Agent) scan(now time.Time) {
 	a.scanGen++
+	var news []*newFile
 	for i := range a.opts.Inputs {
 		in := &a.opts.Inputs[i]
 		for _, pat := range in.Paths {
 			for _, p := range expand(pat) {
-				if !excluded(in.Exclude, p) {
-					a.consider(in, p, now)
+				if excluded(in.Exclude, p) {
+					continue
+				}
+				if nf := a.consider(in, p, news); nf != nil {
+					news = append(news, nf)
 				}
 			}
 		}
 	}
+	a.startSources(news, now)
 	a.reap()
 	if a.firstScan {
 		a.firstScan = false
@@ -35,22 +40,46 @@ func (a *Agent) scan(now time.Time) {
 	a.openFiles.Store(int64(len(a.sources)))
 }
 
+// newFile is a file opened by this scan that no source tracks yet.
+type newFile struct {
+	in   *Input
+	path string
+	f    *os.File
+	key  fileKey
+	size int64
+	fps  map[int]uint64 // fingerprints by length, computed once
+}
+
+// fpOf hashes the first k bytes of the file.
+func (nf *newFile) fpOf(buf []byte) func(k int) (uint64, error) {
+	return func(k int) (uint64, error) {
+		if fp, ok := nf.fps[k]; ok {
+			return fp, nil
+		}
+		fp, err := fingerprintN(nf.f, k, buf)
+		if err == nil {
+			nf.fps[k] = fp
+		}
+		return fp, err
+	}
+}
+
 // consider handles one path matched by in's globs. A path whose (dev,
 // inode) is tracked is the same source (maybe renamed): nothing is read
-// again. Otherwise the file is new to this run: it is matched against the
-// positions file, or starts a new source.
-func (a *Agent) consider(in *Input, path string, now time.Time) {
+// again. Otherwise the file is new to this run and is returned, open, for
+// startSources (unless news, the new files of this scan, has it already).
+func (a *Agent) consider(in *Input, path string, news []*newFile) *newFile {
 	fi, err := os.Stat(path)
 	if err != nil || !fi.Mode().IsRegular() {
-		return
+		return nil
 	}
 	key, ok := keyOf(fi)
 	if !ok {
-		return
+		return nil
 	}
 	if s := a.sources[key]; s != nil {
 		if s.seen == a.scanGen {
-			return // matched by an earlier pattern or input: first wins
+			return nil // matched by an earlier pattern or input: first wins
 		}
 		s.seen = a.scanGen
 		if s.path != path {
@@ -58,33 +87,53 @@ func (a *Agent) consider(in *Input, path string, now time.Time) {
 			s.path = path
 			a.posDirty = true
 		}
-		return
+		return nil
 	}
 	if fi.Size() == 0 {
-		return // not tracked until it has bytes
+		return nil // not tracked until it has bytes
+	}
+	for _, nf := range news {
+		if nf.key == key {
+			return nil
+		}
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		a.log.Warn("open failed", "topic", in.Topic, "source", path, "err", err)
-		return
+		return nil
 	}
 	fi, err = f.Stat()
 	if k2, ok := keyOf(fi); err != nil || !ok || k2 != key || fi.Size() == 0 {
 		f.Close() // replaced between stat and open: next scan
-		return
+		return nil
 	}
-	size := fi.Size()
-	s := &source{key: key, topic: in.Topic, path: path, f: f, seen: a.scanGen, reapSize: -1, nextCheck: now}
+	return &newFile{in: in, path: path, f: f, key: key, size: fi.Size(), fps: map[int]uint64{}}
+}
 
-	fps := map[int]uint64{}
-	e := a.restored.claim(key, size, func(k int) (uint64, error) {
-		if fp, ok := fps[k]; ok {
-			return fp, nil
+// startSources starts a source for each new file. Entries of the positions
+// file are claimed in two passes: first by files with the entry's own
+// (dev, inode), then by fingerprint alone (a copy). So a new file that
+// shares its first bytes with a rotated one cannot take the rotated one's
+// entry.
+func (a *Agent) startSources(news []*newFile, now time.Time) {
+	claimed := make([]*posEntry, len(news))
+	for _, exact := range []bool{true, false} {
+		for i, nf := range news {
+			if claimed[i] == nil {
+				claimed[i] = a.restored.claim(nf.key, nf.size, exact, nf.fpOf(a.fpBuf))
+			}
 		}
-		fp, err := fingerprintN(f, k, a.fpBuf)
-		fps[k] = fp
-		return fp, err
-	})
+	}
+	for i, nf := range news {
+		a.startSource(nf, claimed[i], now)
+	}
+}
+
+// startSource starts the source of one new file, resuming the positions
+// file's entry e when there is one.
+func (a *Agent) startSource(nf *newFile, e *posEntry, now time.Time) {
+	in, size := nf.in, nf.size
+	s := &source{key: nf.key, topic: in.Topic, path: nf.path, f: nf.f, seen: a.scanGen, reapSize: -1, nextCheck: now}
 	switch {
 	case e != nil && e.Pos <= size:
 		s.salt = uint64(e.Salt)
@@ -100,7 +149,7 @@ func (a *Agent) consider(in *Input, path string, now time.Time) {
 		a.log.Info("file truncated while the agent was stopped: starting a new source at offset 0",
 			s.attrs("pos", e.Pos, "size", size)...)
 	case a.firstScan && in.StartAt == "end":
-		s.readPos = lastLineEnd(f, size)
+		s.readPos = lastLineEnd(nf.f, size)
 		s.acked = s.readPos
 		a.log.Info("new file: starting at its end", s.attrs("pos", s.readPos)...)
 	default:
@@ -109,11 +158,11 @@ func (a *Agent) consider(in *Input, path string, now time.Time) {
 	if !s.hasID {
 		if err := a.identify(s, size); err != nil {
 			a.log.Warn("fingerprint failed", s.attrs("err", err)...)
-			f.Close()
+			nf.f.Close()
 			return
 		}
 	}
-	a.sources[key] = s
+	a.sources[nf.key] = s
 	a.order = append(a.order, s)
 	a.posDirty = true
 }

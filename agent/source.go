@@ -112,22 +112,20 @@ func (a *Agent) identify(s *source, size int64) error {
 // fewer than fingerprintMax bytes, so that matching after a restart has
 // more to go on; the id does not change. If the first fpLen bytes no longer
 // hash to the fingerprint, the file was rewritten under the agent: that is
-// a truncation. It reports whether the source is still the same.
-func (a *Agent) refreshFingerprint(s *source, size int64, now time.Time) bool {
+// a truncation.
+func (a *Agent) refreshFingerprint(s *source, size int64, now time.Time) {
 	old, err := fingerprintN(s.f, s.fpLen, a.fpBuf)
-	if err == nil && old != s.fp {
-		a.truncated(s, size, now, "content of the first bytes changed")
-		return false
-	}
 	if err != nil {
-		return true // a shrink is caught by the size check
+		return // a shrink is caught by the size check
 	}
-	fp, k, err := fingerprint(s.f, size, a.fpBuf)
-	if err == nil {
+	if old != s.fp {
+		a.truncated(s, size, now, "content of the first bytes changed")
+		return
+	}
+	if fp, k, err := fingerprint(s.f, size, a.fpBuf); err == nil {
 		s.fp, s.fpLen = fp, k
 		a.posDirty = true
 	}
-	return true
 }
 
 // truncated restarts s as a new source at offset 0: the old content is
