@@ -25,9 +25,12 @@
 //     the agent, which is handled as a truncation.
 //   - A (device, inode) new to this run is matched against the positions
 //     file: an entry matches when its fingerprint equals the file's over
-//     the entry's K bytes. Among several matches, the one with the same
-//     (device, inode) wins, then the same inode, then the longest K. A
-//     match resumes at its position (same id). If the file is shorter than
+//     the entry's K bytes. The new files of one scan claim entries in two
+//     passes: first each file takes an entry with its own (device, inode),
+//     then the rest match by fingerprint alone (a copy; among several, the
+//     same inode wins, then the longest K). So a new file that begins like
+//     a rotated one cannot take the rotated one's entry. A match resumes at
+//     its position (same id). If the file is shorter than
 //     that position, it was truncated while the agent was stopped: it starts
 //     as a new, salted source at offset 0. So a renamed file, and a copy
 //     with the same beginning, are recognised after a restart, while a new
