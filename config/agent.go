@@ -13,7 +13,7 @@ type Agent struct {
 	StateDir          string   `toml:"state_dir"`          // required: positions and other state
 	Aggregators       []string `toml:"aggregators"`        // required: host:port of each aggregator
 	Compression       string   `toml:"compression"`        // "zstd" (default), "s2" or "none"
-	BatchBytes        Size     `toml:"batch_bytes"`        // default 256KiB; 1KiB to 32MiB
+	BatchBytes        Size     `toml:"batch_bytes"`        // default 256KiB; 1KiB to 8MiB
 	BatchWait         Duration `toml:"batch_wait"`         // default 200ms: how long a partly filled batch may wait
 	WindowBytes       Size     `toml:"window_bytes"`       // default 16MiB: unacknowledged bytes per connection; at least batch_bytes
 	ScanInterval      Duration `toml:"scan_interval"`      // default 1s: how often globs are evaluated again
@@ -40,7 +40,7 @@ const (
 	defaultPollInterval      = Duration(250 * time.Millisecond)
 	defaultPositionsInterval = Duration(time.Second)
 	minBatchBytes            = KiB
-	maxBatchBytes            = 32 * MiB
+	maxBatchBytes            = 8 * MiB // the agent's own limit (agent.maxBatchBytes); well below the aggregator's default max_frame_bytes
 )
 
 // LoadAgent reads the agent config at path, applies defaults to the keys

@@ -63,7 +63,7 @@ func TestAgentValidate(t *testing.T) {
 config: missing required key "state_dir"
 config: missing required key "aggregators"
 config: compression: invalid value "": want "zstd", "s2" or "none"
-config: batch_bytes: 0B is out of range: want 1KiB to 32MiB
+config: batch_bytes: 0B is out of range: want 1KiB to 8MiB
 config: batch_wait: must be positive, got 0s
 config: window_bytes: must be positive, got 0B
 config: scan_interval: must be positive, got 0s
