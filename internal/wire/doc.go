@@ -52,11 +52,23 @@
 //
 //	0 Appended   stored now; stored end is the batch's range end
 //	1 Duplicate  already stored earlier; stored end is where the source's stored data ends
-//	2 Resync     the batch does not start where the source's stored data ends;
-//	             the agent must drop what it has in flight for the source and
-//	             resume reading it at stored end
+//	2 Resync     the batch overlaps the source's stored data without being
+//	             covered by it; the agent must drop what it has in flight for
+//	             the source and resume reading it at stored end
 //	3 Failed     the aggregator could not store it (disk full, I/O error);
 //	             the agent retries later, on this aggregator or another
+//
+// The aggregator decides, per (topic, agent id, source id), in this order:
+// an unknown source is appended whatever its range start; a batch whose
+// range ends at or before the stored end is a Duplicate; one that starts
+// exactly at the stored end is Appended; one that starts before the stored
+// end and ends after it gets Resync, and the aggregator remembers on that
+// connection that the source is resyncing; one that starts after the
+// stored end (a gap: the agent skipped bytes on purpose, or failed over
+// from another aggregator) gets Resync while that connection's source is
+// resyncing (it is then a stale in-flight batch), and is Appended, and
+// logged, otherwise. A batch that starts exactly at the stored end ends
+// the resync.
 //
 // An ack is only sent once the batch (or, for Duplicate, everything stored
 // before it) is durable per the aggregator's fsync policy.
