@@ -43,6 +43,7 @@ func TestConcurrentAppendRead(t *testing.T) {
 			for ctx.Err() == nil {
 				end := p.End()
 				if end == 0 {
+					p.Wait(ctx, 0)
 					continue
 				}
 				off := rng.Int64N(end)

@@ -130,6 +130,8 @@ func (p *Partition) active() *segment { return p.segs[len(p.segs)-1] }
 
 // CheckFunc decides, under the partition's write lock (so serialized with
 // every append), whether a batch is written. The aggregator's dedup uses it.
+// It must not call the partition's Append, WaitDurable or Close: they need
+// that lock.
 type CheckFunc func(h *batch.Header) (write bool, err error)
 
 // Appended is the result of Append.
