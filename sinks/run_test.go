@@ -259,13 +259,14 @@ func TestRunOutOfRange(t *testing.T) {
 // TestRunAggregatorDownThenUp: one aggregator is down at start, while
 // another works; it comes up later; then it restarts mid-run.
 func TestRunAggregatorDownThenUp(t *testing.T) {
+	up := startAgg(t, "agg-up", "127.0.0.1:0")
+	// A free port, taken after up's so that up cannot get it.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	up := startAgg(t, "agg-up", "127.0.0.1:0")
 	fill(t, up, "app", 0, 0, 5, 5)
 	dir := t.TempDir()
 	log, lg := logger(t)
@@ -423,4 +424,26 @@ func TestRunUncleanStop(t *testing.T) {
 	if err := r.stop(); !errors.Is(err, errTest) {
 		t.Fatalf("Run: %v, want %v", err, errTest)
 	}
+}
+
+// TestRunPublishesWhileAggregatorDown: the writer is ticked while the
+// runtime waits to reconnect, so an idle file is published on time; its
+// commit follows once the aggregator is back.
+func TestRunPublishesWhileAggregatorDown(t *testing.T) {
+	a := startAgg(t, aggID, "127.0.0.1:0")
+	addr := a.Addr()
+	fill(t, a, "app", 0, 0, 5, 5)
+	dir := t.TempDir()
+	log, lg := logger(t)
+	start(t, sinks.Options{Aggregators: []string{addr}, Topics: []string{"app"}, Logger: lg},
+		fileSink(t, file.Options{Dir: dir, IdleTimeout: 400 * time.Millisecond}))
+	sinktest.Eventually(t, wait, "records fetched", func() bool { return a.Fetches() > 2 })
+	a.Close()
+	log.Wait(slog.LevelWarn, "partition failing", wait)
+	recs := waitPublished(t, file.OSFS{}, osRead, dir, aggID, "app", 0, 5)
+	sinktest.CheckExactlyOnce(t, recs, "app", 0, sinktest.Range(0, 5))
+
+	b := startAgg(t, aggID, addr)
+	fill(t, b, "app", 0, 0, 5, 5)
+	waitCommitted(t, b, "app", 0, 5)
 }
