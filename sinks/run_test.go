@@ -88,6 +88,8 @@ func TestRunRollsBySize(t *testing.T) {
 
 // TestRunPublishesIdleAndOldFilesWithoutNewRecords: a file is published by
 // Tick, with no record after it, while Run goes on (not at shutdown).
+// PITFALLS: idle partitions sat in temp files for hours because rolling was
+// checked only on write (kafka-connect-hdfs #329).
 func TestRunPublishesIdleAndOldFilesWithoutNewRecords(t *testing.T) {
 	cases := []struct {
 		name      string
@@ -186,6 +188,9 @@ func TestRunNewPartitionsArePickedUp(t *testing.T) {
 	waitPublished(t, file.OSFS{}, osRead, dir, aggID, "late", 0, 2)
 }
 
+// TestRunOutOfRange: PITFALLS: "latest" on out-of-range silently skipped
+// the backlog (pinot #19359). Here a jump is always logged, and goes to the
+// oldest record still there.
 func TestRunOutOfRange(t *testing.T) {
 	t.Run("below start: records lost to retention", func(t *testing.T) {
 		a := startAgg(t, aggID, "127.0.0.1:0")

@@ -73,7 +73,7 @@ func (w *worker) run(ctx context.Context) {
 		}
 		w.log.Log(ctx, lvl, "partition failing, will retry", "offset", w.next, "err", err)
 		failing = true
-		w.recover(ctx, err)
+		w.dropBroken(ctx, err)
 		w.pause(ctx, bo.next())
 	}
 }
@@ -83,8 +83,8 @@ func isSinkError(err error) bool {
 	return errors.As(err, &se)
 }
 
-// recover drops what err broke: the connection, or the writer.
-func (w *worker) recover(ctx context.Context, err error) {
+// dropBroken drops what err broke: the connection, or the writer.
+func (w *worker) dropBroken(ctx context.Context, err error) {
 	if isSinkError(err) {
 		w.closeWriter(ctx)
 	}
@@ -325,7 +325,7 @@ func (w *worker) pause(ctx context.Context, d time.Duration) {
 				return
 			}
 			w.log.Warn("tick while waiting", "err", err)
-			w.recover(ctx, err)
+			w.dropBroken(ctx, err)
 		}
 	}
 }

@@ -135,7 +135,7 @@ func (s *Sink) Open(ctx context.Context, aggregator, topic string, partition int
 		last: -1, pub: -1,
 		log: s.log.With("aggregator", aggregator, "topic", topic, "partition", partition),
 	}
-	next, err := w.recover()
+	next, err := w.resume()
 	if err != nil {
 		s.release(prefix)
 		return nil, -1, fmt.Errorf("file: open %s/%s/%d: %w", aggregator, topic, partition, err)
@@ -161,9 +161,9 @@ func (s *Sink) warnOnce(p, msg string, args ...any) {
 	}
 }
 
-// recover applies the recovery rules of doc.go for one partition and
+// resume applies the recovery rules of doc.go for one partition and
 // returns the next offset its published files end at, or -1.
-func (w *writer) recover() (int64, error) {
+func (w *writer) resume() (int64, error) {
 	fsys := w.s.fs
 	// The directories themselves must be durable before files in them
 	// can be.

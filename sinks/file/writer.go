@@ -18,7 +18,7 @@ var errClosed = errors.New("file: writer closed")
 
 // writer is the PartitionWriter of one partition. One goroutine uses it.
 //
-// A file goes through these steps, and recover (in Open) undoes or
+// A file goes through these steps, and resume (in Open) undoes or
 // completes each of them after a crash (doc.go):
 //
 //	create  Dir/_tmp/<prefix><first>.<random>.tmp
