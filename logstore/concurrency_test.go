@@ -190,6 +190,9 @@ func TestGroupCommit(t *testing.T) {
 	if p.End() != 10 {
 		t.Fatalf("End() = %d, want 10", p.End())
 	}
+	if err := p.WaitDurable(11); err == nil {
+		t.Fatal("WaitDurable past the written end returned nil")
+	}
 }
 
 // TestFsyncErrorPoisons: after a failed fsync nothing may be acknowledged,

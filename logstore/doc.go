@@ -110,6 +110,16 @@
 //     last one and its index rewritten; damage found by that scan is a
 //     *CorruptionError naming the file and byte position, returned from
 //     Open: data before the tail is never silently dropped.
+//
+// So a restart reads the index files, the tail of each older segment and
+// the whole last segment, never every segment (KAFKA-5829). The price:
+// damage to the body of a batch in an older segment, before its last index
+// entry, is not found by Open; the reader that decodes the batch finds it
+// (batch.Parse checks the body CRC), and a later scrub or checkpoint can.
+//
+// Limits of this version: every segment keeps its file open and its index
+// entries in memory (8 bytes per IndexIntervalBytes of log; nothing is
+// mmapped, so vm.max_map_count is never a concern, KAFKA-6343).
 package logstore
 
 // Wire format: do not change. A new layout gets a new version number; a

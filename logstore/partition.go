@@ -345,6 +345,8 @@ func (p *Partition) Wait(ctx context.Context, offset int64) error {
 // dedup state from it. fn runs without any lock held, so it may call the
 // partition; batches appended during the scan are not included.
 func (p *Partition) Scan(fn func(h *batch.Header) error) error {
+	// End first: every segment up to end.seg is then in the list.
+	end := p.endPoint()
 	p.rw.RLock()
 	if p.rclosed {
 		p.rw.RUnlock()
@@ -352,7 +354,6 @@ func (p *Partition) Scan(fn func(h *batch.Header) error) error {
 	}
 	segs := p.segs
 	p.rw.RUnlock()
-	end := p.endPoint()
 	var buf []byte
 	for _, seg := range segs {
 		if seg.base >= end.off {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -128,7 +129,10 @@ func createSegment(fsys fileSystem, dir string, base int64) (_ *segment, err err
 // by. Both the append path and recovery call it, so they build the same
 // entries. Writer only.
 func (s *segment) noteBatch(pos, base int64, size int, interval int) {
-	if s.sinceIndex >= int64(interval) {
+	// Append rolls before either field could overflow; a segment from
+	// elsewhere that is that big just gets no more entries.
+	fits := base-s.base <= math.MaxUint32 && pos <= math.MaxUint32
+	if s.sinceIndex >= int64(interval) && fits {
 		s.idxMu.Lock()
 		s.entries = append(s.entries, indexEntry{rel: uint32(base - s.base), pos: uint32(pos)})
 		s.idxMu.Unlock()

@@ -1,7 +1,10 @@
 package logstore
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -300,4 +303,89 @@ func TestLocked(t *testing.T) {
 	}
 	closeT(t, s)
 	closeT(t, openT(t, dir, testOpts(0)))
+}
+
+// TestBigBatchOwnSegment: a batch larger than SegmentBytes gets a segment
+// of its own, and the next batch starts another.
+func TestBigBatchOwnSegment(t *testing.T) {
+	dir := t.TempDir()
+	opts := testOpts(MinSegmentBytes)
+	s := openT(t, dir, opts)
+	p := partitionT(t, s, testTopic, 3)
+	want := appendMany(t, p, 0, 2)
+	want = append(want, appendBatch(t, p, makeBatch(t, testTopic, 2, 3, 1500)))
+	want = append(want, appendMany(t, p, 3, 2)...)
+	checkLog(t, p, want)
+	segs := segmentFiles(t, partDir(dir))
+	if len(segs) != 3 || len(positions(t, segs[1])) != 1 {
+		t.Fatalf("segments %v; want the big batch alone in the second", segs)
+	}
+	closeT(t, s)
+	s = openT(t, dir, opts)
+	defer closeT(t, s)
+	checkLog(t, s.Lookup(testTopic, 3), want)
+}
+
+// hugeCount rewrites the record count of an unstamped batch. Parse does not
+// tie the count to the payload, so such a batch is accepted, and it moves
+// offsets by billions at once.
+func hugeCount(t testing.TB, b []byte, count uint32) []byte {
+	t.Helper()
+	const offCount, offBodyCRC, offBody = 31, 25, 29 // see batch/doc.go
+	binary.BigEndian.PutUint32(b[offCount:], count)
+	binary.BigEndian.PutUint32(b[offBodyCRC:], batch.Checksum(b[offBody:]))
+	if h, err := batch.Parse(b); err != nil || h.Count != int(count) {
+		t.Fatalf("crafted batch: %v", err)
+	}
+	return b
+}
+
+// TestRelativeOffsetRoll: a segment rolls before a relative offset in its
+// index would pass 32 bits.
+func TestRelativeOffsetRoll(t *testing.T) {
+	dir := t.TempDir()
+	opts := testOpts(1 << 20)
+	opts.IndexIntervalBytes = 1
+	s := openT(t, dir, opts)
+	p := partitionT(t, s, testTopic, 3)
+	var want []stored
+	for i := range 3 {
+		want = append(want, appendBatch(t, p, hugeCount(t, makeBatch(t, testTopic, i, 1, 10), math.MaxUint32)))
+	}
+	if n := len(segmentFiles(t, partDir(dir))); n != 2 {
+		t.Fatalf("%d segments, want 2", n)
+	}
+	check := func(p *Partition) {
+		t.Helper()
+		for _, w := range want {
+			for _, off := range []int64{w.base, w.base + 1, w.next() - 1} {
+				if got, err := p.Read(off, 1); err != nil || !bytes.Equal(got, w.data) {
+					t.Fatalf("Read(%d): %v", off, err)
+				}
+			}
+		}
+		if p.End() != want[2].next() {
+			t.Fatalf("End() = %d, want %d", p.End(), want[2].next())
+		}
+	}
+	check(p)
+	closeT(t, s)
+	s = openT(t, dir, opts)
+	defer closeT(t, s)
+	check(s.Lookup(testTopic, 3))
+}
+
+// TestEmptyPartitionDir: a crash right after the directory was made.
+func TestEmptyPartitionDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(partDir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := openT(t, dir, testOpts(0))
+	defer closeT(t, s)
+	p := s.Lookup(testTopic, 3)
+	if p == nil || p.End() != 0 {
+		t.Fatal("empty partition directory not opened as an empty partition")
+	}
+	checkLog(t, p, appendMany(t, p, 0, 3))
 }

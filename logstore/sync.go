@@ -29,6 +29,10 @@ func (p *Partition) WaitDurable(next int64) error {
 	if p.opts.Fsync != FsyncAlways {
 		return p.failure()
 	}
+	if w := p.written.Load(); next > w {
+		// Nothing would ever cover it: refuse rather than fsync forever.
+		return fmt.Errorf("logstore: WaitDurable(%d) past the written end %d of %s-%d", next, w, p.topic, p.id)
+	}
 	for {
 		p.syncMu.Lock()
 		if err := p.failure(); err != nil {
