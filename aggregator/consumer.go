@@ -13,14 +13,6 @@ import (
 	"logship/logstore"
 )
 
-// Offset commit statuses in OffsetCommitted (the wire says only that 0 is
-// success).
-const (
-	commitOK      = 0
-	commitInvalid = 1 // refused: bad sink or topic name, negative offset
-	commitFailed  = 2 // could not be stored; retry
-)
-
 // peerError is a request the server refuses by closing the connection with
 // an Error frame.
 type peerError struct {
@@ -189,11 +181,11 @@ func (s *Server) offsetCommit(c *wire.Conn, p []byte, log *slog.Logger) error {
 	if err := m.Decode(p); err != nil {
 		return protocolErr("offset commit: %v", err)
 	}
-	res := wire.OffsetCommitted{Req: m.Req, Status: commitOK}
+	res := wire.OffsetCommitted{Req: m.Req, Status: wire.CommitOK}
 	if err := s.offsets.commit(m.Sink, m.Topic, m.Partition, m.Offset); err != nil {
-		res.Status, res.Message = commitFailed, err.Error()
+		res.Status, res.Message = wire.CommitFailed, err.Error()
 		if errors.Is(err, errInvalidCommit) {
-			res.Status = commitInvalid
+			res.Status = wire.CommitInvalid
 			log.Warn("offset commit refused", "sink", m.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
 		} else {
 			log.Error("offset commit failed", "sink", m.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)

@@ -145,11 +145,11 @@ func TestOffsets(t *testing.T) {
 		part  uint32
 		off   int64
 	}{{"app", 2, 100}, {"app", 0, 7}, {"app", 2, 150}, {"web", 1, 3}} {
-		if r := cc.commit("hdfs-main", c.topic, c.part, c.off); r.Status != commitOK {
+		if r := cc.commit("hdfs-main", c.topic, c.part, c.off); r.Status != wire.CommitOK {
 			t.Fatalf("commit %+v: %+v", c, r)
 		}
 	}
-	if r := cc.commit("cassandra", "app", 0, 1); r.Status != commitOK {
+	if r := cc.commit("cassandra", "app", 0, 1); r.Status != wire.CommitOK {
 		t.Fatalf("%+v", r)
 	}
 	for _, bad := range []struct {
@@ -157,7 +157,7 @@ func TestOffsets(t *testing.T) {
 		off         int64
 		why         string
 	}{{"a/b", "app", 1, "sink name"}, {"", "app", 1, "sink name"}, {"s", "..", 1, "topic"}, {"s", "app", -1, "negative"}} {
-		if r := cc.commit(bad.sink, bad.topic, 0, bad.off); r.Status != commitInvalid || !strings.Contains(r.Message, bad.why) {
+		if r := cc.commit(bad.sink, bad.topic, 0, bad.off); r.Status != wire.CommitInvalid || !strings.Contains(r.Message, bad.why) {
 			t.Fatalf("commit %+v: %+v", bad, r)
 		}
 	}

@@ -241,7 +241,7 @@ func (c *Client) Commit(ctx context.Context, sink, topic string, partition int, 
 		c.err = err
 		return fmt.Errorf("sinks: commit to %s: %w", c.addr, err)
 	}
-	if m.Status != 0 {
+	if m.Status != wire.CommitOK {
 		return fmt.Errorf("%w by %s: %s/%d at %d: %s", ErrCommitRefused, c.agg, topic, partition, offset, m.Message)
 	}
 	return nil

@@ -40,7 +40,7 @@
 //	 8    Metadata        consumer → server u64 req, u16 n, n × str topic (n = 0: every topic)
 //	 9    MetadataResult  server → consumer u64 req, str aggregator id, u32 n, n × (str topic, u32 partition, i64 start, i64 end)
 //	10    OffsetCommit    consumer → server u64 req, str sink, str topic, u32 partition, i64 offset
-//	11    OffsetCommitted server → consumer u64 req, u8 status, str message
+//	11    OffsetCommitted server → consumer u64 req, u8 status (0 ok, 1 invalid, 2 failed), str message
 //	12    OffsetFetch     consumer → server u64 req, str sink, str topic
 //	13    Offsets         server → consumer u64 req, u32 n, n × (u32 partition, i64 offset)
 //

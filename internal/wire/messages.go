@@ -319,8 +319,15 @@ func (m *OffsetCommit) Decode(p []byte) error {
 	return d.Done()
 }
 
-// OffsetCommitted answers OffsetCommit. Status 0 is success; otherwise
-// Message says why.
+// OffsetCommitted statuses. Wire format: do not change the numbers.
+const (
+	CommitOK      = 0 // stored durably
+	CommitInvalid = 1 // refused for good: bad sink or topic name, negative offset
+	CommitFailed  = 2 // could not be stored now (I/O error); retrying may work
+)
+
+// OffsetCommitted answers OffsetCommit. Status is one of CommitOK,
+// CommitInvalid and CommitFailed; Message says why when it is not CommitOK.
 type OffsetCommitted struct {
 	Req     uint64
 	Status  uint8
