@@ -141,7 +141,10 @@ func runSink(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := serveMetrics(ctx, c.MetricsListen, nil, log); err != nil {
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
-	return runSinks(ctx, c, log)
+	log.Info("sinks starting", "sinks", len(c.Sinks), "aggregators", c.Aggregators)
+	err = runSinks(ctx, c, log)
+	log.Info("stopped", "err", err)
+	return err
 }
 
 // runSinks runs every configured sink until ctx is done.
