@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,22 +97,10 @@ func backoff(fails int) time.Duration {
 // connectOnce dials addr, runs a session until it fails or ctx is done, and
 // reports whether the session was healthy.
 func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
-	d := net.Dialer{Timeout: dialTimeout}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	c, w, err := wire.DialContext(ctx, addr, wire.Hello{Role: wire.RoleAgent, ID: a.opts.ID}, dialTimeout)
 	if err != nil {
 		if ctx.Err() == nil {
 			a.log.Warn("connect to aggregator failed", "aggregator", addr, "err", err)
-		}
-		return false
-	}
-	c := wire.NewConn(nc, 0)
-	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	w, err := c.ClientHandshake(wire.Hello{Role: wire.RoleAgent, ID: a.opts.ID}, dialTimeout)
-	stop()
-	if err != nil {
-		nc.Close()
-		if ctx.Err() == nil {
-			a.log.Warn("handshake with aggregator failed", "aggregator", addr, "err", err)
 		}
 		return false
 	}

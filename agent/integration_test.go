@@ -55,7 +55,7 @@ func (r *realAgg) stop(t testing.TB) {
 // source as fakeSource values, so that checkStreams applies.
 func readAggregator(t testing.TB, addr string) map[uint64]*fakeSource {
 	t.Helper()
-	c, _, err := wire.Dial(addr, wire.Hello{Role: wire.RoleConsumer, ID: "agent-test"}, 5*time.Second)
+	c, _, err := wire.DialContext(context.Background(), addr, wire.Hello{Role: wire.RoleConsumer, ID: "agent-test"}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

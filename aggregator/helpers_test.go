@@ -152,7 +152,7 @@ type agentClient struct {
 
 func dialAgent(t testing.TB, addr, id string) *agentClient {
 	t.Helper()
-	c, w, err := wire.Dial(addr, wire.Hello{Role: wire.RoleAgent, ID: id}, 5*time.Second)
+	c, w, err := wire.DialContext(context.Background(), addr, wire.Hello{Role: wire.RoleAgent, ID: id}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ type consumerClient struct {
 
 func dialConsumer(t testing.TB, addr string) *consumerClient {
 	t.Helper()
-	c, _, err := wire.Dial(addr, wire.Hello{Role: wire.RoleConsumer, ID: "test-sink"}, 5*time.Second)
+	c, _, err := wire.DialContext(context.Background(), addr, wire.Hello{Role: wire.RoleConsumer, ID: "test-sink"}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

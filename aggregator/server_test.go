@@ -163,7 +163,7 @@ func TestHelloRefused(t *testing.T) {
 		{"empty-agent-id", wire.Hello{Role: wire.RoleAgent}, wire.CodeBadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := wire.Dial(ts.Addr(), tc.hello, 5*time.Second)
+			_, _, err := wire.DialContext(context.Background(), ts.Addr(), tc.hello, 5*time.Second)
 			if !isRemote(err, tc.code) {
 				t.Fatalf("got %v, want code %s", err, tc.code)
 			}

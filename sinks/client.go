@@ -61,21 +61,12 @@ type Client struct {
 // Dial connects to the aggregator at addr and performs the handshake as a
 // consumer named name. ctx bounds the dial and the handshake.
 func Dial(ctx context.Context, addr, name string) (*Client, error) {
-	ctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-	defer cancel()
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	conn, w, err := wire.DialContext(ctx, addr, wire.Hello{Role: wire.RoleConsumer, ID: name}, handshakeTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("sinks: dial %s: %w", addr, err)
+		return nil, fmt.Errorf("sinks: connect to %s: %w", addr, err)
 	}
-	c := &Client{addr: addr, conn: wire.NewConn(nc, 0)}
-	w, err := withDeadline(ctx, nc, 0, func() (*wire.Welcome, error) {
-		return c.conn.ClientHandshake(wire.Hello{Role: wire.RoleConsumer, ID: name}, 0)
-	})
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("sinks: handshake with %s: %w", addr, err)
-	}
+	nc := conn.NetConn()
+	c := &Client{addr: addr, conn: conn}
 	if err := batch.CheckName("aggregator id", w.Aggregator); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("sinks: %s: %w", addr, err)

@@ -49,7 +49,7 @@ func (a *realAgg) stop() {
 // stored. ends holds each source's stored end.
 func produce(t *testing.T, addr, topic string, srcs []uint64, batches, perBatch int, ends map[uint64]int64, want map[int]map[int64]string) {
 	t.Helper()
-	c, _, err := wire.Dial(addr, wire.Hello{Role: wire.RoleAgent, ID: "web-01"}, 5*time.Second)
+	c, _, err := wire.DialContext(context.Background(), addr, wire.Hello{Role: wire.RoleAgent, ID: "web-01"}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,19 +9,40 @@ import (
 	"time"
 )
 
-// Dial connects to addr, sends the preamble and hello, and waits for the
-// Welcome. timeout bounds the whole handshake.
-func Dial(addr string, h Hello, timeout time.Duration) (*Conn, *Welcome, error) {
-	nc, err := net.DialTimeout("tcp", addr, timeout)
+// DialContext connects to addr over TCP and runs the client handshake.
+// ctx cancels the dial and the handshake; timeout (when > 0) bounds both.
+// It is the one way clients (agents, sinks, tools) connect, so that
+// transport options (TLS, tokens) have one place to go.
+func DialContext(ctx context.Context, addr string, h Hello, timeout time.Duration) (*Conn, *Welcome, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, err
 	}
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	// A ctx done mid-handshake moves the deadline into the past, which
+	// wakes the blocked read or write.
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	c := NewConn(nc, 0)
-	w, err := c.ClientHandshake(h, timeout)
+	w, err := c.ClientHandshake(h, 0)
+	if !stop() && err == nil {
+		err = ctx.Err() // the deadline may already be in the past: unusable
+	}
 	if err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("handshake with %s: %w", addr, err)
+		if cerr := ctx.Err(); cerr != nil {
+			err = fmt.Errorf("%w (%v)", cerr, err)
+		}
+		return nil, nil, fmt.Errorf("handshake: %w", err)
 	}
+	nc.SetDeadline(time.Time{})
 	return c, w, nil
 }
 
