@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"time"
 
 	"logship/internal/wire"
 	"logship/logstore"
@@ -91,7 +92,36 @@ func (a *agentConn) readLoop(ctx context.Context) {
 		}
 		a.s.stats.batchesIn.Add(1)
 		a.s.stats.bytesIn.Add(int64(len(b)))
-		a.acks <- a.produce(seq, b, &h)
+		ack := a.produce(seq, b, &h)
+		a.acks <- ack
+		if ack.Status == wire.AckFailed {
+			// The agent pipelines its batches: the ones it sent after this
+			// one start where this one ends, and storing them would leave
+			// the failed range behind as a gap that the agent's resend
+			// then meets as a "duplicate". Stop reading instead: the
+			// writer sends the acks queued so far, this one last; the
+			// agent then closes, reconnects and resends from its acked
+			// positions.
+			a.log.Warn("closing agent connection after a failed append", "topic", h.Topic, "seq", seq)
+			a.discard(ctx)
+			return
+		}
+	}
+}
+
+// discard reads and drops frames until the agent closes the connection,
+// for at most failedDrain. Closing at once instead would make the kernel
+// answer the agent's unread batches with a reset, which can destroy the
+// Failed ack before the agent reads it.
+func (a *agentConn) discard(ctx context.Context) {
+	a.nc.SetReadDeadline(time.Now().Add(failedDrain))
+	if ctx.Err() != nil {
+		return // shutting down: the deadline in the past may just have been overwritten
+	}
+	for {
+		if _, _, err := a.c.ReadFrame(); err != nil {
+			return
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -68,7 +69,8 @@ func TestHashPartitionStable(t *testing.T) {
 
 // TestAppendFailureAcksFailed: when storage fails, the batch is acked
 // Failed with the reason, the failure is logged at ERROR, and the
-// connection goes on (the agent retries).
+// aggregator reads nothing more from that connection (see
+// TestFailedAppendEndsTheSession); the agent retries on a new one.
 func TestAppendFailureAcksFailed(t *testing.T) {
 	dir := t.TempDir()
 	broken := src{"web-01", "app", 1}
@@ -90,15 +92,64 @@ func TestAppendFailureAcksFailed(t *testing.T) {
 	if len(ts.logs.lines("level=ERROR", "append failed", "source=1")) != 1 {
 		t.Fatalf("no ERROR line:\n%s", ts.logs)
 	}
-	// Another source in another partition is stored on the same connection.
+	a.close()
+	// Another source in another partition is stored.
+	b := dialAgent(t, ts.Addr(), "web-01")
 	for id := uint64(2); ; id++ {
 		if hashPartition(sourceKey{"web-01", id}, 4) != p {
-			expect(t, a.produce(mkBatch(t, src{"web-01", "app", id}, 0, 10)), wire.AckAppended, 10)
+			expect(t, b.produce(mkBatch(t, src{"web-01", "app", id}, 0, 10)), wire.AckAppended, 10)
 			break
 		}
 	}
 	// Retrying still fails; nothing was recorded as stored.
-	if ack := a.produce(mkBatch(t, broken, 0, 10)); ack.Status != wire.AckFailed || !strings.Contains(ack.Message, "app") {
+	if ack := b.produce(mkBatch(t, broken, 0, 10)); ack.Status != wire.AckFailed || !strings.Contains(ack.Message, "app") {
 		t.Fatalf("ack %+v", ack)
+	}
+}
+
+// TestFailedAppendEndsTheSession: the agent pipelines, so when one append
+// fails (here a segment roll whose index cannot be written: an error that
+// does not poison the partition) the batches it sent behind it must not be
+// stored, or the failed range would be left behind as a gap that the
+// agent's resend then meets as a duplicate: lost data. The aggregator acks
+// Failed and reads nothing more; the resend on a new connection stores the
+// range, and the rest follows in order.
+func TestFailedAppendEndsTheSession(t *testing.T) {
+	dir := t.TempDir()
+	ts := start(t, dir, func(o *Options) { o.Partitions = 1; o.SegmentBytes = 1024 })
+	s := src{agent: "web-1", topic: "app", id: 7}
+
+	a := dialAgent(t, ts.Addr(), "web-1")
+	expect(t, a.produce(mkBatch(t, s, 0, 10, "b0")), wire.AckAppended, 10)
+
+	// Make the next roll fail: a directory where the sealed segment's
+	// index goes.
+	idx := filepath.Join(dir, "log", "app-0", "00000000000000000000.index")
+	if err := os.MkdirAll(filepath.Join(idx, "block"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(idx) }) // before the server's Close writes the index
+
+	big := strings.Repeat("B", 1500) // needs a roll
+	a.send(mkBatch(t, s, 10, 1511, big))
+	a.send(mkBatch(t, s, 1511, 1520, "after")) // pipelined behind it
+	if ack, err := a.readAck(); err != nil || ack.Status != wire.AckFailed {
+		t.Fatalf("first ack %+v, %v; want Failed", ack, err)
+	}
+	a.close()
+
+	os.RemoveAll(idx)
+	b := dialAgent(t, ts.Addr(), "web-1")
+	expect(t, b.produce(mkBatch(t, s, 10, 1511, big)), wire.AckAppended, 1511)
+	expect(t, b.produce(mkBatch(t, s, 1511, 1520, "after")), wire.AckAppended, 1520)
+
+	var got []string
+	for _, st := range dialConsumer(t, ts.Addr()).readAll("app", 0) {
+		for _, r := range st.records {
+			got = append(got, r[:min(len(r), 4)])
+		}
+	}
+	if want := []string{"b0", "BBBB", "afte"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("stored %q, want %q", got, want)
 	}
 }

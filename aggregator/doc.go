@@ -52,8 +52,12 @@
 // are queued, or before it blocks on an fsync, so acks leave in batches.
 //
 // An ack that is not Appended has base offset -1. An Append or WaitDurable
-// error is acked Failed with the error as message and logged at ERROR; the
-// agent retries.
+// error is acked Failed with the error as message and logged at ERROR.
+// After an Append error the aggregator stores nothing more from that
+// connection: the batches the agent pipelined behind the failed one would
+// leave its range as a gap. It reads and drops frames until the agent
+// closes (at most 5 s); the agent reconnects and resends from its acked
+// positions.
 //
 // # Partition choice and exactly-once (decision 2 of DESIGN.md)
 //

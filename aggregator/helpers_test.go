@@ -163,6 +163,9 @@ func dialAgent(t testing.TB, addr, id string) *agentClient {
 	return &agentClient{t: t, c: c}
 }
 
+// close closes the connection, as an agent does after a Failed ack.
+func (a *agentClient) close() { a.c.NetConn().Close() }
+
 // send sends one Produce and returns its seq.
 func (a *agentClient) send(b []byte) uint64 {
 	a.t.Helper()

@@ -35,6 +35,9 @@ const (
 	// before it blocks: the pipeline depth between append and fsync. The
 	// agent's window of unacknowledged bytes bounds it too.
 	ackQueue = 1024
+	// failedDrain bounds how long a connection whose append failed waits
+	// for the agent to close it.
+	failedDrain = 5 * time.Second
 )
 
 // Options configure a Server. See the package documentation.

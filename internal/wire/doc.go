@@ -56,7 +56,8 @@
 //	             covered by it; the agent must drop what it has in flight for
 //	             the source and resume reading it at stored end
 //	3 Failed     the aggregator could not store it (disk full, I/O error);
-//	             the agent retries later, on this aggregator or another
+//	             it ignores every later frame of the connection, so the agent
+//	             closes it and retries later, on this aggregator or another
 //
 // The aggregator decides, per (topic, agent id, source id), in this order:
 // an unknown source is appended whatever its range start; a batch whose
