@@ -40,6 +40,7 @@ type agentConn struct {
 	s    *Server
 	c    *wire.Conn
 	nc   net.Conn
+	id   string // the agent id from the Hello
 	log  *slog.Logger
 	acks chan ack
 	// resyncing holds the sources this connection was told to resync and
@@ -50,8 +51,8 @@ type agentConn struct {
 // serveAgent runs an agent session until the agent leaves, sends something
 // bad, or ctx is done. It returns once both goroutines have stopped and
 // the connection is closed.
-func (s *Server) serveAgent(ctx context.Context, c *wire.Conn, log *slog.Logger) {
-	a := &agentConn{s: s, c: c, nc: c.NetConn(), log: log, acks: make(chan ack, ackQueue), resyncing: make(map[resyncKey]struct{})}
+func (s *Server) serveAgent(ctx context.Context, c *wire.Conn, id string, log *slog.Logger) {
+	a := &agentConn{s: s, c: c, nc: c.NetConn(), id: id, log: log, acks: make(chan ack, ackQueue), resyncing: make(map[resyncKey]struct{})}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -88,6 +89,12 @@ func (a *agentConn) readLoop(ctx context.Context) {
 		}
 		if err := batch.CheckName("topic", h.Topic); err != nil {
 			a.fatal(rejectBatch, wire.CodeBadRequest, fmt.Sprintf("produce seq %d: %v", seq, err))
+			return
+		}
+		if h.Agent != a.id {
+			// Dedup state is keyed by the batch's agent id: an agent must
+			// not write into another agent's sources.
+			a.fatal(rejectBatch, wire.CodeBadRequest, fmt.Sprintf("produce seq %d: batch of agent %q on the connection of agent %q", seq, h.Agent, a.id))
 			return
 		}
 		a.s.stats.batchesIn.Add(1)

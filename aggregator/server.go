@@ -293,7 +293,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	log.Debug("connection accepted")
 	switch hello.Role {
 	case wire.RoleAgent:
-		s.serveAgent(ctx, c, log)
+		s.serveAgent(ctx, c, hello.ID, log)
 	case wire.RoleConsumer:
 		s.serveConsumer(ctx, c, log)
 	}

@@ -52,6 +52,9 @@ func TestBadClients(t *testing.T) {
 		{name: "bad-topic", hello: true, send: func(t *testing.T) []byte {
 			return produce(mkBatch(t, src{"bad-01", "../etc", 9}, 0, 10))
 		}, reason: "invalid topic", errCode: wire.CodeBadRequest},
+		{name: "other-agents-batch", hello: true, send: func(t *testing.T) []byte {
+			return produce(mkBatch(t, src{"web-01", "app", 1}, 0, 10))
+		}, reason: "on the connection of agent", errCode: wire.CodeBadRequest},
 		{name: "unknown-type", hello: true, send: func(t *testing.T) []byte { return frame(99, []byte("hi")) },
 			reason: "unexpected frame type 99", errCode: wire.CodeProtocol},
 		{name: "consumer-frame-from-agent", hello: true, send: func(t *testing.T) []byte {
@@ -144,7 +147,7 @@ func TestBadClients(t *testing.T) {
 		}
 	}
 	st := ts.Stats()
-	if st.Rejected["handshake"] != 2 || st.Rejected["protocol"] != 5 || st.Rejected["batch"] != 2 {
+	if st.Rejected["handshake"] != 2 || st.Rejected["protocol"] != 5 || st.Rejected["batch"] != 3 {
 		t.Fatalf("rejected %v", st.Rejected)
 	}
 }
