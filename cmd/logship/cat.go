@@ -103,6 +103,7 @@ func catAll(ctx context.Context, o catOptions, out *recordPrinter) error {
 		}
 		cancel()
 	}
+	found := false
 	for _, addr := range o.aggregators {
 		c, err := sinks.Dial(ctx, addr, "")
 		if err != nil {
@@ -113,6 +114,7 @@ func catAll(ctx context.Context, o catOptions, out *recordPrinter) error {
 		if err != nil {
 			return fmt.Errorf("aggregator %s: %w", addr, err)
 		}
+		found = found || len(parts) > 0
 		for _, p := range parts {
 			from, _ := startOffset(o.from, p.Start, p.End)
 			if !o.follow {
@@ -134,6 +136,11 @@ func catAll(ctx context.Context, o catOptions, out *recordPrinter) error {
 				}
 			}()
 		}
+	}
+	if !found {
+		cancel()
+		wg.Wait()
+		return fmt.Errorf("topic %q not found on %s", o.topic, strings.Join(o.aggregators, ", "))
 	}
 	if !o.follow {
 		return nil

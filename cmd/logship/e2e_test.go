@@ -376,6 +376,11 @@ paths = [%q]
 		t.Fatalf("cat printed %d web records, want %d", len(webLines), streams[2].seq)
 	}
 
+	out2, err := exec.Command(binPath, "cat", "--aggregator", addr, "--topic", "nope").CombinedOutput()
+	if err == nil || !strings.Contains(string(out2), `topic "nope" not found on `+addr) {
+		t.Errorf("cat of a missing topic: %v, %s", err, out2)
+	}
+
 	for _, p := range []*proc{ag, sink, agg} {
 		if err := p.stop(syscall.SIGTERM); err != nil {
 			t.Errorf("%s exit after SIGTERM: %v", p.name, err)
@@ -437,6 +442,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"cat", "--topic", "app"}, 1, "--aggregator is required"},
 		{[]string{"cat", "--aggregator", "127.0.0.1:1", "--topic", "a/b"}, 1, "invalid topic"},
 		{[]string{"version"}, 0, "logship "},
+		{[]string{"cat", "--aggregator", "127.0.0.1:1", "--topic", "app"}, 1, "connection refused"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, "_"), func(t *testing.T) {
