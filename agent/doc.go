@@ -10,11 +10,19 @@
 //
 //   - On first sight of a file with at least one byte, the agent reads its
 //     first K = min(size, 1024) bytes and computes the fingerprint: CRC-64
-//     (ECMA) of those K bytes. The source id is FNV-64a over (fingerprint,
-//     K, device, inode, salt), big-endian; the salt is 0 except after a
-//     truncation (below). The id is fixed for the source's life and stored
-//     in the positions file. Empty files are not tracked until they have
-//     bytes.
+//     (ECMA) of those K bytes. The source id is FNV-64a over (fingerprint
+//     u64, K u32, device u64, inode u64, salt u64, birth time seconds i64,
+//     birth time nanoseconds u32), big-endian. The birth time is the file's
+//     creation time from statx(2) (STATX_BTIME): it tells apart two files
+//     that had the same (device, inode) one after the other (a deleted
+//     file's inode reused by a new file that begins with the same header),
+//     while the same physical file always gets the same id. The salt is 0,
+//     except after a truncation (below), and except where the file system
+//     or the platform gives no birth time (birth time 0 then): the salt is
+//     then random, so that a reused inode still gives a new id. The id is
+//     fixed for the source's life and stored in the positions file. Empty
+//     files are not tracked until they have bytes, except a file that the
+//     positions file has an entry for (below).
 //   - While a file is open it is tracked by (device, inode). On a rescan, a
 //     path whose (device, inode) is tracked is the same source: a rename,
 //     even to a name the globs still match, only updates its path; nothing
@@ -35,6 +43,12 @@
 //     as a new, salted source at offset 0. So a renamed file, and a copy
 //     with the same beginning, are recognised after a restart, while a new
 //     file that reuses an inode is not (its beginning differs).
+//   - An entry whose (device, inode) is a file the globs match is never
+//     dropped at a restart, even when that file is now empty: the file was
+//     emptied while the agent was stopped. It is tracked while empty, and
+//     when it has bytes again it is a new, salted source from offset 0
+//     (otherwise, growing again with the same header, it would get its old
+//     id back, and the aggregator would drop its bytes as duplicates).
 //   - Rotation by rename: the old file keeps being read through its open
 //     descriptor to its end, whatever its name now; the new file at the old
 //     path is a new source read from 0. A file is closed once no glob
@@ -54,7 +68,8 @@
 // on the same (device, inode) are one source to a restarted agent (an inode
 // reused by a file with the same 1 KiB header while the agent was
 // stopped). And ids are deterministic only for sources first seen with at
-// least 1024 bytes and never truncated; see "Losing the positions file".
+// least 1024 bytes, never truncated, on a file system that gives birth
+// times; see "Losing the positions file".
 //
 // # Reading and batching
 //
@@ -107,7 +122,7 @@
 //	      "dev": 2049, "inode": 1311234,
 //	      "fingerprint": "5e0c81a3f2d94b10",  CRC-64 (ECMA) of the first fingerprint_len bytes
 //	      "fingerprint_len": 1024,
-//	      "salt": "17d2c0f3a91b0001",          only for a source started by a truncation
+//	      "salt": "17d2c0f3a91b0001",          only for a source started by a truncation, or without a birth time
 //	      "pos": 1048576                       acknowledged position
 //	    }
 //	  ]
@@ -119,7 +134,8 @@
 // they are written at most every PositionsInterval when something changed,
 // and at shutdown. Entries of files that were closed (rotated away or
 // deleted, drained and acknowledged) are removed; entries that no file
-// matches at the first scan after a start are removed too, with a warning.
+// matches at the first scan after a start are removed too, with a warning
+// (but not the entry of a file that is now empty: see above).
 //
 // # Losing the positions file
 //
@@ -131,8 +147,10 @@
 // gets the same id again, and its batches are Duplicates up to what the
 // aggregator has stored. The exceptions, which are then delivered twice
 // rather than lost: sources first seen with fewer than 1024 bytes (their K
-// differs on the second first sight) and sources started by a truncation
-// (their salt is lost).
+// differs on the second first sight), sources started by a truncation
+// (their salt is lost), and every source on a file system or platform
+// without birth times (their random salt is lost). Sources first seen by
+// an agent older than the birth-time rule also get a new id, once.
 //
 // # Shutdown
 //

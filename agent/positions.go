@@ -143,6 +143,7 @@ func (a *Agent) savePositions() error {
 type restoredSet struct {
 	byFP  map[fpKey][]*posEntry
 	empty map[fileKey]*posEntry // FPLen 0 entries
+	byKey map[fileKey]*posEntry // every entry by its (dev, inode); the first one of duplicates
 	lens  []int                 // distinct FPLen values, descending
 	n     int
 }
@@ -153,9 +154,12 @@ type fpKey struct {
 }
 
 func newRestoredSet(entries []posEntry) *restoredSet {
-	r := &restoredSet{byFP: make(map[fpKey][]*posEntry), empty: make(map[fileKey]*posEntry)}
+	r := &restoredSet{byFP: make(map[fpKey][]*posEntry), empty: make(map[fileKey]*posEntry), byKey: make(map[fileKey]*posEntry)}
 	for i := range entries {
 		e := &entries[i]
+		if k := (fileKey{e.Dev, e.Inode}); r.byKey[k] == nil {
+			r.byKey[k] = e
+		}
 		if e.FPLen == 0 {
 			r.empty[fileKey{e.Dev, e.Inode}] = e
 		} else {
@@ -183,7 +187,6 @@ func (r *restoredSet) claim(key fileKey, size int64, exact bool, fpOf func(k int
 		return nil
 	}
 	var best *posEntry
-	var bestKey fpKey
 	rank := func(e *posEntry) int {
 		switch {
 		case e.Dev == key.dev && e.Inode == key.ino:
@@ -203,22 +206,49 @@ func (r *restoredSet) claim(key fileKey, size int64, exact bool, fpOf func(k int
 		}
 		for _, e := range r.byFP[fpKey{fp, k}] {
 			if best == nil || rank(e) > rank(best) {
-				best, bestKey = e, fpKey{fp, k}
+				best = e
 			}
 		}
 	}
 	if best != nil && (!exact || rank(best) == 2) {
-		cands := r.byFP[bestKey]
-		r.byFP[bestKey] = slices.DeleteFunc(cands, func(e *posEntry) bool { return e == best })
-		r.n--
+		r.take(best)
 		return best
 	}
 	if e := r.empty[key]; e != nil {
-		delete(r.empty, key)
-		r.n--
+		r.take(e)
 		return e
 	}
 	return nil
+}
+
+// hasKey reports whether an unclaimed entry has the (dev, inode) key.
+func (r *restoredSet) hasKey(key fileKey) bool { return r.byKey[key] != nil }
+
+// takeKey removes and returns the unclaimed entry with the (dev, inode)
+// key, whatever its fingerprint, or nil.
+func (r *restoredSet) takeKey(key fileKey) *posEntry {
+	e := r.byKey[key]
+	if e != nil {
+		r.take(e)
+	}
+	return e
+}
+
+// take removes e from the set.
+func (r *restoredSet) take(e *posEntry) {
+	key := fileKey{e.Dev, e.Inode}
+	if r.byKey[key] == e {
+		delete(r.byKey, key)
+	}
+	if e.FPLen == 0 {
+		if r.empty[key] == e {
+			delete(r.empty, key)
+		}
+	} else {
+		k := fpKey{uint64(e.FP), e.FPLen}
+		r.byFP[k] = slices.DeleteFunc(r.byFP[k], func(x *posEntry) bool { return x == e })
+	}
+	r.n--
 }
 
 // rest returns the unclaimed entries and empties the set.
@@ -230,6 +260,6 @@ func (r *restoredSet) rest() []*posEntry {
 	for _, e := range r.empty {
 		out = append(out, e)
 	}
-	*r = restoredSet{byFP: map[fpKey][]*posEntry{}, empty: map[fileKey]*posEntry{}}
+	*r = restoredSet{byFP: map[fpKey][]*posEntry{}, empty: map[fileKey]*posEntry{}, byKey: map[fileKey]*posEntry{}}
 	return out
 }

@@ -89,8 +89,12 @@ func (a *Agent) consider(in *Input, path string, news []*newFile) *newFile {
 		}
 		return nil
 	}
-	if fi.Size() == 0 {
-		return nil // not tracked until it has bytes
+	// An empty file is not tracked until it has bytes, unless the
+	// positions file has an entry for its (dev, inode): it was emptied while
+	// the agent was stopped, and must not be taken for a new file when it
+	// grows again (it would get its old id back).
+	if fi.Size() == 0 && !a.restored.hasKey(key) {
+		return nil
 	}
 	for _, nf := range news {
 		if nf.key == key {
@@ -103,7 +107,7 @@ func (a *Agent) consider(in *Input, path string, news []*newFile) *newFile {
 		return nil
 	}
 	fi, err = f.Stat()
-	if k2, ok := keyOf(fi); err != nil || !ok || k2 != key || fi.Size() == 0 {
+	if k2, ok := keyOf(fi); err != nil || !ok || k2 != key || (fi.Size() == 0 && !a.restored.hasKey(key)) {
 		f.Close() // replaced between stat and open: next scan
 		return nil
 	}
@@ -114,40 +118,60 @@ func (a *Agent) consider(in *Input, path string, news []*newFile) *newFile {
 // file are claimed in two passes: first by files with the entry's own
 // (dev, inode), then by fingerprint alone (a copy). So a new file that
 // shares its first bytes with a rotated one cannot take the rotated one's
-// entry.
+// entry. An empty file takes only the entry of its own (dev, inode).
 func (a *Agent) startSources(news []*newFile, now time.Time) {
 	claimed := make([]*posEntry, len(news))
+	lost := make([]*posEntry, len(news))
+	for i, nf := range news {
+		if nf.size == 0 {
+			if e := a.restored.takeKey(nf.key); e != nil && e.FPLen == 0 {
+				claimed[i] = e
+			} else {
+				lost[i] = e
+			}
+		}
+	}
 	for _, exact := range []bool{true, false} {
 		for i, nf := range news {
-			if claimed[i] == nil {
+			if claimed[i] == nil && lost[i] == nil && nf.size > 0 {
 				claimed[i] = a.restored.claim(nf.key, nf.size, exact, nf.fpOf(a.fpBuf))
 			}
 		}
 	}
 	for i, nf := range news {
-		a.startSource(nf, claimed[i], now)
+		e := claimed[i]
+		if e != nil && e.Pos > nf.size {
+			// Same beginning, but shorter than what was shipped:
+			// truncated while the agent was stopped.
+			claimed[i], lost[i] = nil, e
+		}
+		a.startSource(nf, claimed[i], lost[i], now)
 	}
 }
 
 // startSource starts the source of one new file, resuming the positions
-// file's entry e when there is one.
-func (a *Agent) startSource(nf *newFile, e *posEntry, now time.Time) {
+// file's entry e when there is one. A lost entry is one of the file's own
+// whose content the file no longer has (truncated while the agent was
+// stopped): the file is a new source, salted so that new content that
+// begins like the old one still gets a new id.
+func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 	in, size := nf.in, nf.size
 	s := &source{key: nf.key, topic: in.Topic, path: nf.path, f: nf.f, seen: a.scanGen, reapSize: -1, nextCheck: now}
 	switch {
-	case e != nil && e.Pos <= size:
+	case e != nil:
 		s.salt = uint64(e.Salt)
 		if e.FPLen > 0 {
 			s.hasID, s.id, s.fp, s.fpLen = true, uint64(e.ID), uint64(e.FP), e.FPLen
 		}
 		s.readPos, s.acked = e.Pos, e.Pos
 		a.log.Info("resuming file", s.attrs("pos", e.Pos, "size", size, "id", hex64(s.id))...)
-	case e != nil:
-		// Same beginning, but shorter than what was shipped: truncated
-		// while the agent was stopped. A salt keeps the new id apart.
+	case lost != nil:
 		s.salt = uint64(now.UnixNano()) | 1
 		a.log.Info("file truncated while the agent was stopped: starting a new source at offset 0",
-			s.attrs("pos", e.Pos, "size", size)...)
+			s.attrs("pos", lost.Pos, "size", size)...)
+	case size == 0:
+		nf.f.Close() // only files with an entry are tracked while empty
+		return
 	case a.firstScan && in.StartAt == "end":
 		s.readPos = lastLineEnd(nf.f, size)
 		s.acked = s.readPos
@@ -155,7 +179,7 @@ func (a *Agent) startSource(nf *newFile, e *posEntry, now time.Time) {
 	default:
 		a.log.Info("new file", s.attrs("size", size)...)
 	}
-	if !s.hasID {
+	if !s.hasID && size > 0 {
 		if err := a.identify(s, size); err != nil {
 			a.log.Warn("fingerprint failed", s.attrs("err", err)...)
 			nf.f.Close()

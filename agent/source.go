@@ -6,6 +6,7 @@ import (
 	"hash/crc64"
 	"hash/fnv"
 	"io"
+	"math/rand/v2"
 	"os"
 	"time"
 )
@@ -31,7 +32,7 @@ type source struct {
 	// until the file has bytes again.
 	hasID bool
 	id    uint64
-	salt  uint64 // nonzero for a source started by a truncation
+	salt  uint64 // nonzero for a source started by a truncation, or without a birth time
 	fp    uint64 // CRC-64 of the first fpLen bytes
 	fpLen int
 
@@ -79,30 +80,49 @@ func fingerprintN(f *os.File, k int, buf []byte) (uint64, error) {
 	return crc64.Checksum(buf[:k], crcTable), nil
 }
 
-// sourceID derives a source's id from its fingerprint, file and salt.
-// Without a salt it is deterministic: the same file content on the same
-// (device, inode) gets the same id after the positions file is lost, so the
-// aggregator's dedup catches what is sent again.
-func sourceID(fp uint64, k int, key fileKey, salt uint64) uint64 {
-	var b [8 + 4 + 8 + 8 + 8]byte
-	binary.BigEndian.PutUint64(b[0:], fp)
-	binary.BigEndian.PutUint32(b[8:], uint32(k))
-	binary.BigEndian.PutUint64(b[12:], key.dev)
-	binary.BigEndian.PutUint64(b[20:], key.ino)
-	binary.BigEndian.PutUint64(b[28:], salt)
+// birth is a file's creation time (statx btime), which tells apart two
+// files that had the same (device, inode) one after the other.
+type birth struct {
+	sec  int64
+	nsec uint32
+}
+
+// sourceID derives a source's id from its fingerprint, file, birth time and
+// salt. With a birth time and no salt it is deterministic for one physical
+// file: the same file with the same beginning gets the same id after the
+// positions file is lost, so the aggregator's dedup catches what is sent
+// again; a new file on a reused inode has another birth time, so another
+// id, even with the same first bytes.
+func sourceID(fp uint64, k int, key fileKey, b birth, salt uint64) uint64 {
+	var buf [8 + 4 + 8 + 8 + 8 + 8 + 4]byte
+	binary.BigEndian.PutUint64(buf[0:], fp)
+	binary.BigEndian.PutUint32(buf[8:], uint32(k))
+	binary.BigEndian.PutUint64(buf[12:], key.dev)
+	binary.BigEndian.PutUint64(buf[20:], key.ino)
+	binary.BigEndian.PutUint64(buf[28:], salt)
+	binary.BigEndian.PutUint64(buf[36:], uint64(b.sec))
+	binary.BigEndian.PutUint32(buf[44:], b.nsec)
 	h := fnv.New64a()
-	h.Write(b[:])
+	h.Write(buf[:])
 	return h.Sum64()
 }
 
-// identify gives s its id from its current content. size > 0.
+// identify gives s its id from its current content. size > 0. Where the
+// file has no birth time, an unsalted source gets a random salt: without
+// it, a new file on a reused inode that begins like the old one would get
+// the old one's id, and the aggregator would drop its first bytes as
+// duplicates.
 func (a *Agent) identify(s *source, size int64) error {
 	fp, k, err := fingerprint(s.f, size, a.fpBuf)
 	if err != nil {
 		return err
 	}
+	b, ok := birthTime(s.f)
+	if !ok && s.salt == 0 {
+		s.salt = rand.Uint64() | 1
+	}
 	s.fp, s.fpLen = fp, k
-	s.id = sourceID(fp, k, s.key, s.salt)
+	s.id = sourceID(fp, k, s.key, b, s.salt)
 	s.hasID = true
 	a.posDirty = true
 	return nil

@@ -160,3 +160,47 @@ func TestIdleAgentDoesNotSpin(t *testing.T) {
 		t.Errorf("%d loop iterations in %v while idle, want at most %d", n, window, max)
 	}
 }
+
+// Source ids are deterministic for one physical file and differ between
+// files that had the same (dev, inode) and the same first bytes one after
+// the other: their birth times differ.
+func TestSourceIDDistinguishesBirthTime(t *testing.T) {
+	key := fileKey{dev: 1, ino: 2}
+	id := sourceID(7, 13, key, birth{sec: 100, nsec: 5}, 0)
+	if id != sourceID(7, 13, key, birth{sec: 100, nsec: 5}, 0) {
+		t.Error("not deterministic")
+	}
+	for name, other := range map[string]uint64{
+		"birth seconds": sourceID(7, 13, key, birth{sec: 101, nsec: 5}, 0),
+		"birth nanos":   sourceID(7, 13, key, birth{sec: 100, nsec: 6}, 0),
+		"salt":          sourceID(7, 13, key, birth{sec: 100, nsec: 5}, 1),
+		"inode":         sourceID(7, 13, fileKey{dev: 1, ino: 3}, birth{sec: 100, nsec: 5}, 0),
+		"fingerprint":   sourceID(8, 13, key, birth{sec: 100, nsec: 5}, 0),
+		"length":        sourceID(7, 14, key, birth{sec: 100, nsec: 5}, 0),
+	} {
+		if other == id {
+			t.Errorf("another %s gives the same id", name)
+		}
+	}
+
+	// The birth time of a file is the same through every descriptor.
+	path := filepath.Join(t.TempDir(), "a.log")
+	if err := os.WriteFile(path, []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bt := func() (birth, bool) {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		return birthTime(f)
+	}
+	b1, ok := bt()
+	if !ok {
+		t.Skip("no birth time on this platform or file system")
+	}
+	if b2, _ := bt(); b1 != b2 || b1 == (birth{}) {
+		t.Errorf("birth time %+v, then %+v", b1, b2)
+	}
+}
