@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"encoding/json"
+	"hash/crc64"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -255,6 +257,36 @@ func TestCrashWithOldPositionsIsDeduplicated(t *testing.T) {
 	}
 }
 
+// The positions file stores, with each position, the fingerprint of the
+// bytes just before it (what a restarted agent checks before it resumes).
+func TestPositionsHoldTheTailFingerprint(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	w := newLogWriter(t, filepath.Join(dir, "a.log"), "a")
+	w.write(300)
+	ag := startAgent(t, opts)
+	for _, n := range []int{300, 310} {
+		waitFor(t, "lines", func() bool { return fa.records() == n })
+		data, err := os.ReadFile(w.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "positions", func() bool {
+			es := readPositions(t, opts.StateDir)
+			return len(es) == 1 && es[0].Pos == int64(len(data))
+		})
+		e := readPositions(t, opts.StateDir)[0]
+		tail := data[len(data)-fingerprintMax:]
+		if e.TailLen != fingerprintMax || e.TailFP != hex64(crc64.Checksum(tail, crcTable)) || !e.hasTail {
+			t.Errorf("entry %+v: tail fingerprint is not that of the %d bytes before pos", e, fingerprintMax)
+		}
+		w.write(10)
+	}
+	ag.stop(t)
+}
+
 func TestCorruptPositionsFileIsKeptAside(t *testing.T) {
 	dir := t.TempDir()
 	fa := newFakeAgg(t)
@@ -487,6 +519,180 @@ func TestRotationWhileStoppedWithSharedHeader(t *testing.T) {
 	}
 	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
 		t.Errorf("counts %+v", c)
+	}
+}
+
+// The same, but the rotated name no longer matches the glob ("*.log" and
+// "app.log.1"): the rotated file is not seen at all, and the new file,
+// which begins with the same 1 KiB, must not take its entry (by
+// fingerprint alone it would: it would resume at the old file's position
+// under the old id, and its first lines would never be shipped). The bytes
+// before the stored position differ, so it is a new source.
+func TestRotationWhileStoppedRotatedOutOfGlob(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	header := "HEADER " + strings.Repeat("h", 1500)
+	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+	w.writeRaw(header + "\n")
+	w.write(200)
+	a1 := startAgent(t, opts)
+	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
+	a1.stop(t)
+
+	w.rotate(filepath.Join(dir, "app.log.1"), 0)
+	w.stream, w.seq = "new", 0
+	w.writeRaw(header + "\n")
+	w.write(400) // longer than the old file
+	a2 := startAgent(t, opts)
+	waitFor(t, "new lines", func() bool { return fa.records() > 201 && a2.Idle() })
+	srcs := fa.snapshot()
+	checkStreams(t, srcs, map[string]int{"old": 200, "new": 400}, func(r string) bool { return r == header })
+	if len(srcs) != 2 {
+		t.Errorf("%d sources, want 2", len(srcs))
+	}
+	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
+		t.Errorf("counts %+v", c)
+	}
+}
+
+// A file truncated while the agent was stopped, and grown again past the
+// stored position with new lines after the same 1 KiB header: same inode,
+// same first bytes, but not the bytes before the stored position. It is a
+// new source from 0, logged.
+func TestTruncatedAndRegrownWhileStoppedIsANewSource(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	header := "HEADER " + strings.Repeat("h", 1500)
+	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+	w.writeRaw(header + "\n")
+	w.write(200)
+	a1 := startAgent(t, opts)
+	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
+	a1.stop(t)
+
+	if err := w.f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	w.stream, w.seq = "new", 0
+	w.writeRaw(header + "\n")
+	w.write(400) // longer than the old file
+	log, tl := newTestLog(t)
+	opts.Logger = log
+	a2 := startAgent(t, opts)
+	waitFor(t, "new lines", func() bool { return fa.records() > 201 && a2.Idle() })
+	srcs := fa.snapshot()
+	checkStreams(t, srcs, map[string]int{"old": 200, "new": 400}, func(r string) bool { return r == header })
+	if len(srcs) != 2 {
+		t.Errorf("%d sources, want 2", len(srcs))
+	}
+	if !strings.Contains(tl.String(), "level=INFO msg=\"file truncated while the agent was stopped") {
+		t.Error("truncation while stopped not logged at INFO")
+	}
+}
+
+// copytruncate while the agent was stopped: the copy holds the old content
+// (first bytes and the bytes before the stored position) and resumes the
+// old source where it was; the truncated file, grown again with the same
+// header, is a new source from 0. Nothing is lost or sent twice.
+func TestCopytruncateWhileStopped(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "app.log*")}}}
+	header := "HEADER " + strings.Repeat("h", 1500)
+	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+	w.writeRaw(header + "\n")
+	w.write(200)
+	a1 := startAgent(t, opts)
+	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
+	a1.stop(t)
+
+	w.write(30) // not shipped yet
+	data, err := os.ReadFile(w.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app.log.1"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	w.stream, w.seq = "new", 0
+	w.writeRaw(header + "\n")
+	w.write(100)
+	a2 := startAgent(t, opts)
+	waitFor(t, "all lines", func() bool { return fa.records() == 201+30+101 })
+	waitFor(t, "idle", a2.Idle)
+	srcs := fa.snapshot()
+	checkStreams(t, srcs, map[string]int{"old": 230, "new": 100}, func(r string) bool { return r == header })
+	if len(srcs) != 2 {
+		t.Errorf("%d sources, want 2", len(srcs))
+	}
+	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
+		t.Errorf("counts %+v", c)
+	}
+}
+
+// A version 1 positions file (no tail fingerprints) is read: a file on its
+// own (dev, inode) resumes as before, but no entry is resumed by
+// fingerprint alone (a new file from 0 is safer than a silent skip). The
+// next positions file is version 2.
+func TestPositionsVersion1IsRead(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	header := "HEADER " + strings.Repeat("h", 1500)
+	a := newLogWriter(t, filepath.Join(dir, "a.log"), "a")
+	a.write(100)
+	app := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+	app.writeRaw(header + "\n")
+	app.write(200)
+	a1 := startAgent(t, opts)
+	waitFor(t, "first lines", func() bool { return fa.records() == 100+201 })
+	a1.stop(t)
+
+	// Rewrite the positions file as version 1.
+	var v1 []map[string]any
+	b, err := json.Marshal(readPositions(t, opts.StateDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &v1); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range v1 {
+		delete(e, "tail_fingerprint")
+		delete(e, "tail_len")
+	}
+	b, err = json.Marshal(map[string]any{"agent": opts.ID, "sources": v1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	posPath := filepath.Join(opts.StateDir, positionsFile)
+	if err := statefile.Write(posPath, positionsKind, 1, b); err != nil {
+		t.Fatal(err)
+	}
+
+	a.write(50)
+	app.rotate(filepath.Join(dir, "app.log.1"), 0) // out of the glob
+	app.stream, app.seq = "new", 0
+	app.writeRaw(header + "\n")
+	app.write(400)
+	a2 := startAgent(t, opts)
+	waitFor(t, "new lines", func() bool { return fa.records() > 100+201 && a2.Idle() })
+	checkStreams(t, fa.snapshot(), map[string]int{"a": 150, "old": 200, "new": 400}, func(r string) bool { return r == header })
+	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
+		t.Errorf("counts %+v: a.log must resume where it was", c)
+	}
+	a2.stop(t)
+	if v, _, err := statefile.Read(posPath, positionsKind); err != nil || v != positionsVersion {
+		t.Errorf("positions file after the restart: version %d, %v", v, err)
 	}
 }
 

@@ -31,24 +31,34 @@
 //     fingerprint extended as it grows (the id does not change); if its
 //     first K bytes stop matching the fingerprint, it was rewritten under
 //     the agent, which is handled as a truncation.
-//   - A (device, inode) new to this run is matched against the positions
-//     file: an entry matches when its fingerprint equals the file's over
-//     the entry's K bytes. The new files of one scan claim entries in two
-//     passes: first each file takes an entry with its own (device, inode),
-//     then the rest match by fingerprint alone (a copy; among several, the
-//     same inode wins, then the longest K). So a new file that begins like
-//     a rotated one cannot take the rotated one's entry. A match resumes at
-//     its position (same id). If the file is shorter than
-//     that position, it was truncated while the agent was stopped: it starts
-//     as a new, salted source at offset 0. So a renamed file, and a copy
-//     with the same beginning, are recognised after a restart, while a new
-//     file that reuses an inode is not (its beginning differs).
+//   - Resuming after a restart. Each positions entry holds, besides the
+//     first-bytes fingerprint, a tail fingerprint: CRC-64 of the bytes
+//     [pos-tail_len, pos), tail_len = min(pos, 1024), just before the
+//     stored position. The rule: a file may resume an entry only if it
+//     holds both, that is its first K bytes hash to the entry's
+//     fingerprint, its size is at least pos, and its bytes
+//     [pos-tail_len, pos) hash to the entry's tail fingerprint. It then
+//     resumes at pos, with the entry's id. The new files of the first scan
+//     claim entries in two passes. First, each file is matched against the
+//     entry of its own (device, inode): if it holds the entry, it resumes
+//     it; if not (emptied, shorter than pos, or different bytes before pos:
+//     truncated, and maybe grown again, while the agent was stopped; or
+//     other first bytes), it is a new, salted source from offset 0, logged
+//     at INFO, and the entry stays for the second pass. Then each file
+//     left without an entry is matched against the other entries, by the
+//     same rule (a copy, such as copytruncate's, or the file itself on a
+//     device whose number changed; among several, the same inode wins,
+//     then the longest K). So a renamed file and a true copy resume where
+//     they were, while a new file that begins like a rotated one (the same
+//     header, whether or not the rotated name still matches a glob) or a
+//     file truncated and grown again is a new source: the bytes before the
+//     position differ.
 //   - An entry whose (device, inode) is a file the globs match is never
-//     dropped at a restart, even when that file is now empty: the file was
-//     emptied while the agent was stopped. It is tracked while empty, and
-//     when it has bytes again it is a new, salted source from offset 0
-//     (otherwise, growing again with the same header, it would get its old
-//     id back, and the aggregator would drop its bytes as duplicates).
+//     dropped at a restart for being empty: the file was emptied while the
+//     agent was stopped. It is tracked while empty, and when it has bytes
+//     again it is a new, salted source from offset 0 (otherwise, growing
+//     again with the same header, it would get its old id back, and the
+//     aggregator would drop its bytes as duplicates).
 //   - Rotation by rename: the old file keeps being read through its open
 //     descriptor to its end, whatever its name now; the new file at the old
 //     path is a new source read from 0. A file is closed once no glob
@@ -64,12 +74,14 @@
 //     the old one still gets a new id: otherwise the aggregator would take
 //     it for a duplicate and drop it.
 //
-// Limits of this rule, by design: two files with the same first 1024 bytes
-// on the same (device, inode) are one source to a restarted agent (an inode
-// reused by a file with the same 1 KiB header while the agent was
-// stopped). And ids are deterministic only for sources first seen with at
-// least 1024 bytes, never truncated, on a file system that gives birth
-// times; see "Losing the positions file".
+// Limits of this rule, by design: a file that holds the same first bytes
+// and the same 1 KiB before the stored position as the entry's file is
+// taken for it by a restarted agent (for instance a file truncated while
+// the agent was stopped and rewritten with the same lines up to there,
+// past them): its bytes before the position are not shipped, as they are
+// the same as those shipped. And ids are deterministic only for sources
+// first seen with at least 1024 bytes, never truncated, on a file system
+// that gives birth times; see "Losing the positions file".
 //
 // # Reading and batching
 //
@@ -109,7 +121,7 @@
 // # The positions file
 //
 // StateDir/positions is a state file (internal/statefile: header line with
-// kind "positions", version 1, CRC32C and length; written tmp, fsync,
+// kind "positions", version 2, CRC32C and length; written tmp, fsync,
 // rename, fsync dir) with a JSON body:
 //
 //	{
@@ -123,19 +135,34 @@
 //	      "fingerprint": "5e0c81a3f2d94b10",  CRC-64 (ECMA) of the first fingerprint_len bytes
 //	      "fingerprint_len": 1024,
 //	      "salt": "17d2c0f3a91b0001",          only for a source started by a truncation, or without a birth time
-//	      "pos": 1048576                       acknowledged position
+//	      "pos": 1048576,                      acknowledged position
+//	      "tail_fingerprint": "03b1c2d4e5f60718", CRC-64 (ECMA) of the tail_len bytes before pos
+//	      "tail_len": 1024                     min(pos, 1024)
 //	    }
 //	  ]
 //	}
 //
-// An entry with fingerprint_len 0 (and id 0, pos 0) is a file truncated to
-// nothing that has no new identity yet; it matches only its own (dev,
-// inode) and keeps its salt. Positions hold only acknowledged offsets:
-// they are written at most every PositionsInterval when something changed,
-// and at shutdown. Entries of files that were closed (rotated away or
-// deleted, drained and acknowledged) are removed; entries that no file
-// matches at the first scan after a start are removed too, with a warning
-// (but not the entry of a file that is now empty: see above).
+// An entry with fingerprint_len 0 (and id 0, pos 0, tail_len 0) is a file
+// truncated to nothing that has no new identity yet; it matches only its
+// own (dev, inode) and keeps its salt. Positions hold only acknowledged
+// offsets: they are written at most every PositionsInterval when something
+// changed, and at shutdown. The tail fingerprint is computed when the
+// positions file is written, by one read of the bytes before the
+// acknowledged position from the file the agent holds open (not per line,
+// not per batch); if that read fails (the file just shrank: a truncation
+// the loop is about to handle), the entry keeps its previous position and
+// tail, so the file lags and never leads. Entries of files that were
+// closed (rotated away or deleted, drained and acknowledged) are removed;
+// entries that no file matches at the first scan after a start are removed
+// too, with a warning (not those whose own file is still there, emptied or
+// truncated: see above).
+//
+// Version 1 files (no tail fingerprint, written by older agents) are read:
+// their entries are resumed by (dev, inode) and first bytes as before, but
+// never by fingerprint alone in the second pass, since without the tail
+// nothing tells a copy from a new file that begins the same way: such a
+// file is read from 0 (sent twice if it was a copy, rather than skipped).
+// The agent then writes version 2.
 //
 // # Losing the positions file
 //
@@ -163,7 +190,9 @@
 // # Not yet
 //
 // This first version polls (no fsnotify), does not recognise copytruncate
-// (a truncation is a new source), has no multiline rules, no limit on open
+// while it runs (the copy is read as a new file and the truncated file
+// starts a new source: the copied lines are sent twice; only a restarted
+// agent resumes a copy at its original's position), has no multiline rules, no limit on open
 // files, no timeout for incomplete last lines, no drain timeout for
 // deleted files held open under backpressure, no ack timeout beyond TCP
 // keepalive, no lock on the state directory, and no metrics besides Stats.

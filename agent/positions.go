@@ -14,9 +14,11 @@ import (
 
 // The positions file: see doc.go for the format and the rules.
 const (
-	positionsFile    = "positions"
-	positionsKind    = "positions"
-	positionsVersion = 1
+	positionsFile = "positions"
+	positionsKind = "positions"
+	// positionsVersion is the version this agent writes. Version 1 (no
+	// tail fingerprint) is still read.
+	positionsVersion = 2
 )
 
 // hex64 is a uint64 written as 16 hex digits in JSON, so that ids and
@@ -50,9 +52,17 @@ type posEntry struct {
 	FP    hex64 `json:"fingerprint"`
 	FPLen int   `json:"fingerprint_len"`
 	Salt  hex64 `json:"salt,omitzero"`
-	// Pos is the acknowledged position: every byte before it is stored
-	// by an aggregator.
+	// Pos is an acknowledged position: every byte before it is stored by
+	// an aggregator.
 	Pos int64 `json:"pos"`
+	// TailFP is the CRC-64 (ECMA) of the TailLen = min(Pos, 1024) bytes
+	// before Pos (version 2): a file resumes the entry only if it still
+	// holds them.
+	TailFP  hex64 `json:"tail_fingerprint"`
+	TailLen int   `json:"tail_len"`
+
+	// hasTail is false for entries read from a version 1 file.
+	hasTail bool
 }
 
 type posBody struct {
@@ -90,17 +100,26 @@ func (a *Agent) loadPositions() ([]posEntry, error) {
 }
 
 func decodePositions(v int, body []byte) ([]posEntry, error) {
-	if v != positionsVersion {
-		return nil, fmt.Errorf("positions version %d, this agent reads %d", v, positionsVersion)
+	if v != 1 && v != positionsVersion {
+		return nil, fmt.Errorf("positions version %d, this agent reads 1 and %d", v, positionsVersion)
 	}
 	var pb posBody
 	if err := json.Unmarshal(body, &pb); err != nil {
 		return nil, fmt.Errorf("positions body: %w", err)
 	}
-	for i, e := range pb.Sources {
+	for i := range pb.Sources {
+		e := &pb.Sources[i]
 		if e.Pos < 0 || e.FPLen < 0 || e.FPLen > fingerprintMax || (e.FPLen == 0 && e.Pos != 0) {
 			return nil, fmt.Errorf("positions entry %d (%s): fingerprint_len %d, pos %d", i, e.Path, e.FPLen, e.Pos)
 		}
+		if v == 1 {
+			e.TailFP, e.TailLen = 0, 0
+			continue
+		}
+		if e.TailLen != tailLen(e.Pos) {
+			return nil, fmt.Errorf("positions entry %d (%s): tail_len %d, pos %d", i, e.Path, e.TailLen, e.Pos)
+		}
+		e.hasTail = true
 	}
 	return pb.Sources, nil
 }
@@ -113,12 +132,16 @@ func (a *Agent) savePositions() error {
 	for _, s := range a.order {
 		e := posEntry{
 			Topic: s.topic, Path: s.path, Dev: s.key.dev, Inode: s.key.ino,
-			Salt: hex64(s.salt), Pos: s.acked,
+			Salt: hex64(s.salt),
 		}
 		if s.hasID {
 			e.ID, e.FP, e.FPLen = hex64(s.id), hex64(s.fp), s.fpLen
-		} else {
-			e.Pos = 0
+			// The stored position is the last acknowledged one whose
+			// tail could be fingerprinted: usually acked itself.
+			a.updateTail(s)
+			if s.tailPos >= 0 {
+				e.Pos, e.TailFP, e.TailLen = s.tailPos, hex64(s.tailFP), s.tailLen
+			}
 		}
 		pb.Sources = append(pb.Sources, e)
 	}
@@ -136,130 +159,4 @@ func (a *Agent) savePositions() error {
 	}
 	a.posDirty = false
 	return nil
-}
-
-// restoredSet holds the entries of the positions file that no open file
-// has claimed yet, indexed for matching new files.
-type restoredSet struct {
-	byFP  map[fpKey][]*posEntry
-	empty map[fileKey]*posEntry // FPLen 0 entries
-	byKey map[fileKey]*posEntry // every entry by its (dev, inode); the first one of duplicates
-	lens  []int                 // distinct FPLen values, descending
-	n     int
-}
-
-type fpKey struct {
-	fp uint64
-	k  int
-}
-
-func newRestoredSet(entries []posEntry) *restoredSet {
-	r := &restoredSet{byFP: make(map[fpKey][]*posEntry), empty: make(map[fileKey]*posEntry), byKey: make(map[fileKey]*posEntry)}
-	for i := range entries {
-		e := &entries[i]
-		if k := (fileKey{e.Dev, e.Inode}); r.byKey[k] == nil {
-			r.byKey[k] = e
-		}
-		if e.FPLen == 0 {
-			r.empty[fileKey{e.Dev, e.Inode}] = e
-		} else {
-			k := fpKey{uint64(e.FP), e.FPLen}
-			r.byFP[k] = append(r.byFP[k], e)
-			if !slices.Contains(r.lens, e.FPLen) {
-				r.lens = append(r.lens, e.FPLen)
-			}
-		}
-		r.n++
-	}
-	slices.SortFunc(r.lens, func(x, y int) int { return cmp.Compare(y, x) })
-	return r
-}
-
-// claim finds the entry for a newly opened file and removes it from the
-// set. fpOf hashes the file's first k bytes. An entry matches when its
-// fingerprint equals the file's over the entry's own length; among matches
-// the one with the same (dev, inode) wins, then one with the same inode,
-// then the longest fingerprint. With exact, only an entry with the same
-// (dev, inode) is taken. An entry with no fingerprint matches only its own
-// (dev, inode).
-func (r *restoredSet) claim(key fileKey, size int64, exact bool, fpOf func(k int) (uint64, error)) *posEntry {
-	if r.n == 0 {
-		return nil
-	}
-	var best *posEntry
-	rank := func(e *posEntry) int {
-		switch {
-		case e.Dev == key.dev && e.Inode == key.ino:
-			return 2
-		case e.Inode == key.ino:
-			return 1
-		}
-		return 0
-	}
-	for _, k := range r.lens { // longest first
-		if int64(k) > size {
-			continue
-		}
-		fp, err := fpOf(k)
-		if err != nil {
-			return nil
-		}
-		for _, e := range r.byFP[fpKey{fp, k}] {
-			if best == nil || rank(e) > rank(best) {
-				best = e
-			}
-		}
-	}
-	if best != nil && (!exact || rank(best) == 2) {
-		r.take(best)
-		return best
-	}
-	if e := r.empty[key]; e != nil {
-		r.take(e)
-		return e
-	}
-	return nil
-}
-
-// hasKey reports whether an unclaimed entry has the (dev, inode) key.
-func (r *restoredSet) hasKey(key fileKey) bool { return r.byKey[key] != nil }
-
-// takeKey removes and returns the unclaimed entry with the (dev, inode)
-// key, whatever its fingerprint, or nil.
-func (r *restoredSet) takeKey(key fileKey) *posEntry {
-	e := r.byKey[key]
-	if e != nil {
-		r.take(e)
-	}
-	return e
-}
-
-// take removes e from the set.
-func (r *restoredSet) take(e *posEntry) {
-	key := fileKey{e.Dev, e.Inode}
-	if r.byKey[key] == e {
-		delete(r.byKey, key)
-	}
-	if e.FPLen == 0 {
-		if r.empty[key] == e {
-			delete(r.empty, key)
-		}
-	} else {
-		k := fpKey{uint64(e.FP), e.FPLen}
-		r.byFP[k] = slices.DeleteFunc(r.byFP[k], func(x *posEntry) bool { return x == e })
-	}
-	r.n--
-}
-
-// rest returns the unclaimed entries and empties the set.
-func (r *restoredSet) rest() []*posEntry {
-	var out []*posEntry
-	for _, es := range r.byFP {
-		out = append(out, es...)
-	}
-	for _, e := range r.empty {
-		out = append(out, e)
-	}
-	*r = restoredSet{byFP: map[fpKey][]*posEntry{}, empty: map[fileKey]*posEntry{}, byKey: map[fileKey]*posEntry{}}
-	return out
 }

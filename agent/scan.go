@@ -42,26 +42,12 @@ func (a *Agent) scan(now time.Time) {
 
 // newFile is a file opened by this scan that no source tracks yet.
 type newFile struct {
-	in   *Input
-	path string
-	f    *os.File
-	key  fileKey
-	size int64
-	fps  map[int]uint64 // fingerprints by length, computed once
-}
-
-// fpOf hashes the first k bytes of the file.
-func (nf *newFile) fpOf(buf []byte) func(k int) (uint64, error) {
-	return func(k int) (uint64, error) {
-		if fp, ok := nf.fps[k]; ok {
-			return fp, nil
-		}
-		fp, err := fingerprintN(nf.f, k, buf)
-		if err == nil {
-			nf.fps[k] = fp
-		}
-		return fp, err
-	}
+	in    *Input
+	path  string
+	f     *os.File
+	key   fileKey
+	size  int64
+	probe *probe // for matching against the positions file
 }
 
 // consider handles one path matched by in's globs. A path whose (dev,
@@ -111,40 +97,27 @@ func (a *Agent) consider(in *Input, path string, news []*newFile) *newFile {
 		f.Close() // replaced between stat and open: next scan
 		return nil
 	}
-	return &newFile{in: in, path: path, f: f, key: key, size: fi.Size(), fps: map[int]uint64{}}
+	return &newFile{in: in, path: path, f: f, key: key, size: fi.Size(), probe: newProbe(f, fi.Size(), a.fpBuf)}
 }
 
 // startSources starts a source for each new file. Entries of the positions
-// file are claimed in two passes: first by files with the entry's own
-// (dev, inode), then by fingerprint alone (a copy). So a new file that
-// shares its first bytes with a rotated one cannot take the rotated one's
-// entry. An empty file takes only the entry of its own (dev, inode).
+// file are claimed in two passes (see restoredSet): first each file is
+// matched against the entry of its own (dev, inode), then the rest against
+// the entries of other files, by fingerprint and tail (a copy). So a new
+// file that shares its first bytes with a rotated one cannot take the
+// rotated one's entry.
 func (a *Agent) startSources(news []*newFile, now time.Time) {
 	claimed := make([]*posEntry, len(news))
 	lost := make([]*posEntry, len(news))
 	for i, nf := range news {
-		if nf.size == 0 {
-			if e := a.restored.takeKey(nf.key); e != nil && e.FPLen == 0 {
-				claimed[i] = e
-			} else {
-				lost[i] = e
-			}
-		}
+		claimed[i], lost[i] = a.restored.claimOwn(nf.key, nf.probe)
 	}
-	for _, exact := range []bool{true, false} {
-		for i, nf := range news {
-			if claimed[i] == nil && lost[i] == nil && nf.size > 0 {
-				claimed[i] = a.restored.claim(nf.key, nf.size, exact, nf.fpOf(a.fpBuf))
-			}
+	for i, nf := range news {
+		if claimed[i] == nil && lost[i] == nil {
+			claimed[i] = a.restored.claimCopy(nf.key, nf.probe)
 		}
 	}
 	for i, nf := range news {
-		e := claimed[i]
-		if e != nil && e.Pos > nf.size {
-			// Same beginning, but shorter than what was shipped:
-			// truncated while the agent was stopped.
-			claimed[i], lost[i] = nil, e
-		}
 		a.startSource(nf, claimed[i], lost[i], now)
 	}
 }
@@ -156,7 +129,7 @@ func (a *Agent) startSources(news []*newFile, now time.Time) {
 // begins like the old one still gets a new id.
 func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 	in, size := nf.in, nf.size
-	s := &source{key: nf.key, topic: in.Topic, path: nf.path, f: nf.f, seen: a.scanGen, reapSize: -1, nextCheck: now}
+	s := &source{key: nf.key, topic: in.Topic, path: nf.path, f: nf.f, seen: a.scanGen, reapSize: -1, tailPos: -1, nextCheck: now}
 	switch {
 	case e != nil:
 		s.salt = uint64(e.Salt)
@@ -164,10 +137,13 @@ func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 			s.hasID, s.id, s.fp, s.fpLen = true, uint64(e.ID), uint64(e.FP), e.FPLen
 		}
 		s.readPos, s.acked = e.Pos, e.Pos
+		if e.hasTail {
+			s.tailPos, s.tailFP, s.tailLen = e.Pos, uint64(e.TailFP), e.TailLen
+		}
 		a.log.Info("resuming file", s.attrs("pos", e.Pos, "size", size, "id", hex64(s.id))...)
 	case lost != nil:
 		s.salt = uint64(now.UnixNano()) | 1
-		a.log.Info("file truncated while the agent was stopped: starting a new source at offset 0",
+		a.log.Info("file truncated while the agent was stopped (or replaced: it no longer holds the bytes before its position): starting a new source at offset 0",
 			s.attrs("pos", lost.Pos, "size", size)...)
 	case size == 0:
 		nf.f.Close() // only files with an entry are tracked while empty

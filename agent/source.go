@@ -12,7 +12,8 @@ import (
 )
 
 // fingerprintMax is the most bytes of a file's beginning that its
-// fingerprint covers.
+// fingerprint covers, and the most bytes before a stored position that the
+// tail fingerprint covers.
 const fingerprintMax = 1024
 
 var crcTable = crc64.MakeTable(crc64.ECMA)
@@ -38,6 +39,12 @@ type source struct {
 
 	readPos int64 // next byte to read: every byte before it is in a batch
 	acked   int64 // every byte before it is acknowledged
+	// The tail fingerprint: CRC-64 of the tailLen bytes before tailPos, the
+	// last acknowledged position whose bytes were fingerprinted (-1: none
+	// yet). The positions file stores tailPos with it (see updateTail).
+	tailPos int64
+	tailFP  uint64
+	tailLen int
 	// gen is bumped whenever in-flight batches of the source stop
 	// counting (resync, truncation, reconnect): acks of batches built
 	// under an older gen are ignored.
@@ -62,22 +69,52 @@ func (s *source) attrs(kv ...any) []any {
 }
 
 // fingerprint hashes the first min(size, fingerprintMax) bytes of f.
-func fingerprint(f *os.File, size int64, buf []byte) (fp uint64, k int, err error) {
+func fingerprint(f io.ReaderAt, size int64, buf []byte) (fp uint64, k int, err error) {
 	k = int(min(size, fingerprintMax))
 	fp, err = fingerprintN(f, k, buf)
 	return fp, k, err
 }
 
 // fingerprintN hashes the first k bytes of f; the file must have them.
-func fingerprintN(f *os.File, k int, buf []byte) (uint64, error) {
-	n, err := f.ReadAt(buf[:k], 0)
+func fingerprintN(f io.ReaderAt, k int, buf []byte) (uint64, error) {
+	return fingerprintAt(f, 0, k, buf)
+}
+
+// fingerprintAt hashes the k bytes of f at off; the file must have them.
+// k <= fingerprintMax.
+func fingerprintAt(f io.ReaderAt, off int64, k int, buf []byte) (uint64, error) {
+	n, err := f.ReadAt(buf[:k], off)
 	if n < k {
 		if err == nil || err == io.EOF {
-			err = fmt.Errorf("file shrank below %d bytes", k)
+			err = fmt.Errorf("file shrank below %d bytes", off+int64(k))
 		}
 		return 0, err
 	}
 	return crc64.Checksum(buf[:k], crcTable), nil
+}
+
+// tailLen is how many bytes before pos the tail fingerprint covers.
+func tailLen(pos int64) int { return int(min(pos, fingerprintMax)) }
+
+// updateTail fingerprints the bytes just before s's acknowledged position,
+// for the positions file (see doc.go): a restarted agent resumes a file at
+// a stored position only if the file still holds these bytes there. It
+// runs when the positions file is written, one read of at most
+// fingerprintMax bytes per source whose position moved. If the read fails
+// (the file shrank: a truncation the loop is about to see), the previous
+// position and its tail are kept: the positions file then lags, which
+// costs a resend that the aggregator drops, never a skip.
+func (a *Agent) updateTail(s *source) {
+	if s.tailPos == s.acked {
+		return
+	}
+	n := tailLen(s.acked)
+	fp, err := fingerprintAt(s.f, s.acked-int64(n), n, a.fpBuf)
+	if err != nil {
+		a.log.Debug("tail fingerprint failed; the positions file keeps the previous position", s.attrs("pos", s.acked, "err", err)...)
+		return
+	}
+	s.tailPos, s.tailFP, s.tailLen = s.acked, fp, n
 }
 
 // birth is a file's creation time (statx btime), which tells apart two
@@ -157,6 +194,7 @@ func (a *Agent) truncated(s *source, size int64, now time.Time, why string) {
 	a.dropFlights(s)
 	s.gen++
 	s.readPos, s.acked = 0, 0
+	s.tailPos, s.tailFP, s.tailLen = 0, 0, 0 // the old tail is of the old content
 	s.hasID = false
 	s.salt = uint64(now.UnixNano()) | 1
 	s.partialSize = 0

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"bytes"
+	"hash/crc64"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,67 +62,145 @@ func TestExpandAndExclude(t *testing.T) {
 	}
 }
 
+// content returns n bytes of numbered lines of the stream, the same for
+// the same arguments.
+func content(stream string, n int) []byte {
+	var b []byte
+	for i := 1; len(b) < n; i++ {
+		b = append(b, lineFor(stream, i)...)
+		b = append(b, '\n')
+	}
+	return b[:n]
+}
+
+// entryFor is the version 2 positions entry of a file holding data, at pos.
+func entryFor(data []byte, key fileKey, pos int64, id hex64) posEntry {
+	k := min(len(data), fingerprintMax)
+	n := tailLen(pos)
+	return posEntry{
+		ID: id, Dev: key.dev, Inode: key.ino,
+		FP: hex64(crc64.Checksum(data[:k], crcTable)), FPLen: k, Pos: pos,
+		TailFP: hex64(crc64.Checksum(data[pos-int64(n):pos], crcTable)), TailLen: n, hasTail: true,
+	}
+}
+
+func v1(e posEntry) posEntry {
+	e.TailFP, e.TailLen, e.hasTail = 0, 0, false
+	return e
+}
+
 func TestRestoredSetClaim(t *testing.T) {
-	fp := func(k int) (uint64, error) { return uint64(k) * 7, nil } // the file's fingerprints
-	entries := []posEntry{
-		{ID: 1, Dev: 1, Inode: 10, FP: 1024 * 7, FPLen: 1024, Pos: 5}, // same content, other file (a copy)
-		{ID: 2, Dev: 1, Inode: 20, FP: 1024 * 7, FPLen: 1024, Pos: 6}, // same content, same file
-		{ID: 3, Dev: 1, Inode: 30, FP: 99, FPLen: 1024, Pos: 7},       // other content
-		{ID: 4, Dev: 1, Inode: 40, FP: 50 * 7, FPLen: 50, Pos: 8},     // short fingerprint
-		{Dev: 1, Inode: 50, FPLen: 0, Salt: 3},                        // truncated to nothing
-		{ID: 6, Dev: 1, Inode: 60, FP: 4000 * 7, FPLen: 1024, Pos: 9}, // longer than the file
+	own, other := fileKey{1, 10}, fileKey{1, 77}
+	old := content("old", 5000)
+	// A new file that begins like the old one (a shared 1 KiB header) and
+	// then differs.
+	regrown := append(append([]byte(nil), old[:1500]...), content("new", 3500)...)
+	probe := func(data []byte) *probe {
+		return newProbe(bytes.NewReader(data), int64(len(data)), make([]byte, fingerprintMax))
 	}
-	r := newRestoredSet(entries)
-	if e := r.claim(fileKey{1, 77}, 5000, true, fp); e != nil {
-		t.Errorf("exact claim by another inode took %d", e.ID)
+	type want struct {
+		resume hex64 // id + 100*salt of the entry resumed, 0 for none
+		lost   hex64 // id of the entry lost (own pass only)
 	}
-	claim := func(ino uint64, size int64) hex64 {
-		if e := r.claim(fileKey{1, ino}, size, false, fp); e != nil {
-			return e.ID + e.Salt*100
-		}
-		return 0
+	for _, tc := range []struct {
+		name    string
+		entries []posEntry
+		key     fileKey
+		file    []byte
+		own     want // claimOwn
+		copy    hex64
+	}{
+		{"same file, grown", []posEntry{entryFor(old, own, 3000, 1)}, own, old, want{resume: 1}, 0},
+		{"same file, at its position", []posEntry{entryFor(old, own, 3000, 1)}, own, old[:3000], want{resume: 1}, 0},
+		{"same file, position 0", []posEntry{entryFor(old, own, 0, 1)}, own, old, want{resume: 1}, 0},
+		{"truncated while stopped", []posEntry{entryFor(old, own, 3000, 1)}, own, old[:2000], want{lost: 1}, 0},
+		{"truncated and regrown with the same header", []posEntry{entryFor(old, own, 3000, 1)}, own, regrown, want{lost: 1}, 0},
+		{"emptied", []posEntry{entryFor(old, own, 3000, 1)}, own, nil, want{lost: 1}, 0},
+		{"first bytes differ", []posEntry{entryFor(old, own, 3000, 1)}, own, content("new", 5000), want{lost: 1}, 0},
+		{"version 1 entry, own inode: trusted", []posEntry{v1(entryFor(old, own, 3000, 1))}, own, regrown, want{resume: 1}, 0},
+		{"version 1 entry, own inode, shorter", []posEntry{v1(entryFor(old, own, 3000, 1))}, own, old[:2000], want{lost: 1}, 0},
+		{"no fingerprint yet: keeps its salt", []posEntry{{Dev: 1, Inode: 10, Salt: 3}}, own, old, want{resume: 300}, 0},
+		{"copy", []posEntry{entryFor(old, own, 3000, 1)}, other, old[:4000], want{}, 1},
+		{"copy shorter than the position", []posEntry{entryFor(old, own, 3000, 1)}, other, old[:2999], want{}, 0},
+		{"new file with the same header", []posEntry{entryFor(old, own, 3000, 1)}, other, regrown, want{}, 0},
+		{"version 1 entry, other inode: not by fingerprint alone", []posEntry{v1(entryFor(old, own, 3000, 1))}, other, old, want{}, 0},
+		{"empty file", []posEntry{entryFor(old, own, 0, 1)}, other, nil, want{}, 0},
+		{"same inode on another device wins", []posEntry{entryFor(old, own, 3000, 1), entryFor(old, fileKey{2, 77}, 3000, 2)}, other, old, want{}, 2},
+		{"longest fingerprint wins", []posEntry{entryFor(old[:100], own, 100, 1), entryFor(old, fileKey{1, 11}, 100, 2)}, other, old, want{}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRestoredSet(append([]posEntry(nil), tc.entries...))
+			p := probe(tc.file)
+			e, lost := r.claimOwn(tc.key, p)
+			var got want
+			if e != nil {
+				got.resume = e.ID + e.Salt*100
+			}
+			if lost != nil {
+				got.lost = lost.ID
+			}
+			if got != tc.own {
+				t.Errorf("claimOwn: %+v, want %+v", got, tc.own)
+			}
+			if e != nil || lost != nil {
+				return
+			}
+			var c hex64
+			if e := r.claimCopy(tc.key, p); e != nil {
+				c = e.ID
+			}
+			if c != tc.copy {
+				t.Errorf("claimCopy: %d, want %d", c, tc.copy)
+			}
+		})
 	}
-	if got := claim(20, 5000); got != 2 {
-		t.Errorf("same (dev, inode) and fingerprint: claimed %d, want 2", got)
+
+	// A lost entry stays for a copy (copytruncate while the agent was
+	// stopped: the copy resumes, the truncated file is a new source), and
+	// is not reported as a file that is gone.
+	r := newRestoredSet([]posEntry{entryFor(old, own, 3000, 1), entryFor(content("gone", 2000), fileKey{1, 12}, 2000, 2)})
+	if e, lost := r.claimOwn(own, probe(regrown)); e != nil || lost == nil || lost.ID != 1 {
+		t.Fatalf("truncated file: resume %v, lost %v", e, lost)
 	}
-	if got := claim(77, 5000); got != 1 {
-		t.Errorf("copy: claimed %d, want 1", got)
+	if e := r.claimCopy(other, probe(old)); e == nil || e.ID != 1 {
+		t.Fatalf("copy: %v", e)
 	}
-	if got := claim(78, 5000); got != 4 {
-		t.Errorf("short fingerprint: claimed %d, want 4", got)
-	}
-	if got := claim(79, 5000); got != 0 {
-		t.Errorf("no match: claimed %d", got)
-	}
-	if got := claim(50, 10); got != 300 {
-		t.Errorf("empty entry: claimed %d, want its salt", got)
-	}
-	if got := claim(60, 10); got != 0 {
-		t.Errorf("file shorter than the fingerprint: claimed %d", got)
-	}
-	if rest := r.rest(); len(rest) != 2 {
-		t.Errorf("%d left, want 2", len(rest))
+	r = newRestoredSet([]posEntry{entryFor(old, own, 3000, 1), entryFor(content("gone", 2000), fileKey{1, 12}, 2000, 2)})
+	r.claimOwn(own, probe(regrown))
+	if rest := r.rest(); len(rest) != 1 || rest[0].ID != 2 {
+		t.Errorf("rest: %v, want only the entry of the file that is gone", rest)
 	}
 }
 
 func TestDecodePositionsRejectsBadValues(t *testing.T) {
-	for name, body := range map[string]string{
-		"not json":     `{"sources": [`,
-		"negative pos": `{"sources":[{"id":"01","fingerprint":"02","fingerprint_len":10,"pos":-1}]}`,
-		"long fp":      `{"sources":[{"id":"01","fingerprint":"02","fingerprint_len":2000,"pos":1}]}`,
-		"bad hex":      `{"sources":[{"id":"xyz","fingerprint":"02","fingerprint_len":10,"pos":1}]}`,
-		"empty fp pos": `{"sources":[{"id":"01","fingerprint":"02","fingerprint_len":0,"pos":5}]}`,
+	for name, tc := range map[string]struct {
+		v    int
+		body string
+	}{
+		"not json":        {2, `{"sources": [`},
+		"negative pos":    {2, `{"sources":[{"id":"01","fingerprint":"02","fingerprint_len":10,"pos":-1}]}`},
+		"long fp":         {2, `{"sources":[{"id":"01","fingerprint":"02","fingerprint_len":2000,"pos":1,"tail_len":1}]}`},
+		"bad hex":         {2, `{"sources":[{"id":"xyz","fingerprint":"02","fingerprint_len":10,"pos":1,"tail_len":1}]}`},
+		"empty fp pos":    {2, `{"sources":[{"id":"01","fingerprint":"02","fingerprint_len":0,"pos":5,"tail_len":5}]}`},
+		"no tail":         {2, `{"sources":[{"id":"01","fingerprint":"02","fingerprint_len":10,"pos":5}]}`},
+		"short tail":      {2, `{"sources":[{"id":"01","fingerprint":"02","fingerprint_len":10,"pos":5000,"tail_len":1000}]}`},
+		"bad tail hex":    {2, `{"sources":[{"id":"01","fingerprint":"02","fingerprint_len":10,"pos":5,"tail_len":5,"tail_fingerprint":"x"}]}`},
+		"v1 negative pos": {1, `{"sources":[{"id":"01","fingerprint":"02","fingerprint_len":10,"pos":-1}]}`},
+		"v1 empty fp pos": {1, `{"sources":[{"id":"01","fingerprint":"02","fingerprint_len":0,"pos":5}]}`},
+		"version 3":       {3, `{"sources":[]}`},
+		"version 0":       {0, `{"sources":[]}`},
 	} {
-		if _, err := decodePositions(1, []byte(body)); err == nil {
+		if _, err := decodePositions(tc.v, []byte(tc.body)); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}
-	if _, err := decodePositions(2, []byte(`{"sources":[]}`)); err == nil {
-		t.Error("version 2: no error")
-	}
 	es, err := decodePositions(1, []byte(`{"agent":"a","sources":[{"id":"00000000000000ff","fingerprint":"02","fingerprint_len":10,"pos":1}]}`))
-	if err != nil || len(es) != 1 || es[0].ID != 0xff {
-		t.Errorf("good body: %+v, %v", es, err)
+	if err != nil || len(es) != 1 || es[0].ID != 0xff || es[0].hasTail {
+		t.Errorf("good version 1 body: %+v, %v", es, err)
+	}
+	es, err = decodePositions(2, []byte(`{"agent":"a","sources":[{"id":"00000000000000ff","fingerprint":"02","fingerprint_len":10,"pos":5000,"tail_fingerprint":"0000000000000003","tail_len":1024}]}`))
+	if err != nil || len(es) != 1 || es[0].TailFP != 3 || es[0].TailLen != 1024 || !es[0].hasTail {
+		t.Errorf("good version 2 body: %+v, %v", es, err)
 	}
 }
 
