@@ -35,7 +35,8 @@ type Options struct {
 	StateDir    string   // positions live here; created if missing
 	Aggregators []string // host:port; the first that works is used, then the next on failure
 	Compression batch.Compression
-	// BatchBytes is the raw bytes per batch (default 256 KiB).
+	// BatchBytes is the raw bytes per batch (default 256 KiB); less on a
+	// connection whose aggregator has a max frame below 2×BatchBytes.
 	BatchBytes int
 	// BatchWait is how long unsent lines may wait for more (default 200ms).
 	BatchWait time.Duration

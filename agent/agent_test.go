@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"logship/internal/statefile"
+	"logship/internal/wire"
+	"logship/logstore/batch"
 )
 
 func TestShipsFilesOfTwoTopics(t *testing.T) {
@@ -473,6 +475,46 @@ func TestLongLinesAreCut(t *testing.T) {
 	waitFor(t, "all lines", func() bool { return fa.records() == 21 })
 	waitFor(t, "idle", ag.Idle)
 	checkStreams(t, fa.snapshot(), map[string]int{"a": 20}, func(r string) bool { return r == long })
+}
+
+// An aggregator that refuses a batch as too large closes the connection;
+// the agent sends the same batch again after reconnecting, and it is
+// refused again. That must not go unnoticed: it is logged at ERROR, with
+// the sizes. (This aggregator announces a larger max frame than it reads,
+// so the agent cannot keep to it; see TestBatchesFitTheAggregatorsMaxFrame
+// for one that tells the truth.)
+func TestBatchRefusedAsTooLargeIsLoggedAtError(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	fa.setFrameLimits(wire.DefaultMaxFrame, 16<<10)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Compression = batch.None
+	opts.BatchBytes = 64 << 10
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	log, tl := newTestLog(t)
+	opts.Logger = log
+	w := newLogWriter(t, filepath.Join(dir, "a.log"), "a")
+	w.write(3000) // about 120 KiB
+	ag := startAgent(t, opts)
+	errLine := func() string {
+		for l := range strings.Lines(tl.String()) {
+			if strings.Contains(l, "level=ERROR") {
+				return l
+			}
+		}
+		return ""
+	}
+	waitFor(t, "an ERROR", func() bool { return errLine() != "" })
+	ag.stop(t)
+	l := errLine()
+	for _, want := range []string{"aggregator refused", "max_frame=16777216", "first_batch_bytes=", "largest_batch_bytes=", "frame too large"} {
+		if !strings.Contains(l, want) {
+			t.Errorf("ERROR line %q does not say %q", l, want)
+		}
+	}
+	if n := fa.records(); n != 0 {
+		t.Errorf("%d records stored", n)
+	}
 }
 
 func TestNewValidatesOptions(t *testing.T) {

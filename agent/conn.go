@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -35,6 +36,46 @@ type session struct {
 	healthy   atomic.Bool // got a good ack: resets the backoff
 	wg        sync.WaitGroup
 	startedAt time.Time
+	limits    frameLimits // from the Welcome; read by the loop
+}
+
+// frameLimits bound the batches of one session so that each fits in one
+// frame of the aggregator it is connected to (Welcome.MaxFrame).
+type frameLimits struct {
+	maxFrame   int // the largest frame payload the aggregator reads
+	batchBytes int // a batch is built once its records reach this size
+	rawMax     int // the records of a batch never exceed this size
+	lineMax    int // a longer line is cut into records of this size
+}
+
+// recordOverhead bounds what a record adds to a batch's records besides
+// its bytes: two uvarints (time delta and length).
+const recordOverhead = 2 * binary.MaxVarintLen64
+
+// minRawMax keeps batches useful with an absurdly small max frame; such a
+// frame is refused by the aggregator, which the agent logs at ERROR.
+const minRawMax = 1 << 10
+
+// newFrameLimits derives a session's limits from the aggregator's max
+// frame (0: the wire default). The records of one batch (their encoded
+// size before compression, batch.Builder.RawSize) are kept to half the
+// max frame; the other half is room for the batch header (under 4.5 KiB:
+// names of at most 128 bytes, the path cut to 4 KiB), the Produce header
+// and what compression may add (s2: at most a sixth, plus 32 bytes), for
+// any max frame of at least 16 KiB (aggregators take no less than 64 KiB). With the default 16 MiB
+// max frame these limits change nothing: BatchBytes is at most 8 MiB and a
+// line at most 1 MiB.
+func newFrameLimits(batchBytes, maxFrame int) frameLimits {
+	if maxFrame <= 0 {
+		maxFrame = wire.DefaultMaxFrame
+	}
+	rawMax := max(maxFrame/2, minRawMax)
+	return frameLimits{
+		maxFrame:   maxFrame,
+		batchBytes: min(batchBytes, rawMax),
+		rawMax:     rawMax,
+		lineMax:    min(maxLineBytes, rawMax-recordOverhead),
+	}
 }
 
 // fail ends the session with err (the first error wins). Safe to call from
@@ -108,8 +149,9 @@ func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
 		addr: addr, aggID: w.Aggregator, c: c,
 		send: make(chan outBatch, maxInFlight), done: make(chan struct{}),
 		startedAt: time.Now(),
+		limits:    newFrameLimits(a.opts.BatchBytes, int(w.MaxFrame)),
 	}
-	a.log.Info("connected to aggregator", "aggregator", addr, "id", w.Aggregator)
+	a.log.Info("connected to aggregator", "aggregator", addr, "id", w.Aggregator, "max_frame", s.limits.maxFrame)
 	s.wg.Add(2)
 	go a.writeLoop(s)
 	go a.readLoop(s)
@@ -128,7 +170,18 @@ func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
 	if err := s.err(); !errors.Is(err, errStopping) {
 		a.log.Warn("connection to aggregator lost", "aggregator", addr, "err", err)
 	}
+	if refused(s.err()) {
+		return false // the same batches would be refused at once: back off
+	}
 	return s.healthy.Load() || time.Since(s.startedAt) >= healthyAfter
+}
+
+// refused reports whether the aggregator closed the session because it
+// found the agent's input malformed (a frame larger than its max frame is
+// one such case).
+func refused(err error) bool {
+	var re *wire.RemoteError
+	return errors.As(err, &re) && re.Code == wire.CodeProtocol
 }
 
 // writeLoop owns the session's writes.
@@ -196,6 +249,7 @@ type flight struct {
 	src        *source
 	gen        uint64
 	start, end int64
+	size       int  // bytes of the built batch
 	dropped    bool // its window is already released (resync, truncation)
 }
 
@@ -249,6 +303,18 @@ func (a *Agent) sessionLost() {
 		default:
 			more = false
 		}
+	}
+	if a.sess == s && refused(s.err()) && a.flights.len() > 0 {
+		// Sent again after the reconnect, a batch the aggregator cannot
+		// take is refused again: say so loudly, with the sizes.
+		largest := 0
+		for _, f := range a.flights.all() {
+			largest = max(largest, f.size)
+		}
+		a.log.Error("aggregator refused this agent's input and closed the connection; the batches in flight are sent again after reconnecting, and one it cannot take (such as one larger than its max frame) is refused again",
+			"aggregator", s.addr, "err", s.err(), "max_frame", s.limits.maxFrame,
+			"first_batch_bytes", a.flights.peek().size, "largest_batch_bytes", largest,
+			"batches", a.flights.len(), "raw_limit", s.limits.rawMax)
 	}
 	a.sessionDown(s.err())
 }

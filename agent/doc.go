@@ -99,6 +99,19 @@
 // keeps no lines in memory between turns. When nothing is due the loop
 // sleeps on a timer until the next check (PollInterval for idle files).
 //
+// Frame cap: every batch must fit in one frame of the aggregator it is sent
+// to, whose size the Welcome gives (MaxFrame; 0 means the wire default,
+// 16 MiB). Each session therefore keeps the records of a batch (their
+// encoded size before compression) to raw limit = max(MaxFrame/2, 1 KiB):
+// a batch is built at min(BatchBytes, raw limit), a record that would take
+// it past the raw limit goes to the next batch, and a line longer than
+// min(1 MiB, raw limit - 20) is cut into records of that size, like any
+// long line. The other half of the frame covers the batch and Produce
+// headers and what compression can add, for any MaxFrame of at least
+// 16 KiB (aggregators take no less than 64 KiB). With the default max
+// frame this changes nothing. Batches are rebuilt for each session, so a
+// failover to an aggregator with a smaller max frame is covered.
+//
 // # Window and acks
 //
 // A batch is sent only while the window admits it: unacknowledged file
@@ -117,6 +130,13 @@
 //     acknowledged position; connLoop reconnects with exponential backoff
 //     (100ms to 5s, jittered) and moves to the next aggregator of the list
 //     after two failures in a row.
+//   - An Error frame with the protocol code (the aggregator found the
+//     agent's input malformed; a frame larger than its max frame is one
+//     case, which the frame cap above prevents unless the aggregator
+//     announced more than it reads): as a connection error, but logged at
+//     ERROR with the sizes of the batches in flight and the announced max
+//     frame, since the same batches are sent again and would be refused
+//     again; such a session never counts as healthy, so the backoff grows.
 //
 // # The positions file
 //

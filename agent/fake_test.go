@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -38,6 +39,11 @@ type fakeAgg struct {
 	closed    bool
 	discard   bool // benchmarks: check CRCs and ack Appended, store nothing
 	bytesIn   int64
+	// Max frame announced in the Welcome, and the one enforced on reads
+	// (0: the wire default); a frame above it is refused with an Error
+	// frame (CodeProtocol), as the aggregator does.
+	welcomeMaxFrame uint32
+	readMaxFrame    int
 }
 
 type fakeSource struct {
@@ -104,7 +110,13 @@ func (f *fakeAgg) errorf(format string, a ...any) {
 // second one writes the queued acks.
 func (f *fakeAgg) serve(nc net.Conn) {
 	defer f.wg.Done()
-	c := wire.NewConn(nc, 0)
+	f.mu.Lock()
+	welcomeMax, readMax := f.welcomeMaxFrame, f.readMaxFrame
+	f.mu.Unlock()
+	if welcomeMax == 0 {
+		welcomeMax = wire.DefaultMaxFrame
+	}
+	c := wire.NewConn(nc, readMax)
 	defer nc.Close()
 	h, err := c.ServerHandshake(0)
 	if err != nil {
@@ -114,7 +126,7 @@ func (f *fakeAgg) serve(nc net.Conn) {
 		c.WriteError(wire.CodeAuth, "agents only")
 		return
 	}
-	if err := c.Accept(wire.Welcome{Version: h.Version, Aggregator: "fake", MaxFrame: wire.DefaultMaxFrame}); err != nil {
+	if err := c.Accept(wire.Welcome{Version: h.Version, Aggregator: "fake", MaxFrame: welcomeMax}); err != nil {
 		return
 	}
 	f.mu.Lock()
@@ -145,6 +157,18 @@ func (f *fakeAgg) serve(nc net.Conn) {
 	defer dec.Close()
 	for {
 		t, p, err := c.ReadFrame()
+		if errors.Is(err, wire.ErrFrameTooBig) {
+			// Stop the ack writer, then refuse, as the aggregator does.
+			f.mu.Lock()
+			q.dead = true
+			f.cond.Broadcast()
+			for q.writing {
+				f.cond.Wait()
+			}
+			f.mu.Unlock()
+			c.WriteError(wire.CodeProtocol, err.Error())
+			return
+		}
 		if err != nil {
 			return
 		}
@@ -290,6 +314,12 @@ func (f *fakeAgg) setHold(v bool) {
 	f.mu.Lock()
 	f.hold = v
 	f.cond.Broadcast()
+	f.mu.Unlock()
+}
+
+func (f *fakeAgg) setFrameLimits(welcome uint32, read int) {
+	f.mu.Lock()
+	f.welcomeMaxFrame, f.readMaxFrame = welcome, read
 	f.mu.Unlock()
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,11 +25,16 @@ type realAgg struct {
 
 func startRealAgg(t testing.TB, dataDir, listen string) *realAgg {
 	t.Helper()
-	log, _ := newTestLog(t)
-	s, err := aggregator.New(aggregator.Options{
+	return startRealAggWith(t, aggregator.Options{
 		ID: "agg-1", Listen: listen, DataDir: dataDir, Partitions: 3,
-		Fsync: logstore.FsyncNever, Logger: log,
+		Fsync: logstore.FsyncNever,
 	})
+}
+
+func startRealAggWith(t testing.TB, o aggregator.Options) *realAgg {
+	t.Helper()
+	o.Logger, _ = newTestLog(t)
+	s, err := aggregator.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,5 +229,50 @@ func TestAgainstRealAggregator(t *testing.T) {
 		for id, s := range srcs {
 			t.Logf("%016x %s %s %d records", id, s.topic, s.path, len(s.records))
 		}
+	}
+}
+
+// An aggregator with a max frame smaller than what the agent's batches
+// would be (64 KiB, the smallest it takes, against BatchBytes 256 KiB of
+// incompressible lines, and a line longer than the frame): the agent keeps
+// the batches of that session to what fits, and cuts the long line. Before,
+// it ignored the Welcome's max frame: the aggregator refused the first
+// batch and closed the connection, and the agent sent the same batch
+// again after every reconnect, forever; nothing after it was shipped.
+func TestBatchesFitTheAggregatorsMaxFrame(t *testing.T) {
+	dir := t.TempDir()
+	agg := startRealAggWith(t, aggregator.Options{
+		ID: "agg-1", Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "agg"), Partitions: 1,
+		Fsync: logstore.FsyncNever, MaxFrameBytes: 64 << 10,
+	})
+	opts := testOpts(t, dir, agg.addr)
+	opts.Compression = batch.None
+	opts.BatchBytes = 256 << 10
+	opts.WindowBytes = 1 << 20
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	w := newLogWriter(t, filepath.Join(dir, "a.log"), "a")
+	w.write(5000) // about 200 KiB
+	long := strings.Repeat("L", 100<<10)
+	w.writeRaw(long + "\n")
+	w.write(5000)
+	ag := startAgent(t, opts)
+	waitFor(t, "everything shipped, or a frame refused", func() bool {
+		return ag.Idle() || agg.s.Stats().Rejected["protocol"] > 0
+	})
+
+	srcs := readAggregator(t, agg.addr)
+	var pieces []string
+	checkStreams(t, srcs, map[string]int{"a": 10000}, func(r string) bool {
+		if strings.Trim(r, "L") == "" {
+			pieces = append(pieces, r)
+			return true
+		}
+		return false
+	})
+	if got := strings.Join(pieces, ""); got != long || len(pieces) < 2 {
+		t.Errorf("the long line arrived as %d records of %d bytes in all, want it cut into several records of %d bytes in all", len(pieces), len(got), len(long))
+	}
+	if st, ast := agg.s.Stats(), ag.Stats(); st.Rejected["protocol"] != 0 || st.BatchesIn != ast.Batches {
+		t.Errorf("aggregator stats %+v, agent stats %+v: want no refused frame, no batch sent twice", st, ast)
 	}
 }

@@ -86,7 +86,7 @@ func (a *Agent) service(s *source, now time.Time) {
 		s.pendingSince = now
 	}
 	byAge := now.Sub(s.pendingSince) >= a.opts.BatchWait
-	if !byAge && size-s.readPos < int64(a.opts.BatchBytes) {
+	if !byAge && size-s.readPos < int64(a.sess.limits.batchBytes) {
 		if due := s.pendingSince.Add(a.opts.BatchWait); due.Before(s.nextCheck) {
 			s.nextCheck = due
 		}
@@ -97,11 +97,15 @@ func (a *Agent) service(s *source, now time.Time) {
 
 // readSource reads s from its read position and ships batches, until it
 // reaches the end of the file, the window fills, or it had its fair share.
-// With flushTail, lines that do not fill a batch are shipped too.
+// With flushTail, lines that do not fill a batch are shipped too. Batches
+// and records keep to the session's frame limits: a record that would take
+// a batch past rawMax goes to the next batch, and a line longer than
+// lineMax is cut into records of lineMax bytes (nothing is dropped).
 func (a *Agent) readSource(s *source, now time.Time, flushTail bool) {
 	ts := now.UnixNano()
 	b := a.builder
-	pos := s.readPos // file offset of a.buf[0]
+	lim := &a.sess.limits
+	pos := s.readPos // file offset of the next byte to add
 	start := pos     // range start of the batch being built
 	budget := fairShare
 	atEOF := false
@@ -116,55 +120,57 @@ read:
 		budget -= n
 		data := a.buf[:n]
 		full := n == len(a.buf)
-		last := bytes.LastIndexByte(data, '\n')
-		if last < 0 {
-			if !full {
-				atEOF = true
-				if n > 0 && flushTail {
-					s.partialSize = pos + int64(n)
-				}
-				break
-			}
-			if len(a.buf) < maxLineBytes {
-				a.buf = make([]byte, min(2*len(a.buf), maxLineBytes))
-				continue
-			}
-			// A line longer than maxLineBytes: cut it, keep every byte.
-			if !s.warnedLong {
-				s.warnedLong = true
-				a.log.Warn("line longer than the maximum: cut into several records", s.attrs("max", maxLineBytes, "offset", pos)...)
-			}
-			b.Add(ts, data)
-			pos += int64(n)
-		} else {
-			lines := data[:last+1]
-			for len(lines) > 0 {
-				i := bytes.IndexByte(lines, '\n')
-				b.Add(ts, lines[:i])
-				pos += int64(i) + 1
-				lines = lines[i+1:]
-				if b.RawSize() >= a.opts.BatchBytes {
-					a.ship(s, start, pos)
-					start = pos
-					if !a.windowRoom() {
-						break read
-					}
+		nl := bytes.IndexByte(data, '\n') // of the next line in data, -1: none
+		for {
+			var rec []byte
+			var adv int // file bytes rec stands for
+			switch {
+			case nl >= 0 && nl <= lim.lineMax:
+				rec, adv = data[:nl], nl+1
+			case nl >= 0 || len(data) >= lim.lineMax:
+				// A line longer than lineMax: cut it, keep every byte.
+				rec, adv = data[:lim.lineMax], lim.lineMax
+				if !s.warnedLong {
+					s.warnedLong = true
+					a.log.Warn("line longer than the maximum: cut into several records", s.attrs("max", lim.lineMax, "offset", pos)...)
 				}
 			}
-			if !full {
-				atEOF = true
-				if last+1 < n && flushTail {
-					s.partialSize = pos + int64(n-last-1)
+			if adv == 0 {
+				break // data is the start of an incomplete line
+			}
+			if b.Count() > 0 && b.RawSize()+len(rec)+recordOverhead > lim.rawMax {
+				a.ship(s, start, pos)
+				start = pos
+				if !a.windowRoom() {
+					break read
 				}
-				break
+			}
+			b.Add(ts, rec)
+			pos += int64(adv)
+			data = data[adv:]
+			if nl >= 0 { // else there is no newline in data
+				if nl -= adv; nl < 0 {
+					nl = bytes.IndexByte(data, '\n')
+				}
+			}
+			if b.RawSize() >= lim.batchBytes {
+				a.ship(s, start, pos)
+				start = pos
+				if !a.windowRoom() {
+					break read
+				}
 			}
 		}
-		if b.RawSize() >= a.opts.BatchBytes {
-			a.ship(s, start, pos)
-			start = pos
-			if !a.windowRoom() {
-				break
+		if !full {
+			atEOF = true
+			if len(data) > 0 && flushTail {
+				s.partialSize = pos + int64(len(data))
 			}
+			break
+		}
+		if len(data) == n && len(a.buf) < maxLineBytes {
+			// Not one line in a full buffer: read more at once.
+			a.buf = make([]byte, min(2*len(a.buf), maxLineBytes))
 		}
 	}
 	if b.Count() > 0 {
@@ -210,7 +216,7 @@ func (a *Agent) ship(s *source, start, end int64) {
 	}
 	*bp = out
 	a.seq++
-	a.flights.push(flight{seq: a.seq, src: s, gen: s.gen, start: start, end: end})
+	a.flights.push(flight{seq: a.seq, src: s, gen: s.gen, start: start, end: end, size: len(out)})
 	a.inflightBytes += end - start
 	s.inflight++
 	s.readPos = end

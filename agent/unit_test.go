@@ -2,12 +2,18 @@ package agent
 
 import (
 	"bytes"
+	"fmt"
 	"hash/crc64"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"logship/internal/wire"
+	"logship/logstore/batch"
 )
 
 func TestMatchPath(t *testing.T) {
@@ -282,5 +288,62 @@ func TestSourceIDDistinguishesBirthTime(t *testing.T) {
 	}
 	if b2, _ := bt(); b1 != b2 || b1 == (birth{}) {
 		t.Errorf("birth time %+v, then %+v", b1, b2)
+	}
+}
+
+// The limits a session derives from the aggregator's max frame, and that
+// the largest batch they allow fits in one frame, whatever the compression
+// (incompressible records, the longest names and path).
+func TestFrameLimits(t *testing.T) {
+	for _, tc := range []struct {
+		batchBytes, maxFrame int
+		want                 frameLimits
+	}{
+		{256 << 10, 0, frameLimits{wire.DefaultMaxFrame, 256 << 10, 8 << 20, maxLineBytes}},
+		{maxBatchBytes, wire.DefaultMaxFrame, frameLimits{wire.DefaultMaxFrame, maxBatchBytes, 8 << 20, maxLineBytes}},
+		{256 << 10, 64 << 10, frameLimits{64 << 10, 32 << 10, 32 << 10, 32<<10 - recordOverhead}},
+		{4 << 10, 64 << 10, frameLimits{64 << 10, 4 << 10, 32 << 10, 32<<10 - recordOverhead}},
+		{256 << 10, 100, frameLimits{100, minRawMax, minRawMax, minRawMax - recordOverhead}},
+	} {
+		if got := newFrameLimits(tc.batchBytes, tc.maxFrame); got != tc.want {
+			t.Errorf("newFrameLimits(%d, %d) = %+v, want %+v", tc.batchBytes, tc.maxFrame, got, tc.want)
+		}
+	}
+
+	rnd := rand.New(rand.NewChaCha8([32]byte{1}))
+	meta := batch.Meta{
+		Agent: strings.Repeat("a", batch.MaxNameLen), Topic: strings.Repeat("t", batch.MaxNameLen),
+		Path: strings.Repeat("p", batch.MaxStringLen),
+	}
+	for _, maxFrame := range []int{16 << 10, 64 << 10, 1 << 20} {
+		lim := newFrameLimits(maxBatchBytes, maxFrame)
+		for _, comp := range []batch.Compression{batch.None, batch.Zstd, batch.S2} {
+			t.Run(fmt.Sprintf("max_frame=%d/%s", maxFrame, comp), func(t *testing.T) {
+				b, err := batch.NewBuilder(comp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer b.Close()
+				// Fill the batch the way readSource does, to the cap.
+				for {
+					n := min(lim.lineMax, lim.rawMax-b.RawSize()-recordOverhead)
+					if n <= 0 {
+						break
+					}
+					rec := make([]byte, n)
+					for i := range rec {
+						rec[i] = byte(rnd.Uint32())
+					}
+					b.Add(time.Now().UnixNano(), rec)
+				}
+				out, err := b.Build(nil, meta)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if size := wire.ProduceHeaderSize + len(out); size > maxFrame {
+					t.Errorf("batch of %d bytes of records: frame of %d bytes, max %d", lim.rawMax, size, maxFrame)
+				}
+			})
+		}
 	}
 }
