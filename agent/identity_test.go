@@ -1,0 +1,346 @@
+package agent
+
+// Tests of source identity across restarts: which positions entry a file
+// resumes, and when it is a new source (doc.go, "Sources and their
+// identity").
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"logship/internal/statefile"
+)
+
+// A file rotated while the agent was stopped, and a new file at its path
+// that begins with the same bytes: the rotated file keeps its entry (and is
+// read on from its position), the new one is a new source.
+func TestRotationWhileStoppedWithSharedHeader(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "app.log*")}}}
+	header := "HEADER " + strings.Repeat("h", 1500)
+	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+	w.writeRaw(header + "\n")
+	w.write(200)
+	a1 := startAgent(t, opts)
+	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
+	a1.stop(t)
+
+	w.rotate(filepath.Join(dir, "app.log.1"), 30)
+	w.stream, w.seq = "new", 0
+	w.writeRaw(header + "\n")
+	w.write(400) // longer than the old file at the time of the stop
+	a2 := startAgent(t, opts)
+	waitFor(t, "all lines", func() bool { return fa.records() == 201+30+401 })
+	waitFor(t, "idle", a2.Idle)
+	srcs := fa.snapshot()
+	checkStreams(t, srcs, map[string]int{"old": 230, "new": 400}, func(r string) bool { return r == header })
+	if len(srcs) != 2 {
+		t.Errorf("%d sources, want 2", len(srcs))
+	}
+	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
+		t.Errorf("counts %+v", c)
+	}
+}
+
+// The same, but the rotated name no longer matches the glob ("*.log" and
+// "app.log.1"): the rotated file is not seen at all, and the new file,
+// which begins with the same 1 KiB, must not take its entry (by
+// fingerprint alone it would: it would resume at the old file's position
+// under the old id, and its first lines would never be shipped). The bytes
+// before the stored position differ, so it is a new source.
+func TestRotationWhileStoppedRotatedOutOfGlob(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	header := "HEADER " + strings.Repeat("h", 1500)
+	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+	w.writeRaw(header + "\n")
+	w.write(200)
+	a1 := startAgent(t, opts)
+	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
+	a1.stop(t)
+
+	w.rotate(filepath.Join(dir, "app.log.1"), 0)
+	w.stream, w.seq = "new", 0
+	w.writeRaw(header + "\n")
+	w.write(400) // longer than the old file
+	a2 := startAgent(t, opts)
+	waitFor(t, "new lines", func() bool { return fa.records() > 201 && a2.Idle() })
+	srcs := fa.snapshot()
+	checkStreams(t, srcs, map[string]int{"old": 200, "new": 400}, func(r string) bool { return r == header })
+	if len(srcs) != 2 {
+		t.Errorf("%d sources, want 2", len(srcs))
+	}
+	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
+		t.Errorf("counts %+v", c)
+	}
+}
+
+// A file truncated while the agent was stopped, and grown again past the
+// stored position with new lines after the same 1 KiB header: same inode,
+// same first bytes, but not the bytes before the stored position. It is a
+// new source from 0, logged.
+func TestTruncatedAndRegrownWhileStoppedIsANewSource(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	header := "HEADER " + strings.Repeat("h", 1500)
+	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+	w.writeRaw(header + "\n")
+	w.write(200)
+	a1 := startAgent(t, opts)
+	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
+	a1.stop(t)
+
+	if err := w.f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	w.stream, w.seq = "new", 0
+	w.writeRaw(header + "\n")
+	w.write(400) // longer than the old file
+	log, tl := newTestLog(t)
+	opts.Logger = log
+	a2 := startAgent(t, opts)
+	waitFor(t, "new lines", func() bool { return fa.records() > 201 && a2.Idle() })
+	srcs := fa.snapshot()
+	checkStreams(t, srcs, map[string]int{"old": 200, "new": 400}, func(r string) bool { return r == header })
+	if len(srcs) != 2 {
+		t.Errorf("%d sources, want 2", len(srcs))
+	}
+	if !strings.Contains(tl.String(), "level=INFO msg=\"file truncated while the agent was stopped") {
+		t.Error("truncation while stopped not logged at INFO")
+	}
+}
+
+// copytruncate while the agent was stopped: the copy holds the old content
+// (first bytes and the bytes before the stored position) and resumes the
+// old source where it was; the truncated file, grown again with the same
+// header, is a new source from 0. Nothing is lost or sent twice.
+func TestCopytruncateWhileStopped(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "app.log*")}}}
+	header := "HEADER " + strings.Repeat("h", 1500)
+	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+	w.writeRaw(header + "\n")
+	w.write(200)
+	a1 := startAgent(t, opts)
+	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
+	a1.stop(t)
+
+	w.write(30) // not shipped yet
+	data, err := os.ReadFile(w.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app.log.1"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	w.stream, w.seq = "new", 0
+	w.writeRaw(header + "\n")
+	w.write(100)
+	a2 := startAgent(t, opts)
+	waitFor(t, "all lines", func() bool { return fa.records() == 201+30+101 })
+	waitFor(t, "idle", a2.Idle)
+	srcs := fa.snapshot()
+	checkStreams(t, srcs, map[string]int{"old": 230, "new": 100}, func(r string) bool { return r == header })
+	if len(srcs) != 2 {
+		t.Errorf("%d sources, want 2", len(srcs))
+	}
+	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
+		t.Errorf("counts %+v", c)
+	}
+}
+
+// A version 1 positions file (no tail fingerprints) is read: a file on its
+// own (dev, inode) resumes as before, but no entry is resumed by
+// fingerprint alone (a new file from 0 is safer than a silent skip). The
+// next positions file is version 2.
+func TestPositionsVersion1IsRead(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	header := "HEADER " + strings.Repeat("h", 1500)
+	a := newLogWriter(t, filepath.Join(dir, "a.log"), "a")
+	a.write(100)
+	app := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+	app.writeRaw(header + "\n")
+	app.write(200)
+	a1 := startAgent(t, opts)
+	waitFor(t, "first lines", func() bool { return fa.records() == 100+201 })
+	a1.stop(t)
+
+	// Rewrite the positions file as version 1.
+	var v1 []map[string]any
+	b, err := json.Marshal(readPositions(t, opts.StateDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &v1); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range v1 {
+		delete(e, "tail_fingerprint")
+		delete(e, "tail_len")
+	}
+	b, err = json.Marshal(map[string]any{"agent": opts.ID, "sources": v1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	posPath := filepath.Join(opts.StateDir, positionsFile)
+	if err := statefile.Write(posPath, positionsKind, 1, b); err != nil {
+		t.Fatal(err)
+	}
+
+	a.write(50)
+	app.rotate(filepath.Join(dir, "app.log.1"), 0) // out of the glob
+	app.stream, app.seq = "new", 0
+	app.writeRaw(header + "\n")
+	app.write(400)
+	a2 := startAgent(t, opts)
+	waitFor(t, "new lines", func() bool { return fa.records() > 100+201 && a2.Idle() })
+	checkStreams(t, fa.snapshot(), map[string]int{"a": 150, "old": 200, "new": 400}, func(r string) bool { return r == header })
+	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
+		t.Errorf("counts %+v: a.log must resume where it was", c)
+	}
+	a2.stop(t)
+	if v, _, err := statefile.Read(posPath, positionsKind); err != nil || v != positionsVersion {
+		t.Errorf("positions file after the restart: version %d, %v", v, err)
+	}
+}
+
+// A file deleted (and closed by the agent), and a new file that gets its
+// inode (ext4 and xfs reuse freed inodes at once) and is first seen with
+// the same first bytes (its header line alone): the new file is a new
+// source. With the old file's id, the aggregator would take the new file's
+// first bytes for the old file's and drop them.
+func TestInodeReuseWithSameHeaderIsANewSource(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	// No positions file is written while the test runs, so that it cannot
+	// take the freed inode before the new log file does.
+	opts.PositionsInterval = time.Hour
+	logDir := filepath.Join(dir, "logs")
+	os.MkdirAll(logDir, 0o755)
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(logDir, "*.log")}}}
+	path := filepath.Join(logDir, "app.log")
+	const header = "ts,level,msg"
+	ino := func() uint64 {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	ag := startAgent(t, opts)
+
+	// The old file: its header alone at first sight, then lines.
+	w := newLogWriter(t, path, "old")
+	w.writeRaw(header + "\n")
+	waitFor(t, "old file seen", func() bool { return ag.Stats().OpenFiles == 1 && ag.Idle() })
+	w.write(5)
+	waitFor(t, "old lines", func() bool { return fa.records() == 6 && ag.Idle() })
+	oldIno := ino()
+	w.f.Close()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "old file closed", func() bool { return ag.Stats().OpenFiles == 0 })
+
+	// Create empty files (not tracked: no bytes) until one gets the freed
+	// inode; park the others under a name no glob matches.
+	reused := false
+	for i := range 100 {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if ino() == oldIno {
+			reused = true
+			break
+		}
+		os.Rename(path, filepath.Join(dir, "parked-"+strconv.Itoa(i)))
+	}
+	if !reused {
+		t.Skipf("inode %d not reused: the scenario needs a file system that reuses inodes (ext4, xfs)", oldIno)
+	}
+	w2 := newLogWriter(t, path, "new")
+	w2.writeRaw(header + "\n")
+	waitFor(t, "new file seen", func() bool { return ag.Stats().OpenFiles == 1 })
+	w2.write(200)
+	waitFor(t, "new file shipped", ag.Idle)
+	srcs := fa.snapshot()
+	checkStreams(t, srcs, map[string]int{"old": 5, "new": 200}, func(r string) bool { return r == header })
+	if len(srcs) != 2 {
+		t.Errorf("%d sources, want 2", len(srcs))
+	}
+}
+
+// A file emptied while the agent was stopped keeps its positions entry
+// (it is not taken for a file that is gone), and when it grows again with
+// the same first bytes it is a new source from 0: with the old id (same
+// inode, same birth time, same fingerprint) the aggregator would drop its
+// bytes as duplicates.
+func TestFileEmptiedWhileStoppedIsANewSource(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	header := "HEADER " + strings.Repeat("h", 1500)
+	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+	w.writeRaw(header + "\n")
+	w.write(200)
+	a1 := startAgent(t, opts)
+	waitFor(t, "old lines", func() bool { return fa.records() == 201 })
+	a1.stop(t)
+	if es := readPositions(t, opts.StateDir); len(es) != 1 || es[0].FPLen != fingerprintMax {
+		t.Fatalf("positions after the first run: %+v", es)
+	}
+
+	if err := w.f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	log, tl := newTestLog(t)
+	opts.Logger = log
+	a2 := startAgent(t, opts)
+	// The first scan rewrites the positions file: the entry of the empty
+	// file stays, as a file with no identity yet.
+	waitFor(t, "positions rewritten", func() bool {
+		es := readPositions(t, opts.StateDir)
+		return len(es) == 0 || es[0].FPLen == 0
+	})
+	if es := readPositions(t, opts.StateDir); len(es) != 1 {
+		t.Fatalf("the entry of the emptied file was dropped: %+v", es)
+	}
+	w.stream, w.seq = "new", 0
+	w.writeRaw(header + "\n")
+	w.write(100)
+	waitFor(t, "new lines", func() bool { return fa.records() == 201+101 })
+	waitFor(t, "idle", a2.Idle)
+	srcs := fa.snapshot()
+	checkStreams(t, srcs, map[string]int{"old": 200, "new": 100}, func(r string) bool { return r == header })
+	if len(srcs) != 2 {
+		t.Errorf("%d sources, want 2", len(srcs))
+	}
+	if !strings.Contains(tl.String(), "truncated while the agent was stopped") {
+		t.Error("truncation while stopped not logged")
+	}
+}
