@@ -74,12 +74,12 @@
 //     the old one still gets a new id: otherwise the aggregator would take
 //     it for a duplicate and drop it.
 //
-// Limits of this rule, by design: a file that holds the same first bytes
-// and the same 1 KiB before the stored position as the entry's file is
-// taken for it by a restarted agent (for instance a file truncated while
-// the agent was stopped and rewritten with the same lines up to there,
-// past them): its bytes before the position are not shipped, as they are
-// the same as those shipped. And ids are deterministic only for sources
+// Limits of this rule, by design: only the first 1 KiB and the 1 KiB
+// before the stored position are compared, so a file that matches both is
+// taken for the entry's file by a restarted agent, whatever lies between
+// (for instance a file truncated while the agent was stopped and rewritten
+// with the same header and the same lines around the old position, and
+// past it): its bytes before the position are then not shipped. And ids are deterministic only for sources
 // first seen with at least 1024 bytes, never truncated, on a file system
 // that gives birth times; see "Losing the positions file".
 //
@@ -88,13 +88,14 @@
 // One goroutine, the loop, owns the sources, the batches in flight and the
 // window. It round-robins the sources; a source is read when a batch is
 // due (BatchBytes unread, or its first unread bytes were seen BatchWait
-// ago), with big positional reads into one shared buffer, cut at the last
-// newline; every line (its bytes as they are, without the newline) is
-// added to one shared batch.Builder. A batch covers a contiguous range
-// [RangeStart, RangeEnd) of the source, ends at a line boundary and is
-// built as soon as it holds BatchBytes. An incomplete last line is held
-// back (not shipped) until it is complete. A line longer than 1 MiB is cut
-// into records of 1 MiB (nothing dropped). Lines read but not yet due are
+// ago), with big positional reads into one shared buffer; every complete
+// line (its bytes as they are, without the newline) is added to one shared
+// batch.Builder. A batch covers a contiguous range [RangeStart, RangeEnd)
+// of the source, ends at a line boundary (or at a cut of a long line) and
+// is built as soon as it holds BatchBytes. An incomplete last line is held
+// back (not shipped) until it is complete. A line longer than 1 MiB (less
+// under the frame cap, below) is cut into records of 1 MiB (nothing
+// dropped). Lines read but not yet due are
 // forgotten and read again later: the files are the buffer, the agent
 // keeps no lines in memory between turns. When nothing is due the loop
 // sleeps on a timer until the next check (PollInterval for idle files).
