@@ -386,6 +386,20 @@ paths = [%q]
 			t.Errorf("%s exit after SIGTERM: %v", p.name, err)
 		}
 	}
+
+	// The offline tools read what the aggregator left.
+	data := filepath.Join(root, "data")
+	vout, err := exec.Command(binPath, "log", "verify", "--data-dir", data).CombinedOutput()
+	if err != nil || !strings.Contains(string(vout), ": 0 problems") {
+		t.Fatalf("log verify: %v\n%s", err, vout)
+	}
+	dout, err := exec.Command(binPath, "log", "dump", "--data-dir", data, "--topic", "web").Output()
+	if err != nil {
+		t.Fatalf("log dump: %v", err)
+	}
+	if n := strings.Count(string(dout), " id=access."); n != streams[2].seq {
+		t.Fatalf("log dump printed %d web records, want %d", n, streams[2].seq)
+	}
 }
 
 func TestConfigCheck(t *testing.T) {

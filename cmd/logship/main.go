@@ -38,6 +38,7 @@ func commands() []command {
 		{"sink", "consume topics from aggregators into files", runSink},
 		{"cat", "print records stored on aggregators", runCat},
 		{"config", "config tools: logship config check FILE", runConfig},
+		{"log", "inspect an aggregator's data directory: logship log dump|verify", runLog},
 		{"demo", "run the whole pipeline in one process on sample logs", runDemo},
 		{"version", "print the version", runVersion},
 	}
