@@ -7,10 +7,12 @@
 // # Directory layout
 //
 //	<dir>/LOCK                                  flock held while a Store is open
+//	<dir>/CHECKPOINT                            recovery point and clean mark of every partition
 //	<dir>/<topic>-<id>/                         one directory per partition
 //	<dir>/<topic>-<id>/<base>.log               segment: batches with offsets from <base>
 //	<dir>/<topic>-<id>/<base>.index             sparse offset index of that segment
 //	<dir>/<topic>-<id>/<base>.log.broken[.N]    bytes cut from a torn tail, for people
+//	<dir>/<topic>-<id>/<off>.snapshot           the partition's source table as of offset <off>
 //
 // <base> is the segment's base offset (the offset of its first record),
 // written as 20 decimal digits with leading zeros so that names sort in
@@ -86,36 +88,186 @@
 // fdatasync poisons the partition (ErrFailed): the kernel may already have
 // dropped the dirty pages, so nothing later may claim durability.
 //
+// # Checkpoint file, version 1
+//
+// <dir>/CHECKPOINT records, for every partition, its recovery point and
+// whether Close left it clean. It is replaced atomically (tmp, fsync,
+// rename, fsync dir), never written in place: by Open, once every
+// partition is recovered and before any append (which clears every clean
+// mark: a clean mark is never true for a store that is open); by a
+// goroutine of the Store every Options.CheckpointInterval (default 1
+// minute) and soon after every segment roll, when anything changed; and by
+// Close, after every partition is closed, with the clean mark set for
+// those that closed without error. All integers are big-endian:
+//
+//	offset  size  field
+//	     0     4  magic          "LSCP"
+//	     4     1  version        1
+//	     5     3  reserved       zero; covered by the CRC
+//	     8     4  count          number of entries
+//	    12     .  entries        sorted by topic, then partition id; no duplicates
+//	     .     4  CRC            CRC32C (Castagnoli) of every byte before it
+//
+//	entry:
+//	     0     2  topic length   n
+//	     2     n  topic          a valid name
+//	   2+n     4  partition id
+//	   6+n     1  flags          bit 0: clean; the other bits are zero
+//	   7+n     8  segment        S: base offset of the recovery point's segment
+//	  15+n     8  position       P: bytes [0, P) of segment S ...
+//	  23+n     8  offset         N: ... are whole batches ending at offset N
+//
+// The recovery point (S, P, N) promises: every segment before S is sealed
+// (fsynced, its index files written), and bytes [0, P) of S are fsynced
+// whole batches that end at offset N. It only ever records what an fsync
+// made durable: it moves with every fsync of the partition (group commit,
+// the interval flusher, a roll, Close) and into a new segment once a roll
+// has created it (header and directory entry fsynced). The clean mark adds:
+// S is the last segment, P its size, its index files are current, and the
+// snapshot at N is written.
+//
+// # Source state
+//
+// Each partition keeps a source table: for every (agent id, source id)
+// found in its batch headers, what the source's last batch says: its range
+// end, the offset of its last record and its append time (SourceKey,
+// SourceState). Append updates it under the append lock;
+// Partition.Sources returns a copy. The aggregator rebuilds its
+// exactly-once state from it at startup (decision 2 of DESIGN.md;
+// aggregator/doc.go), without reading the log.
+//
+// The table survives restarts through snapshots, <off>.snapshot, each the
+// table as of offset <off> (the effect of every batch below it): one at
+// every roll, <base>.snapshot of the new segment, written under the append
+// lock once that segment exists; and one at the end when Close closes the
+// partition. Each is written atomically (tmp, fsync, rename, fsync dir).
+// The newest 3 are kept: older ones are removed, as are those below Start
+// (retention deleted the batches a replay from them would need; retention
+// removes <base>.index and <base>.timeindex with their segment, and the
+// snapshot of a deleted segment goes at the next snapshot write or Open). A
+// snapshot that cannot be written is logged at WARN: the data is safe, and
+// Open falls back to an older one.
+//
+// Pruning: at every roll, before the snapshot, the sources whose last
+// append is more than Options.SourceStateTTL (default 7 days) older than
+// the partition's newest append are dropped. Measured against the log's
+// own append times at segment boundaries, never the wall clock, so a table
+// rebuilt from the log (from an older snapshot, or from the first segment)
+// is exactly the one the partition had. The consequence: an agent that
+// resends data of a source idle for that long (say a file whose position
+// it lost) has it stored again, once; the aggregator no longer knows the
+// source. The same happens to sources whose batches retention deleted when
+// no snapshot at all is usable at Open.
+//
+// # Snapshot file, version 1
+//
+// All integers are big-endian:
+//
+//	offset  size  field
+//	     0     4  magic          "LSSN"
+//	     4     1  version        1
+//	     5     3  reserved       zero; covered by the CRC
+//	     8     8  offset         the table holds every batch below it; equal to the name
+//	    16     8  newest append  greatest append time (unix ms) of those batches: pruning's clock
+//	    24     4  count          number of entries
+//	    28     .  entries        sorted by agent id, then source id; no duplicates
+//	     .     4  CRC            CRC32C (Castagnoli) of every byte before it
+//
+//	entry:
+//	     0     2  agent length   n (at most batch.MaxStringLen)
+//	     2     n  agent id
+//	   2+n     8  source id
+//	  10+n     8  range end      >= 0
+//	  18+n     8  last offset    offset of the last record of the source's last batch; < offset
+//	  26+n     8  append time    of that batch, unix ms; <= newest append
+//
 // # Recovery
 //
-// Open recovers every partition before it returns:
+// Open recovers every partition before it returns. How much it reads
+// depends on what CHECKPOINT says of the partition (see "Checkpoint file"):
+// a clean mark, a recovery point (S, P, N), or nothing (no file, a damaged
+// file, which is logged at WARN and ignored, or a partition created since).
+// Always:
 //
-//   - Leftover *.tmp files (an interrupted index write) are removed.
+//   - Leftover *.tmp files (an interrupted index, snapshot or checkpoint
+//     write) are removed: never trusted.
 //   - Every segment header is checked (magic, version, CRC, base offset
-//     equal to the name). The last segment, if it is no longer than a header
-//     and its header is bad, was torn while being created (no batch can have
-//     been acknowledged in it): it is moved aside as .broken and the one
-//     before becomes the last. Any other bad header is a *CorruptionError.
-//   - The last segment is scanned batch by batch: batch.CheckPrefix, a full
-//     batch.Parse, and contiguous base offsets. At the first batch that fails,
-//     the tail is cut: the bytes from there to the end of the file are saved
-//     to <segment>.log.broken (or .broken.1, .broken.2, ... when that exists),
-//     fsynced, and the segment is truncated to its last whole batch, with a
-//     WARN log naming the file, offset and bytes cut. Its index is rebuilt in
-//     memory from the same scan.
-//   - An older segment is trusted when its index is valid (header, entry
-//     CRCs, monotonic entries inside the file) and a walk from the last index
-//     entry reaches the exact end of the file with contiguous offsets that
-//     end at the next segment's base offset. Otherwise it is scanned like the
-//     last one and its index rewritten; damage found by that scan is a
-//     *CorruptionError naming the file and byte position, returned from
-//     Open: data before the tail is never silently dropped.
+//     equal to the name). The last segment, if it is no longer than a header,
+//     its header is bad and it lies after S, was torn while being created
+//     (no batch can have been acknowledged in it): it is moved aside as
+//     .broken and the one before becomes the last. Any other bad header is a
+//     *CorruptionError.
 //
-// So a restart reads the index files, the tail of each older segment and
-// the whole last segment, never every segment (KAFKA-5829). The price:
-// damage to the body of a batch in an older segment, before its last index
-// entry, is not found by Open; the reader that decodes the batch finds it
-// (batch.Parse checks the body CRC), and a later scrub or checkpoint can.
+// After a clean shutdown, nothing is scanned: no batch body is read. The
+// sealed segments are trusted (below), and so is the last one when its
+// size is P, its offset index decodes, a walk over batch prefixes from its
+// last index entry ends at offset N, and its time index agrees with its
+// first and last batch; the source table is the snapshot at N. When any of
+// that fails, it is logged at WARN and the partition is recovered as after
+// an unclean shutdown.
+//
+// After an unclean shutdown, the segments before S are trusted; S and the
+// segments after it (normally S is the last one) are verified: a sealed
+// one as if nothing vouched for it, the last one by a scan. With no
+// recovery point, every sealed segment is verified and the last scanned.
+// The checks:
+//
+//   - A trusted sealed segment: its offset index must decode (header and
+//     entry CRCs, strictly increasing entries inside the file) and a walk
+//     from its last entry, reading only the first 35 bytes of each batch
+//     (prefix with its header CRC, and the record count), must reach the
+//     exact end of the file with contiguous offsets that end at the next
+//     segment's base offset. Otherwise (logged at WARN) it is verified.
+//   - A verified sealed segment: the same, but the walk reads whole batches
+//     and checks both CRCs. A missing or bad index, or a walk that fails,
+//     rebuilds the index from a scan of that segment (WARN "rebuilding
+//     index") and rewrites it; damage that scan finds is a *CorruptionError.
+//   - The time index of a sealed segment: see "Time index file".
+//   - The last segment, scanned batch by batch: batch.CheckPrefix, a full
+//     batch.Parse, and contiguous base offsets. At the first batch that
+//     fails, the tail is cut: the bytes from there to the end of the file
+//     are saved to <segment>.log.broken (or .broken.1, .broken.2, ... when
+//     that exists), fsynced, and the segment is truncated to its last whole
+//     batch, with a WARN log naming the file, offset and bytes cut. Its
+//     index is rebuilt in memory from the same scan. But when that batch
+//     lies before P of the recovery point's segment, it is not a torn write:
+//     the checkpoint saw those bytes fsynced. That is a *CorruptionError
+//     naming the file and byte, and nothing is cut; so is a log that ends
+//     before offset N after recovery (a segment missing). Removing
+//     CHECKPOINT opens the log as it is.
+//
+// Then the source table: Open loads the newest snapshot whose offset is at
+// or below the recovered end and at or above Start, and replays the batch
+// headers after it: those of the last segment come from its scan when it
+// was scanned; any other segment after the snapshot (normally none) is
+// read whole, both CRCs checked, damage a *CorruptionError. A snapshot that
+// does not decode (CRC, magic, version, offset, order, lengths) is logged
+// at WARN and removed, and the next older one is tried; with none left,
+// the table is rebuilt from the first segment on (logged at WARN when a
+// snapshot was expected). Snapshots above the recovered end (their batches
+// were cut) or below Start are removed, so that a snapshot never describes
+// batches the log does not hold. Finally CHECKPOINT is rewritten.
+//
+// Damage, and what becomes of it:
+//
+//	torn tail of the last segment (after P)   cut, kept in .broken, WARN
+//	last segment damaged before P             *CorruptionError(file, byte); nothing cut
+//	segment header                            torn at creation: .broken, WARN; else *CorruptionError(file, 0)
+//	sealed segment                            *CorruptionError(file, byte) from Open, when a check reads
+//	                                          it; else from the Read or Scan that reaches it
+//	offset index (missing, damaged, wrong)    rebuilt from a scan of its segment, rewritten, WARN
+//	time index                                rebuilt, WARN (see "Time index file")
+//	snapshot                                  removed, WARN; older snapshot or full rebuild of the table
+//	checkpoint                                ignored, WARN: every partition recovered as without one
+//	*.tmp                                     removed
+//
+// So a restart after a clean shutdown reads the segment headers, the index
+// files, a few batch prefixes per segment and one snapshot per partition;
+// after an unclean one, that and the segments from the recovery point on,
+// normally just the last: never every segment (KAFKA-5829). The price:
+// damage to the body of a batch in a trusted segment is not found by
+// Open; the reader that decodes the batch finds it (batch.Parse checks the
+// body CRC), and `logship log verify` checks everything.
 //
 // Limits of this version: every segment keeps its file open and its index
 // entries in memory (8 bytes per IndexIntervalBytes of log; nothing is
@@ -142,11 +294,45 @@ const (
 	entryOffPos    = 4
 	entryOffCRC    = 8
 
+	timeIndexMagic   = "LSTI"
+	timeIndexVersion = 1
+	hdrOffCount      = 16 // time index only: number of entries
+	timeEntrySize    = 16
+	timeEntryOffTime = 0
+	timeEntryOffRel  = 8
+	timeEntryOffCRC  = 12
+
 	// nameDigits is the width of the zero-padded base offset in file names.
-	nameDigits   = 20
-	logSuffix    = ".log"
-	indexSuffix  = ".index"
-	brokenSuffix = ".broken"
-	tmpSuffix    = ".tmp"
-	lockName     = "LOCK"
+	nameDigits      = 20
+	logSuffix       = ".log"
+	indexSuffix     = ".index"
+	timeIndexSuffix = ".timeindex"
+	brokenSuffix    = ".broken"
+	tmpSuffix       = ".tmp"
+	lockName        = "LOCK"
+)
+
+// Wire format: do not change. The checkpoint and snapshot files (see
+// "Checkpoint file" and "Snapshot file").
+const (
+	checkpointName         = "CHECKPOINT"
+	checkpointMagic        = "LSCP"
+	checkpointVersion      = 1
+	cpHdrSize              = 12 // magic, version, reserved, count
+	cpHdrOffVersion        = 4
+	cpHdrOffCount          = 8
+	cpEntryFixedSize       = 2 + 4 + 1 + 8 + 8 + 8 // topic length, id, flags, segment, position, offset
+	cpCRCSize              = 4
+	cpFlagClean       byte = 1 << 0
+
+	snapshotMagic      = "LSSN"
+	snapshotVersion    = 1
+	snapshotSuffix     = ".snapshot"
+	snapHdrSize        = 28 // magic, version, reserved, offset, newest append, count
+	snapHdrOffVersion  = 4
+	snapHdrOffOffset   = 8
+	snapHdrOffMaxTime  = 16
+	snapHdrOffCount    = 24
+	snapEntryFixedSize = 2 + 8 + 8 + 8 + 8 // agent length, source, range end, last offset, append time
+	snapCRCSize        = 4
 )

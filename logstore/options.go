@@ -49,6 +49,12 @@ const (
 	DefaultSegmentBytes       = 1 << 30
 	DefaultIndexIntervalBytes = 4 << 10
 	DefaultFsyncInterval      = time.Second
+	DefaultSegmentMaxAge      = time.Hour
+	DefaultMaxOpenSegments    = 128
+	DefaultRetentionAge       = 7 * 24 * time.Hour
+	DefaultRetentionCheck     = time.Minute
+	DefaultCheckpointInterval = time.Minute
+	DefaultSourceStateTTL     = 7 * 24 * time.Hour
 
 	// MinSegmentBytes keeps tiny test segments from being silly.
 	MinSegmentBytes = 1 << 10
@@ -65,6 +71,36 @@ type Options struct {
 	FsyncInterval      time.Duration    // for FsyncInterval; default 1s
 	Logger             *slog.Logger     // nil: discard
 	Now                func() time.Time // nil: time.Now (append time for batch.Stamp)
+
+	// SegmentMaxAge rolls the active segment once its first batch is this
+	// old, on append and, for an idle partition, by the Store's timer, so
+	// that retention can delete it later. Default 1h. See doc.go, "Segment
+	// lifecycle".
+	SegmentMaxAge time.Duration
+	// MaxOpenSegments bounds the sealed segments whose file is open and
+	// whose indexes are in memory, for the whole Store (the active segment
+	// of each partition is not counted). Default 128.
+	MaxOpenSegments int
+	// RetentionAge deletes a sealed segment once its last append time is
+	// older than this. Default 7 days; negative: never by age.
+	RetentionAge time.Duration
+	// RetentionBytes deletes the oldest sealed segments of a partition
+	// while the partition holds more than this many bytes. Default 0:
+	// unlimited.
+	RetentionBytes int64
+	// RetentionCheckInterval is how often the Store's goroutine enforces
+	// retention. Default 1 minute.
+	RetentionCheckInterval time.Duration
+
+	// CheckpointInterval is how often the Store's checkpoint goroutine
+	// records every partition's recovery point (it also does so soon after
+	// each roll). Default 1 minute. See doc.go, "Recovery".
+	CheckpointInterval time.Duration
+	// SourceStateTTL drops a source from its partition's source table
+	// (Partition.Sources) at a segment roll once its last batch is this
+	// much older than the partition's newest batch. Default 7 days. See
+	// doc.go, "Source state".
+	SourceStateTTL time.Duration
 }
 
 // Validate reports every problem with o, naming the fields.
@@ -82,6 +118,24 @@ func (o Options) Validate() error {
 	if o.FsyncInterval < 0 {
 		errs = append(errs, fmt.Errorf("logstore: FsyncInterval %v is negative", o.FsyncInterval))
 	}
+	if o.SegmentMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("logstore: SegmentMaxAge %v is negative", o.SegmentMaxAge))
+	}
+	if o.MaxOpenSegments < 0 {
+		errs = append(errs, fmt.Errorf("logstore: MaxOpenSegments %d is negative", o.MaxOpenSegments))
+	}
+	if o.RetentionBytes < 0 {
+		errs = append(errs, fmt.Errorf("logstore: RetentionBytes %d is negative", o.RetentionBytes))
+	}
+	if o.RetentionCheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("logstore: RetentionCheckInterval %v is negative", o.RetentionCheckInterval))
+	}
+	if o.CheckpointInterval < 0 {
+		errs = append(errs, fmt.Errorf("logstore: CheckpointInterval %v is negative", o.CheckpointInterval))
+	}
+	if o.SourceStateTTL < 0 {
+		errs = append(errs, fmt.Errorf("logstore: SourceStateTTL %v is negative", o.SourceStateTTL))
+	}
 	return errors.Join(errs...)
 }
 
@@ -95,6 +149,24 @@ func (o Options) withDefaults() Options {
 	}
 	if o.FsyncInterval == 0 {
 		o.FsyncInterval = DefaultFsyncInterval
+	}
+	if o.SegmentMaxAge == 0 {
+		o.SegmentMaxAge = DefaultSegmentMaxAge
+	}
+	if o.MaxOpenSegments == 0 {
+		o.MaxOpenSegments = DefaultMaxOpenSegments
+	}
+	if o.RetentionAge == 0 {
+		o.RetentionAge = DefaultRetentionAge
+	}
+	if o.RetentionCheckInterval == 0 {
+		o.RetentionCheckInterval = DefaultRetentionCheck
+	}
+	if o.CheckpointInterval == 0 {
+		o.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if o.SourceStateTTL == 0 {
+		o.SourceStateTTL = DefaultSourceStateTTL
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

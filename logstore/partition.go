@@ -32,17 +32,20 @@ type Partition struct {
 	opts  *Options
 	fsys  fileSystem
 	log   *slog.Logger
+	cache *segCache // the Store's: opens sealed segments lazily
 
 	mu     sync.Mutex
 	next   int64 // written end: the offset the next batch gets
 	closed bool
+	// lastAppend is the greatest append time stamped so far (unix ms):
+	// append times never go back, even when the clock does.
+	lastAppend int64
 
 	rw      sync.RWMutex
 	segs    []*segment // by base offset; the last is the active one
 	rclosed bool
 
-	// start is the first offset in the log. Fixed for now; retention (a
-	// later issue) will move it.
+	// start is the first offset in the log; retention moves it (under rw).
 	start atomic.Int64
 	// written mirrors next for lock-free dirty checks by the flusher.
 	written atomic.Int64
@@ -52,6 +55,12 @@ type Partition struct {
 	syncDone chan struct{} // closed when the leader is done
 	synced   int64         // every offset below is fsynced
 	failed   atomic.Pointer[error]
+
+	// Recovery state (recover.go, sources.go, checkpoint.go).
+	durable endPoint        // the recovery point: the furthest fsynced end, in the newest segment holding it; guarded by syncMu
+	sources *sourceTable    // guarded by mu
+	snaps   []int64         // offsets of the snapshot files, ascending; guarded by mu
+	rolled  chan<- struct{} // the Store's checkpoint trigger; set before the partition is shared
 
 	endMu     sync.Mutex
 	end       endPoint
@@ -146,7 +155,10 @@ type Appended struct {
 // the base offset and append time into b with batch.Stamp (b is modified in
 // place, and h.BaseOffset and h.AppendTime are set to match), rolls to a
 // new segment first if the batch would take the active one past
-// SegmentBytes, writes b and updates the index. It does not wait for
+// SegmentBytes or when its first batch is SegmentMaxAge old, writes b and
+// updates the indexes. The append time is the clock's, or the previous
+// batch's when the clock went back (doc.go, "Time index file"). It does
+// not wait for
 // durability: that is WaitDurable, so a server can pipeline appends and
 // acks. If check returns an error, nothing is written and the error is
 // returned as is.
@@ -174,13 +186,14 @@ func (p *Partition) Append(b []byte, h *batch.Header, check CheckFunc) (Appended
 	}
 	seg := p.active()
 	pos := seg.size.Load()
-	if (pos > fileHeaderSize && pos+int64(len(b)) > p.opts.SegmentBytes) || p.next-seg.base > math.MaxUint32 {
+	wall := p.opts.Now()
+	if (pos > fileHeaderSize && pos+int64(len(b)) > p.opts.SegmentBytes) || p.next-seg.base > math.MaxUint32 || p.tooOld(seg, wall) {
 		if err := p.roll(); err != nil {
 			return res, err
 		}
 		seg, pos = p.active(), fileHeaderSize
 	}
-	base, now := p.next, p.opts.Now().UnixMilli()
+	base, now := p.next, max(wall.UnixMilli(), p.lastAppend)
 	batch.Stamp(b, base, now)
 	h.BaseOffset, h.AppendTime = base, now
 	if _, err := seg.f.WriteAt(b, pos); err != nil {
@@ -193,10 +206,15 @@ func (p *Partition) Append(b []byte, h *batch.Header, check CheckFunc) (Appended
 		}
 		return res, err
 	}
-	seg.noteBatch(pos, base, len(b), p.opts.IndexIntervalBytes)
+	if seg.empty() {
+		seg.origin = wall
+	}
+	seg.noteBatch(pos, h, p.opts.IndexIntervalBytes)
 	seg.size.Store(pos + int64(len(b)))
+	p.lastAppend = now
 	p.next = base + int64(h.Count)
 	p.written.Store(p.next)
+	p.sources.apply(h)
 	if p.opts.Fsync != FsyncAlways {
 		p.advanceEnd(endPoint{off: p.next, seg: seg, pos: pos + int64(len(b))})
 	}
@@ -214,6 +232,7 @@ func (p *Partition) roll() error {
 		return p.fail(fmt.Errorf("sync %s: %w", old.path, err))
 	}
 	p.markSynced(endPoint{off: p.next, seg: old, pos: size})
+	old.sealTimes()
 	if err := p.writeIndex(old); err != nil {
 		// The log itself is fine: refuse this append, retry the roll on the next.
 		return fmt.Errorf("logstore: roll %s: %w", old.path, err)
@@ -227,18 +246,25 @@ func (p *Partition) roll() error {
 		return p.fail(fmt.Errorf("sync dir %s: %w", p.dir, err))
 	}
 	p.rw.Lock()
-	p.segs = append(p.segs[:len(p.segs):len(p.segs)], seg) // copy: never write a slice a reader may hold
+	// In place when there is room: a reader that holds the old slice only
+	// reads below its length, which this does not write (retention, which
+	// drops a prefix, makes a new slice instead).
+	p.segs = append(p.segs, seg)
 	p.rw.Unlock()
+	p.cache.seal(old)
 	p.log.Debug("rolled segment", "offset", p.next, "file", seg.path)
+	p.afterRoll(seg)
 	return nil
 }
 
-// writeIndex replaces seg's index file with its in-memory entries.
+// writeIndex replaces seg's index files (offset and time) with its
+// in-memory entries. seg is open: active, or in recovery.
 func (p *Partition) writeIndex(seg *segment) error {
+	seg.sealTimes()
 	seg.idxMu.RLock()
-	data := encodeIndex(seg.base, seg.entries)
+	entries, times := seg.entries, seg.times
 	seg.idxMu.RUnlock()
-	return writeFileAtomic(p.fsys, indexPathOf(seg.path), data)
+	return writeIndexFiles(p.fsys, seg.path, seg.base, entries, times)
 }
 
 // Read returns whole stored batches, starting with the batch that contains
@@ -261,6 +287,10 @@ func (p *Partition) Read(offset int64, maxBytes int) ([]byte, error) {
 		return nil, &OutOfRangeError{Topic: p.topic, Partition: p.id, Offset: offset, Start: start, End: end.off}
 	}
 	seg := p.segmentFor(offset)
+	if err := p.cache.acquire(seg); err != nil {
+		return nil, err
+	}
+	defer p.cache.release(seg)
 	limit := seg.size.Load() // a segment before end.seg is sealed: all of it is durable
 	if seg == end.seg {
 		limit = end.pos
@@ -359,35 +389,57 @@ func (p *Partition) Scan(fn func(h *batch.Header) error) error {
 		if seg.base >= end.off {
 			break
 		}
-		limit := seg.size.Load()
-		if seg == end.seg {
-			limit = end.pos
+		p.rw.RLock()
+		err := ErrClosed
+		if !p.rclosed {
+			err = p.cache.acquire(seg)
 		}
-		r := bufio.NewReaderSize(io.NewSectionReader(lockedReader{p, seg.f}, fileHeaderSize, limit-fileHeaderSize), 256<<10)
-		for pos := int64(fileHeaderSize); pos < limit; {
-			prefix, err := r.Peek(batch.PrefixSize)
-			if err != nil {
-				return p.scanErr(seg, pos, err)
-			}
-			n, err := batch.CheckPrefix(prefix)
-			if err != nil {
-				return &CorruptionError{Path: seg.path, Offset: pos, Err: err}
-			}
-			if cap(buf) < n {
-				buf = make([]byte, n)
-			}
-			if _, err := io.ReadFull(r, buf[:n]); err != nil {
-				return p.scanErr(seg, pos, err)
-			}
-			h, err := batch.ParseUnchecked(buf[:n])
-			if err != nil {
-				return &CorruptionError{Path: seg.path, Offset: pos, Err: err}
-			}
-			if err := fn(&h); err != nil {
-				return err
-			}
-			pos += int64(n)
+		p.rw.RUnlock()
+		if errors.Is(err, errSegmentGone) {
+			continue // deleted by retention meanwhile
 		}
+		if err != nil {
+			return err
+		}
+		err = p.scanSegment(seg, end, &buf, fn)
+		p.cache.release(seg)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanSegment is Scan over one segment, which the caller acquired.
+func (p *Partition) scanSegment(seg *segment, end endPoint, buf *[]byte, fn func(h *batch.Header) error) error {
+	limit := seg.size.Load()
+	if seg == end.seg {
+		limit = end.pos
+	}
+	r := bufio.NewReaderSize(io.NewSectionReader(lockedReader{p, seg.f}, fileHeaderSize, limit-fileHeaderSize), 256<<10)
+	for pos := int64(fileHeaderSize); pos < limit; {
+		prefix, err := r.Peek(batch.PrefixSize)
+		if err != nil {
+			return p.scanErr(seg, pos, err)
+		}
+		n, err := batch.CheckPrefix(prefix)
+		if err != nil {
+			return &CorruptionError{Path: seg.path, Offset: pos, Err: err}
+		}
+		if cap(*buf) < n {
+			*buf = make([]byte, n)
+		}
+		if _, err := io.ReadFull(r, (*buf)[:n]); err != nil {
+			return p.scanErr(seg, pos, err)
+		}
+		h, err := batch.ParseUnchecked((*buf)[:n])
+		if err != nil {
+			return &CorruptionError{Path: seg.path, Offset: pos, Err: err}
+		}
+		if err := fn(&h); err != nil {
+			return err
+		}
+		pos += int64(n)
 	}
 	return nil
 }
@@ -403,8 +455,9 @@ func (p *Partition) scanErr(seg *segment, pos int64, err error) error {
 }
 
 // lockedReader reads a segment file under the partition's rw lock, so that
-// a long Scan never holds the lock while fn runs, and never reads a file
-// that Close has closed.
+// a long Scan never holds the lock while fn runs, and stops with ErrClosed
+// once Close has begun. (The file itself stays open while Scan holds the
+// segment acquired.)
 type lockedReader struct {
 	p *Partition
 	f file

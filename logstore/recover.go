@@ -83,20 +83,28 @@ func scanSegment(f io.ReaderAt, pos, next, limit int64, fn func(pos int64, h *ba
 
 // openPartition opens the partition directory dir (creating it and a first
 // segment if needed) and recovers it. On error nothing is left open.
-func openPartition(opts *Options, fsys fileSystem, dir, topic string, id int) (_ *Partition, err error) {
+//
+// rp is what the checkpoint says of the partition, nil when it says
+// nothing (see doc.go, "Recovery").
+func openPartition(opts *Options, fsys fileSystem, cache *segCache, dir, topic string, id int, rp *recoveryPoint) (_ *Partition, err error) {
 	p := &Partition{
 		topic: topic,
 		id:    id,
 		dir:   dir,
 		opts:  opts,
 		fsys:  fsys,
+		cache: cache,
 		log:   opts.Logger.With("topic", topic, "partition", id),
 		endCh: make(chan struct{}),
+		// Replaced by recovery (loadSources).
+		sources: newSourceTable(),
 	}
 	defer func() {
 		if err != nil {
 			for _, s := range p.segs {
-				s.f.Close()
+				if s.f != nil {
+					s.f.Close()
+				}
 			}
 			err = fmt.Errorf("logstore: open partition %s-%d: %w", topic, id, err)
 		}
@@ -104,18 +112,36 @@ func openPartition(opts *Options, fsys fileSystem, dir, topic string, id int) (_
 	if err := fsys.MkdirAll(dir); err != nil {
 		return nil, err
 	}
-	bases, err := p.listDir()
+	bases, snaps, err := p.listDir()
 	if err != nil {
 		return nil, err
 	}
-	bases, freshBase, err := p.dropTornLast(bases)
+	bases, freshBase, err := p.dropTornLast(bases, rp)
 	if err != nil {
 		return nil, err
 	}
-	for _, base := range bases {
+	// Sealed segments are checked one at a time and closed again (the
+	// cache opens them when read), so that Open never holds more than one
+	// sealed segment's file open however many there are.
+	for i, base := range bases {
 		if err := p.openSegment(base); err != nil {
 			return nil, err
 		}
+		if i == len(bases)-1 {
+			break
+		}
+		seg := p.active()
+		verify := p.verifySealed
+		if rp != nil && base < rp.base {
+			verify = p.verifyTrusted
+		}
+		if err := verify(seg, bases[i+1]); err != nil {
+			return nil, err
+		}
+		if err := p.loadSealedTimes(seg, bases[i+1]); err != nil {
+			return nil, err
+		}
+		seg.closeUnshared()
 	}
 	if len(p.segs) == 0 {
 		seg, err := createSegment(fsys, dir, freshBase)
@@ -127,39 +153,57 @@ func openPartition(opts *Options, fsys fileSystem, dir, topic string, id int) (_
 			return nil, err
 		}
 	}
-	for i, seg := range p.segs[:len(p.segs)-1] {
-		if err := p.verifySealed(seg, p.segs[i+1].base); err != nil {
+	last := p.active()
+	last.refs = 1 // pinned while active
+	// tail collects the source state of the last segment's batches as the
+	// scan finds them, so that loadSources does not read them again; nil
+	// when the segment is not scanned.
+	var tail *sourceTable
+	if rp == nil || !rp.clean || !p.loadCleanTail(last, rp) {
+		tail = newSourceTable()
+		if err := p.recoverTail(last, rp, tail); err != nil {
 			return nil, err
 		}
 	}
-	last := p.active()
-	if err := p.recoverTail(last); err != nil {
-		return nil, err
+	if rp != nil && p.next < rp.next {
+		// Data the checkpoint saw fsynced is gone: not a torn write.
+		return nil, &CorruptionError{Path: last.path, Offset: last.size.Load(), Err: fmt.Errorf(
+			"%w: the log ends at offset %d, the checkpoint says offset %d of segment %d was durable (remove %s to open what is left)",
+			batch.ErrCorrupt, p.next, rp.next, rp.base, filepath.Join(filepath.Dir(p.dir), checkpointName))}
 	}
 	// Whatever is in the page cache after a process crash may not be on
 	// disk yet: make it so before calling it durable.
 	if err := last.f.Sync(); err != nil {
 		return nil, fmt.Errorf("sync %s: %w", last.path, err)
 	}
+	p.initTimes()
 	p.start.Store(p.segs[0].base)
 	p.written.Store(p.next)
 	p.synced = p.next
 	p.end = endPoint{off: p.next, seg: last, pos: last.size.Load()}
+	p.durable = p.end
+	if err := p.loadSources(snaps, tail, rp); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
-// listDir returns the base offsets of the segments in p.dir, sorted,
-// removes leftover temporary files and logs unrelated entries.
-func (p *Partition) listDir() ([]int64, error) {
+// listDir returns the base offsets of the segments in p.dir and the
+// offsets of the snapshots, sorted, removes leftover temporary files and
+// logs unrelated entries.
+func (p *Partition) listDir() (bases, snaps []int64, _ error) {
 	ents, err := p.fsys.ReadDir(p.dir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var bases []int64
 	for _, e := range ents {
 		path := filepath.Join(p.dir, e.Name)
 		if base, ok := parseSegmentName(e.Name); ok && !e.IsDir {
 			bases = append(bases, base)
+			continue
+		}
+		if off, ok := parseSnapshotName(e.Name); ok && !e.IsDir {
+			snaps = append(snaps, off)
 			continue
 		}
 		switch {
@@ -167,26 +211,31 @@ func (p *Partition) listDir() ([]int64, error) {
 		case strings.HasSuffix(e.Name, tmpSuffix):
 			// An index write interrupted before its rename: never trusted.
 			if err := p.fsys.Remove(path); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			p.log.Info("removed leftover temporary file", "file", path)
 			continue
-		case strings.HasSuffix(e.Name, indexSuffix), strings.Contains(e.Name, logSuffix+brokenSuffix):
+		case strings.HasSuffix(e.Name, indexSuffix), strings.HasSuffix(e.Name, timeIndexSuffix), strings.Contains(e.Name, logSuffix+brokenSuffix):
 			continue
 		}
 		p.log.Warn("ignoring unexpected entry in partition directory", "file", path)
 	}
-	return bases, nil // ReadDir sorts by name, and zero-padded names sort by offset
+	return bases, snaps, nil // ReadDir sorts by name, and zero-padded names sort by offset
 }
 
 // dropTornLast removes the last segments while they are torn at creation:
 // no longer than a header, with a bad header. roll fsyncs a new segment's
 // header before any batch goes in, so no acknowledged batch can be lost
 // here. Their bytes are kept as .broken. When no segment is left, freshBase
-// is where the new first segment must start: the torn one's base.
-func (p *Partition) dropTornLast(bases []int64) (_ []int64, freshBase int64, _ error) {
+// is where the new first segment must start: the torn one's base. A
+// segment at or before the recovery point rp (nil: none) is never dropped:
+// its header was durable, so damage to it is reported by openSegment.
+func (p *Partition) dropTornLast(bases []int64, rp *recoveryPoint) (_ []int64, freshBase int64, _ error) {
 	for len(bases) > 0 {
 		base := bases[len(bases)-1]
+		if rp != nil && base <= rp.base {
+			return bases, 0, nil
+		}
 		path := filepath.Join(p.dir, segmentName(base))
 		data, err := p.readSmall(path, fileHeaderSize)
 		if err != nil {
@@ -266,9 +315,7 @@ func (p *Partition) openSegment(base int64) error {
 		f.Close()
 		return &CorruptionError{Path: path, Offset: 0, Err: err}
 	}
-	s := &segment{base: base, path: path, f: f}
-	s.size.Store(size)
-	p.segs = append(p.segs, s)
+	p.segs = append(p.segs, newSegment(base, path, f, size))
 	return nil
 }
 
@@ -307,7 +354,7 @@ func (p *Partition) verifySealed(seg *segment, nextBase int64) error {
 	}
 	p.log.Warn("rebuilding index", "file", ipath, "err", why)
 	res := scanSegment(seg.f, fileHeaderSize, seg.base, size, func(pos int64, h *batch.Header) {
-		seg.noteBatch(pos, h.BaseOffset, h.Size, p.opts.IndexIntervalBytes)
+		seg.noteBatch(pos, h, p.opts.IndexIntervalBytes)
 	})
 	if res.ioErr != nil {
 		return fmt.Errorf("read %s: %w", seg.path, res.ioErr)
@@ -323,14 +370,21 @@ func (p *Partition) verifySealed(seg *segment, nextBase int64) error {
 }
 
 // recoverTail scans the last segment, cuts a torn or damaged tail (saving
-// the cut bytes as .broken) and rebuilds its index in memory.
-func (p *Partition) recoverTail(seg *segment) error {
+// the cut bytes as .broken), rebuilds its index in memory and applies
+// every batch to sources. Damage before the recovery point rp (nil: none)
+// is not a torn write but a *CorruptionError, and nothing is cut.
+func (p *Partition) recoverTail(seg *segment, rp *recoveryPoint, sources *sourceTable) error {
 	size := seg.size.Load()
 	res := scanSegment(seg.f, fileHeaderSize, seg.base, size, func(pos int64, h *batch.Header) {
-		seg.noteBatch(pos, h.BaseOffset, h.Size, p.opts.IndexIntervalBytes)
+		seg.noteBatch(pos, h, p.opts.IndexIntervalBytes)
+		sources.apply(h)
 	})
 	if res.ioErr != nil {
 		return fmt.Errorf("read %s: %w", seg.path, res.ioErr)
+	}
+	if res.damage != nil && rp != nil && rp.base == seg.base && res.pos < rp.pos {
+		return &CorruptionError{Path: seg.path, Offset: res.pos, Err: fmt.Errorf(
+			"%w (the checkpoint says the first %d bytes were durable)", res.damage, rp.pos)}
 	}
 	if res.damage != nil {
 		cut := size - res.pos

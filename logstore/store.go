@@ -22,15 +22,27 @@ type Store struct {
 	opts Options
 	fsys fileSystem
 	lock io.Closer
+	// cache bounds the open sealed segments of every partition.
+	cache *segCache
 
 	mu     sync.RWMutex
 	parts  map[partKey]*Partition
 	closed bool
 
-	// The interval flusher (FsyncInterval only), owned by the Store: Close
-	// signals stop and waits for done.
-	stop chan struct{}
-	done chan struct{}
+	// The Store's goroutines: the interval flusher (FsyncInterval only)
+	// closes done, the upkeep loop (roll by age, retention) mdone. Close
+	// closes stop and waits for both.
+	stop  chan struct{}
+	done  chan struct{}
+	mdone chan struct{}
+
+	// The checkpoint loop (checkpoint.go): Close closes cpStop and waits
+	// for cpDone. rolled wakes it after a roll. lastCheckpoint is the
+	// content of the checkpoint file, owned by whoever writes it (Open,
+	// the loop, Close: one after the other).
+	cpStop, cpDone chan struct{}
+	rolled         chan struct{}
+	lastCheckpoint []byte
 }
 
 type partKey struct {
@@ -58,6 +70,7 @@ func open(dir string, opts Options, fsys fileSystem) (_ *Store, err error) {
 		fsys:  fsys,
 		parts: make(map[partKey]*Partition),
 	}
+	s.cache = newSegCache(&s.opts, fsys)
 	if err := fsys.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("logstore: %w", err)
 	}
@@ -77,8 +90,17 @@ func open(dir string, opts Options, fsys fileSystem) (_ *Store, err error) {
 		return nil, fmt.Errorf("logstore: %w", err)
 	}
 	log := s.opts.Logger
+	rps := s.readCheckpoint()
+	s.rolled = make(chan struct{}, 1)
 	for _, e := range ents {
-		if e.Name == lockName && !e.IsDir {
+		if (e.Name == lockName || e.Name == checkpointName) && !e.IsDir {
+			continue
+		}
+		if e.Name == checkpointName+tmpSuffix && !e.IsDir {
+			// A checkpoint write interrupted before its rename.
+			if err := fsys.Remove(filepath.Join(dir, e.Name)); err != nil {
+				return nil, fmt.Errorf("logstore: %w", err)
+			}
 			continue
 		}
 		topic, id, ok := parsePartitionDir(e.Name)
@@ -86,17 +108,30 @@ func open(dir string, opts Options, fsys fileSystem) (_ *Store, err error) {
 			log.Warn("ignoring unexpected entry in store directory", "file", filepath.Join(dir, e.Name))
 			continue
 		}
-		p, err := openPartition(&s.opts, fsys, filepath.Join(dir, e.Name), topic, id)
+		var rp *recoveryPoint
+		if r, ok := rps[partKey{topic, id}]; ok {
+			rp = &r
+		}
+		p, err := openPartition(&s.opts, fsys, s.cache, filepath.Join(dir, e.Name), topic, id, rp)
 		if err != nil {
 			return nil, err
 		}
+		p.rolled = s.rolled
 		s.parts[partKey{topic, id}] = p
 		log.Info("opened partition", "topic", topic, "partition", id, "offset", p.End(), "segments", len(p.segs))
 	}
+	// Replace the checkpoint before any append: its clean marks are true
+	// only until the next write (doc.go, "Recovery").
+	if err := s.writeCheckpoint(nil); err != nil {
+		return nil, err
+	}
+	s.stop, s.mdone = make(chan struct{}), make(chan struct{})
 	if s.opts.Fsync == FsyncInterval {
-		s.stop, s.done = make(chan struct{}), make(chan struct{})
+		s.done = make(chan struct{})
 		go s.flushLoop()
 	}
+	go s.maintainLoop()
+	s.startCheckpoints()
 	return s, nil
 }
 
@@ -135,10 +170,11 @@ func (s *Store) Partition(topic string, id int) (*Partition, error) {
 	if p := s.parts[partKey{topic, id}]; p != nil {
 		return p, nil
 	}
-	p, err := openPartition(&s.opts, s.fsys, filepath.Join(s.dir, fmt.Sprintf("%s-%d", topic, id)), topic, id)
+	p, err := openPartition(&s.opts, s.fsys, s.cache, filepath.Join(s.dir, fmt.Sprintf("%s-%d", topic, id)), topic, id, nil)
 	if err != nil {
 		return nil, err
 	}
+	p.rolled = s.rolled
 	if err := s.fsys.SyncDir(s.dir); err != nil {
 		p.close()
 		return nil, fmt.Errorf("logstore: sync %s: %w", s.dir, err)
@@ -180,14 +216,22 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	if s.stop != nil {
-		close(s.stop)
+	close(s.stop)
+	if s.done != nil {
 		<-s.done
 	}
+	<-s.mdone
+	s.stopCheckpoints()
 	var errs []error
+	clean := make(map[partKey]bool)
 	for _, p := range s.Partitions() {
-		errs = append(errs, p.close())
+		err := p.close()
+		clean[partKey{p.topic, p.id}] = err == nil
+		errs = append(errs, err)
 	}
+	// The partitions closed without error are marked clean: their next
+	// Open scans nothing (doc.go, "Recovery").
+	errs = append(errs, s.writeCheckpoint(clean))
 	errs = append(errs, s.lock.Close())
 	return errors.Join(errs...)
 }

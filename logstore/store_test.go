@@ -59,8 +59,12 @@ func TestOptionsValidate(t *testing.T) {
 					t.Errorf("%q does not mention %q", err, w)
 				}
 			}
-			if _, err := Open(t.TempDir(), tc.opts); (err == nil) != (tc.want == nil) {
+			s, err := Open(t.TempDir(), tc.opts)
+			if (err == nil) != (tc.want == nil) {
 				t.Fatalf("Open: %v", err)
+			}
+			if err == nil {
+				closeT(t, s)
 			}
 		})
 	}

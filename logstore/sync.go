@@ -119,6 +119,11 @@ func (p *Partition) markSyncedLocked(e endPoint) {
 	if e.off > p.synced {
 		p.synced = e.off
 	}
+	// The recovery point: at equal offsets, the newer segment (a roll
+	// fsyncs the new segment's header after the old one's end).
+	if e.off > p.durable.off || (e.off == p.durable.off && e.seg.base > p.durable.seg.base) {
+		p.durable = e
+	}
 	// Move End before the waiters are released, so that a batch is
 	// readable by the time its append is acknowledged.
 	if p.opts.Fsync == FsyncAlways {
@@ -162,6 +167,11 @@ func (p *Partition) close() error {
 		if err := p.writeIndex(seg); err != nil {
 			errs = append(errs, fmt.Errorf("logstore: write index of %s: %w", seg.path, err))
 		}
+		// The source table as of the end, for the next Open to replay
+		// nothing (doc.go, "Source state"). Only logged: Open falls back.
+		if err := p.writeSnapshot(e.off); err != nil {
+			p.log.Warn("cannot write source snapshot at close", "offset", e.off, "err", err)
+		}
 	}
 	p.syncMu.Lock()
 	p.syncing = false
@@ -171,9 +181,8 @@ func (p *Partition) close() error {
 	p.rw.Lock()
 	p.rclosed = true
 	for _, s := range p.segs {
-		if err := s.f.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("logstore: close %s: %w", s.path, err))
-		}
+		// Files still used by a Slice close when it is released.
+		p.cache.forget(s, s == seg)
 	}
 	p.rw.Unlock()
 
