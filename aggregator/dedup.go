@@ -1,7 +1,6 @@
 package aggregator
 
 import (
-	"fmt"
 	"log/slog"
 	"sync"
 
@@ -159,35 +158,32 @@ func (t *topicState) decide(k sourceKey, h *batch.Header, resyncing bool) decisi
 	return d
 }
 
-// rebuildDedup scans every stored batch header and returns the dedup state
-// and the number of sources found. The last batch of a source wins; a
-// source found in two partitions (which logship never does by itself) keeps
-// the one with the higher stored end, with a warning.
-func rebuildDedup(store *logstore.Store, partitions int, log *slog.Logger) (*dedup, int, error) {
+// rebuildDedup returns the dedup state the log holds and the number of
+// sources in it, from each partition's source table (logstore's
+// Partition.Sources, which Open rebuilt from a snapshot and the batches
+// after it: no scan of the log). A source found in two partitions (which
+// logship never does by itself) keeps the one with the higher stored end
+// (the lower partition id on a tie), with a warning.
+func rebuildDedup(store *logstore.Store, partitions int, log *slog.Logger) (*dedup, int) {
 	d := newDedup(partitions)
 	n := 0
-	for _, p := range store.Partitions() {
+	for _, p := range store.Partitions() { // by topic, then id
 		t := d.topic(p.Topic())
 		id := p.ID()
-		err := p.Scan(func(h *batch.Header) error {
-			k := sourceKey{agent: h.Agent, source: h.SourceID}
-			st, ok := t.sources[k]
-			switch {
-			case !ok:
-				n++
-			case st.partition != id:
-				if h.RangeEnd <= st.storedEnd {
-					return nil
+		for k, src := range p.Sources() {
+			key := sourceKey{agent: k.Agent, source: k.Source}
+			st, ok := t.sources[key]
+			if ok {
+				if src.RangeEnd <= st.storedEnd {
+					continue
 				}
 				log.Warn("source stored in two partitions; keeping the one that goes further",
-					"topic", p.Topic(), "agent", h.Agent, "source", h.SourceID, "partition", id, "other_partition", st.partition)
+					"topic", p.Topic(), "agent", k.Agent, "source", k.Source, "partition", id, "other_partition", st.partition)
+			} else {
+				n++
 			}
-			t.sources[k] = sourceState{partition: id, storedEnd: h.RangeEnd}
-			return nil
-		})
-		if err != nil {
-			return nil, 0, fmt.Errorf("scan %s-%d: %w", p.Topic(), id, err)
+			t.sources[key] = sourceState{partition: id, storedEnd: src.RangeEnd}
 		}
 	}
-	return d, n, nil
+	return d, n
 }

@@ -68,8 +68,14 @@
 // batches stay in order.
 //
 // The dedup table holds each source's partition and stored end (the range
-// end of its last stored batch). New rebuilds it by scanning every stored
-// batch header (the last batch of a source wins). For a batch with range
+// end of its last stored batch). New rebuilds it from the log without
+// scanning it: each partition keeps a table of its sources (logstore's
+// Partition.Sources: the last batch of a source wins), which the log's
+// Open restores from a snapshot written at the last segment roll or clean
+// Close, replaying only the batches after it (logstore/doc.go, "Source
+// state"). A source found in several partitions (logship never does that
+// by itself) is pinned to the one with the highest stored end, the lower
+// partition id on a tie, with a WARN. For a batch with range
 // [RangeStart, RangeEnd), the check, in this order:
 //
 //	source unknown                      append                 Appended, stored end = RangeEnd
@@ -89,8 +95,13 @@
 // sending the same source (an agent reconnecting while its old connection
 // still drains) are decided one after the other.
 //
-// The table is never pruned while the server runs; after a restart it holds
-// the sources that still have batches in the log.
+// The table is never pruned while the server runs. After a restart it holds
+// what the partitions' source tables hold: every source with a batch in the
+// log, and those whose batches retention deleted, except sources idle for
+// longer than the log's SourceStateTTL (default 7 days, measured against
+// the partition's newest batch, at each segment roll). The consequence: an
+// agent that resends data of a source idle that long (a file it had not
+// read from for a week, with its position lost) has it stored again, once.
 //
 // # Consumers
 //

@@ -70,7 +70,7 @@ type Server struct {
 }
 
 // New checks opts, opens the log under DataDir/log, rebuilds the dedup
-// state by scanning every stored batch header, loads the committed sink
+// state from the partitions' source tables, loads the committed sink
 // offsets and binds the listener, so that Addr works at once. Run must be
 // called to serve and, at its end, to release all of it.
 func New(opts Options) (*Server, error) {
@@ -118,11 +118,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.store = store
 	start := time.Now()
-	d, n, err := rebuildDedup(store, opts.Partitions, log)
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("aggregator: rebuild dedup state: %w", err)
-	}
+	d, n := rebuildDedup(store, opts.Partitions, log)
 	s.dedup = d
 	log.Info("dedup state rebuilt", "sources", n, "took", time.Since(start))
 	ln, err := net.Listen("tcp", opts.Listen)
