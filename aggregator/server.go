@@ -51,6 +51,13 @@ type Options struct {
 	SegmentBytes  int64                // 0: logstore's default
 	MaxFrameBytes int                  // largest frame read; default wire.DefaultMaxFrame
 	Logger        *slog.Logger         // nil: discard
+
+	// The log's segments and retention; zero takes logstore's default
+	// (see logstore.Options).
+	SegmentMaxAge   time.Duration // roll a segment this long after its first batch
+	RetentionAge    time.Duration // delete segments last appended to this long ago
+	RetentionBytes  int64         // per partition; 0: no limit
+	MaxOpenSegments int           // sealed segment files open at once
 }
 
 // Server is a running aggregator: a listener, the log and the agent and
@@ -108,10 +115,14 @@ func New(opts Options) (*Server, error) {
 	}
 	s.offsets = offsets
 	store, err := logstore.Open(filepath.Join(opts.DataDir, "log"), logstore.Options{
-		SegmentBytes:  opts.SegmentBytes,
-		Fsync:         opts.Fsync,
-		FsyncInterval: opts.FsyncInterval,
-		Logger:        log,
+		SegmentBytes:    opts.SegmentBytes,
+		Fsync:           opts.Fsync,
+		FsyncInterval:   opts.FsyncInterval,
+		SegmentMaxAge:   opts.SegmentMaxAge,
+		RetentionAge:    opts.RetentionAge,
+		RetentionBytes:  opts.RetentionBytes,
+		MaxOpenSegments: opts.MaxOpenSegments,
+		Logger:          log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: open log: %w", err)

@@ -22,6 +22,12 @@ type Aggregator struct {
 	SegmentBytes  Size     `toml:"segment_bytes"`   // default 1GiB; at least 1MiB, less than 4GiB
 	MaxFrameBytes Size     `toml:"max_frame_bytes"` // default 16MiB; 64KiB to 64MiB
 	MetricsListen string   `toml:"metrics_listen"`  // optional host:port for /metrics
+
+	// The log's segments: see logstore.Options.
+	SegmentAge      Duration `toml:"segment_age"`       // default 1h: roll a segment this long after its first batch
+	RetentionAge    Duration `toml:"retention_age"`     // default 168h (7d): delete segments last appended to this long ago
+	RetentionBytes  Size     `toml:"retention_bytes"`   // default 0: no limit; else per partition, at least segment_bytes
+	MaxOpenSegments int      `toml:"max_open_segments"` // default 128; 1 to 65536 sealed segment files open at once
 }
 
 // Aggregator defaults and bounds.
@@ -35,6 +41,10 @@ const (
 	defaultMaxFrameBytes = 16 * MiB
 	minMaxFrameBytes     = 64 * KiB
 	maxMaxFrameBytes     = 64 * MiB
+	defaultSegmentAge    = Duration(time.Hour)
+	defaultRetentionAge  = Duration(7 * 24 * time.Hour)
+	defaultMaxOpenSegs   = 128
+	maxMaxOpenSegs       = 65536
 )
 
 // LoadAggregator reads the aggregator config at path, applies defaults to
@@ -58,6 +68,9 @@ func (g *Aggregator) setDefaults(u unsetFunc) {
 	setDefault(u, "fsync_interval", &g.FsyncInterval, defaultFsyncInterval)
 	setDefault(u, "segment_bytes", &g.SegmentBytes, defaultSegmentBytes)
 	setDefault(u, "max_frame_bytes", &g.MaxFrameBytes, defaultMaxFrameBytes)
+	setDefault(u, "segment_age", &g.SegmentAge, defaultSegmentAge)
+	setDefault(u, "retention_age", &g.RetentionAge, defaultRetentionAge)
+	setDefault(u, "max_open_segments", &g.MaxOpenSegments, defaultMaxOpenSegs)
 	if u("id", g.ID == "") {
 		suffix := ""
 		if _, port, err := net.SplitHostPort(g.Listen); err == nil {
@@ -91,6 +104,15 @@ func (g *Aggregator) check(c *checker) {
 		c.errorf("segment_bytes", "%v is out of range: want at least %v and less than 4GiB", g.SegmentBytes, minSegmentBytes)
 	}
 	c.sizeRange("max_frame_bytes", g.MaxFrameBytes, minMaxFrameBytes, maxMaxFrameBytes)
+	positive(c, "segment_age", g.SegmentAge)
+	positive(c, "retention_age", g.RetentionAge)
+	if g.RetentionBytes != 0 && g.RetentionBytes < g.SegmentBytes {
+		// Less would delete every sealed segment as soon as it is sealed.
+		c.errorf("retention_bytes", "%v is less than segment_bytes (%v): want 0 (no limit) or at least segment_bytes", g.RetentionBytes, g.SegmentBytes)
+	}
+	if g.MaxOpenSegments < 1 || g.MaxOpenSegments > maxMaxOpenSegs {
+		c.errorf("max_open_segments", "%d is out of range: want 1 to %d", g.MaxOpenSegments, maxMaxOpenSegs)
+	}
 	if g.MetricsListen != "" {
 		c.address("metrics_listen", g.MetricsListen, false)
 	}

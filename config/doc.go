@@ -11,8 +11,8 @@
 //     and window sizes, and one [[input]] table per set of files, naming the
 //     topic and the globs to tail.
 //   - aggregator (LoadAggregator, Aggregator): listen and data_dir, the
-//     number of partitions per topic, the fsync policy and segment and
-//     frame sizes.
+//     number of partitions per topic, the fsync policy, segment and
+//     frame sizes, segment age, retention and open segment files.
 //   - sinks (LoadSinks, Sinks): the aggregators to pull from and one
 //     [[sink]] table per named consumer, with its type, topics, roll policy
 //     and where a sink with no committed offset starts.
@@ -24,7 +24,8 @@
 // Sizes (Size) are an integer number of bytes or a string with a unit:
 // "64MiB", "1GiB", "512KiB" (powers of 1024), "10MB", "4kB" (powers of
 // 1000), "100B". Durations (Duration) are strings as time.ParseDuration
-// takes them: "250ms", "5s", "15m", "1h".
+// takes them: "250ms", "5s", "15m", "1h", or start with a number of days
+// of exactly 24h: "7d", "1.5d", "1d12h".
 //
 // # Defaults
 //

@@ -130,9 +130,21 @@ func TestDuration(t *testing.T) {
 		{"1.5s", 1500 * time.Millisecond, "1.5s", ""},
 		{"0s", 0, "0s", ""},
 		{"-1s", -time.Second, "-1s", ""},
-		{"5 s", 0, "", `invalid duration "5 s": want a number and a unit, like "250ms", "5s" or "1h"`},
-		{"1d", 0, "", `invalid duration "1d": want a number and a unit, like "250ms", "5s" or "1h"`},
-		{"5", 0, "", `invalid duration "5": want a number and a unit, like "250ms", "5s" or "1h"`},
+		{"5 s", 0, "", `invalid duration "5 s": want a number and a unit, like "250ms", "5s", "1h" or "7d"`},
+		{"1d", 24 * time.Hour, "24h", ""},
+		{"7d", 7 * 24 * time.Hour, "168h", ""},
+		{"1.5d", 36 * time.Hour, "36h", ""},
+		{"1d12h30m", 36*time.Hour + 30*time.Minute, "36h30m", ""},
+		{"-2d", -48 * time.Hour, "-48h", ""},
+		{"0d", 0, "0s", ""},
+		{"d", 0, "", `invalid duration "d": want a number and a unit, like "250ms", "5s", "1h" or "7d"`},
+		{"1dd", 0, "", `invalid duration "1dd": want a number and a unit, like "250ms", "5s", "1h" or "7d"`},
+		{"1d-1h", 0, "", `invalid duration "1d-1h": want a number and a unit, like "250ms", "5s", "1h" or "7d"`},
+		{"1e3d", 0, "", `invalid duration "1e3d": want a number and a unit, like "250ms", "5s", "1h" or "7d"`},
+		{"1.2.3d", 0, "", `invalid duration "1.2.3d": want a number and a unit, like "250ms", "5s", "1h" or "7d"`},
+		{"999999999d", 0, "", `invalid duration "999999999d": want a number and a unit, like "250ms", "5s", "1h" or "7d"`},
+		{"1 d", 0, "", `invalid duration "1 d": want a number and a unit, like "250ms", "5s", "1h" or "7d"`},
+		{"5", 0, "", `invalid duration "5": want a number and a unit, like "250ms", "5s", "1h" or "7d"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -157,7 +169,7 @@ func TestDuration(t *testing.T) {
 	}
 	t.Run("integer", func(t *testing.T) {
 		var d Duration
-		want := `want a duration like "250ms", "5s" or "1h", got integer 5`
+		want := `want a duration like "250ms", "5s", "1h" or "7d", got integer 5`
 		if err := d.UnmarshalTOML(int64(5)); err == nil || err.Error() != want {
 			t.Errorf("got %v, want %q", err, want)
 		}

@@ -107,6 +107,13 @@ config: max_frame_bytes: 32KiB is out of range: want 64KiB to 64MiB`},
 		{"listen", func(g *Aggregator) { g.Listen = "7400" }, `config: listen: invalid address "7400": want host:port`},
 		{"fsync_interval", func(g *Aggregator) { g.FsyncInterval = Duration(-time.Second) },
 			`config: fsync_interval: must be positive, got -1s`},
+		{"segments", func(g *Aggregator) {
+			g.SegmentAge, g.RetentionAge, g.RetentionBytes, g.MaxOpenSegments = 0, Duration(-time.Hour), 512*MiB, 0
+		}, `config: segment_age: must be positive, got 0s
+config: retention_age: must be positive, got -1h
+config: retention_bytes: 512MiB is less than segment_bytes (1GiB): want 0 (no limit) or at least segment_bytes
+config: max_open_segments: 0 is out of range: want 1 to 65536`},
+		{"retention_bytes", func(g *Aggregator) { g.RetentionBytes = 10 * GiB }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
