@@ -11,6 +11,7 @@
 //	<dir>/<topic>-<id>/                         one directory per partition
 //	<dir>/<topic>-<id>/<base>.log               segment: batches with offsets from <base>
 //	<dir>/<topic>-<id>/<base>.index             sparse offset index of that segment
+//	<dir>/<topic>-<id>/<base>.timeindex         sparse time index of that segment
 //	<dir>/<topic>-<id>/<base>.log.broken[.N]    bytes cut from a torn tail, for people
 //	<dir>/<topic>-<id>/<off>.snapshot           the partition's source table as of offset <off>
 //
@@ -66,7 +67,132 @@
 // The index of the active segment lives in memory; its file is written
 // whole and atomically (tmp, fsync, rename, fsync dir) when the segment is
 // sealed by a roll and when the Store is closed. No index write ever sits
-// on the append path.
+// on the append path. The same goes for the time index; both files are
+// written together, with one fsync of the directory.
+//
+// # Time index file, version 1
+//
+// Derived data too, rebuilt from its segment when it is missing or wrong.
+// It maps append times to offsets. A 32-byte header laid out like the
+// others, with the number of entries in bytes [16, 20), so that a file cut
+// at an entry boundary is refused too:
+//
+//	offset  size  field
+//	     0     4  magic          "LSTI"
+//	     4     1  version        1
+//	     5     3  reserved       zero; covered by the CRC, ignored by readers
+//	     8     8  base offset    must equal the offset in the file name
+//	    16     4  entry count    number of 16-byte entries that follow
+//	    20     8  reserved       zero; covered by the CRC, ignored by readers
+//	    28     4  header CRC     CRC32C of bytes [0, 28)
+//	    32     .  entries
+//
+// then 16-byte entries:
+//
+//	offset  size  field
+//	     0     8  append time       unix milliseconds, signed
+//	     8     4  relative offset   base offset of the batch - segment base offset
+//	    12     4  entry CRC         CRC32C of bytes [0, 12) of the entry
+//
+// An entry says: the batch at this relative offset is the first of the
+// segment appended at this time or later. The first entry is the first
+// batch (relative offset 0); then one is added with each offset index
+// entry whose batch's append time is greater than the last entry's; a
+// sealed segment's last entry holds its last batch's append time (added
+// when it is sealed, unless the entry before has that time). Both fields
+// increase strictly.
+//
+// Append times are the aggregator's clock when it appends (batch.Stamp),
+// clamped so they never go back within a partition: a batch gets
+// max(now, the previous batch's append time), also across restarts (Open
+// takes the greatest append time found). A wall clock that steps back
+// therefore stalls append times until it catches up, and the index stays
+// monotonic (KAFKA-6662). The records' own timestamps (batch FirstTime and
+// LastTime) come from the agents' clocks and never drive rolling,
+// retention or seeking.
+//
+// Partition.OffsetForTime(t) returns the first batch appended at or after
+// t: binary search the segments by last append time (kept in memory for
+// every segment), then the time index for the two entries around t, then,
+// over the offset index entries between them, binary search reading one
+// batch prefix each (it holds the append time), then walk at most one
+// index interval of batch prefixes. When no batch is that recent it
+// returns End.
+//
+// Recovery: Open checks a sealed segment's time index after its offset
+// index: header (with the entry count) and entry CRCs, order, a first
+// entry equal to the first batch's append time and a last equal to the
+// last batch's (found by the same walk from the last offset index entry,
+// reading batch prefixes only). Anything wrong, or a missing file,
+// rebuilds both index files from a scan of the segment (WARN "rebuilding
+// time index"); damage that scan finds is a *CorruptionError. The active
+// segment's time index is rebuilt in memory by the scan of the last
+// segment. An index file damaged after Open is rebuilt when the cache
+// next loads its segment (WARN "rebuilding indexes").
+//
+// # Segment lifecycle
+//
+// A partition's last segment is active: it takes the appends, its file is
+// always open and its indexes live in memory. It is sealed (fsynced, its
+// index files written, see "Durability") and a new one created when:
+//
+//   - the next batch would take it past Options.SegmentBytes;
+//   - the next relative offset would pass 32 bits;
+//   - its first batch is Options.SegmentMaxAge old (default 1h). The age
+//     counts from the first batch's append, not from the file's creation,
+//     so an empty segment never rolls and a restart does not make a
+//     segment young again (a segment found at Open counts from its first
+//     batch's append time). It is checked on append, and by the Store's
+//     one upkeep goroutine, which wakes when the next active segment is
+//     due (or at most every SegmentMaxAge), so an idle partition's data
+//     is sealed too and can expire.
+//
+// Every segment, open or not, has O(1) metadata in memory: base offset,
+// size, the offset after its last batch, first and last append time
+// (about 200 bytes). A sealed segment's file and indexes are opened only
+// when a reader needs them, through a cache shared by the Store that
+// keeps at most Options.MaxOpenSegments (default 128) sealed segments
+// open and closes the least recently used. Each reader holds a reference
+// while it reads (Read, Scan, OffsetForTime) or until it releases a Slice
+// (ReadSlice); an evicted segment still referenced stays open until the
+// last release. So open files are one per partition plus
+// MaxOpenSegments plus those in use, and index memory is at most
+// MaxOpenSegments times a segment's indexes (for 1 GiB segments and
+// 4 KiB intervals, about 2 MiB each), however many segments exist. Open
+// checks sealed segments one at a time and closes them again. Nothing is
+// mmapped, so vm.max_map_count is never a concern (KAFKA-6343).
+//
+// Retention deletes whole sealed segments, oldest first, never the active
+// one:
+//
+//   - by age: a segment whose last append time is older than
+//     Options.RetentionAge (default 7 days). It goes by append time, never
+//     by the records' timestamps, so records stamped in the future cannot
+//     keep a segment forever (KAFKA-20609). Append times grow from segment
+//     to segment, so the first one that is young enough ends the search;
+//   - by size: while the partition's segments hold more than
+//     Options.RetentionBytes (default 0: no limit), so after a check a
+//     partition holds at most that much, plus its active segment when
+//     that alone is bigger.
+//
+// The upkeep goroutine enforces retention every
+// Options.RetentionCheckInterval (default 1 min); Store.EnforceRetention
+// does it on demand. A deletion takes the segment off the partition's list
+// and moves Start (under the partition's locks, so no new reader finds
+// it), then removes its time index, index and segment files in that order
+// (a crash in between leaves a segment without indexes, which Open
+// rebuilds and the next check deletes), fsyncs the directory and logs the
+// segment and the reason at INFO. A reader that holds the segment keeps
+// reading it to its end: its descriptor keeps the unlinked file.
+//
+// # Reads
+//
+// Read(offset, maxBytes) copies whole batches from one segment into a new
+// buffer. ReadSlice returns the same range as a Slice (file, position,
+// length), for Slice.WriteTo to send with sendfile(2) to a TCP connection
+// (with an explicit offset, so readers sharing a descriptor never share a
+// file position; with pread and write to anything else). A Slice keeps its
+// segment open, even once deleted, until Release.
 //
 // # Durability
 //
@@ -268,10 +394,6 @@
 // damage to the body of a batch in a trusted segment is not found by
 // Open; the reader that decodes the batch finds it (batch.Parse checks the
 // body CRC), and `logship log verify` checks everything.
-//
-// Limits of this version: every segment keeps its file open and its index
-// entries in memory (8 bytes per IndexIntervalBytes of log; nothing is
-// mmapped, so vm.max_map_count is never a concern, KAFKA-6343).
 package logstore
 
 // Wire format: do not change. A new layout gets a new version number; a
