@@ -150,9 +150,11 @@ func (p *Partition) recoveryPoint() recoveryPoint {
 // writeCheckpoint replaces the checkpoint file (tmp, fsync, rename, fsync
 // dir) with the recovery point of every partition, unless it would say
 // what the file already says. clean (may be nil) names the partitions
-// that Close closed cleanly. One goroutine at a time: Open, then the
-// checkpoint loop, then Close.
+// that Close closed cleanly. Open, the checkpoint loop and Close call it,
+// one after the other; cpMu makes any caller safe.
 func (s *Store) writeCheckpoint(clean map[partKey]bool) error {
+	s.cpMu.Lock()
+	defer s.cpMu.Unlock()
 	rps := make(map[partKey]recoveryPoint)
 	for _, p := range s.Partitions() {
 		k := partKey{p.topic, p.id}

@@ -37,11 +37,11 @@ type Store struct {
 	mdone chan struct{}
 
 	// The checkpoint loop (checkpoint.go): Close closes cpStop and waits
-	// for cpDone. rolled wakes it after a roll. lastCheckpoint is the
-	// content of the checkpoint file, owned by whoever writes it (Open,
-	// the loop, Close: one after the other).
+	// for cpDone. rolled wakes it after a roll. cpMu serializes checkpoint
+	// writes and guards lastCheckpoint, the content of the file.
 	cpStop, cpDone chan struct{}
 	rolled         chan struct{}
+	cpMu           sync.Mutex
 	lastCheckpoint []byte
 }
 
