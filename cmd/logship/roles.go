@@ -75,6 +75,11 @@ func aggregatorOptions(c *config.Aggregator, log *slog.Logger) (aggregator.Optio
 		SegmentBytes:  int64(c.SegmentBytes),
 		MaxFrameBytes: int(c.MaxFrameBytes),
 		Logger:        log,
+
+		SegmentMaxAge:   c.SegmentAge.D(),
+		RetentionAge:    c.RetentionAge.D(),
+		RetentionBytes:  int64(c.RetentionBytes),
+		MaxOpenSegments: c.MaxOpenSegments,
 	}, nil
 }
 
