@@ -191,7 +191,8 @@ func closeSegments(cs []closingFile) {
 	}
 }
 
-// load opens a sealed segment's file and reads its indexes. An index file
+// load opens a sealed segment's file and reads its offset index (the time
+// index waits for loadTimes: most readers never need it). An index file
 // that is missing or does not decode (damaged after Open checked it) is
 // rebuilt from a scan of the segment and rewritten.
 func (c *segCache) load(seg *segment) (_ file, _ []indexEntry, _ []timeEntry, err error) {
@@ -210,35 +211,67 @@ func (c *segCache) load(seg *segment) (_ file, _ []indexEntry, _ []timeEntry, er
 	if err == nil {
 		entries, err = decodeIndex(data, seg.base, size)
 	}
+	if err == nil {
+		return f, entries, nil, nil
+	}
+	entries, times, err := c.rebuild(seg, f, err)
+	return f, entries, times, err
+}
+
+// loadTimes loads the time index of an acquired sealed segment, if it is
+// not in memory yet.
+func (c *segCache) loadTimes(seg *segment) error {
+	seg.loadMu.Lock()
+	defer seg.loadMu.Unlock()
+	seg.idxMu.RLock()
+	loaded := seg.times != nil // a segment with batches has at least one entry
+	seg.idxMu.RUnlock()
+	if loaded {
+		return nil
+	}
+	data, err := c.fsys.ReadFile(timeIndexPathOf(seg.path))
 	var times []timeEntry
 	if err == nil {
-		data, err = c.fsys.ReadFile(timeIndexPathOf(seg.path))
-		if err == nil {
-			times, err = decodeTimeIndex(data, seg.base)
+		times, err = decodeTimeIndex(data, seg.base)
+	}
+	if err == nil && len(times) == 0 {
+		err = fmt.Errorf("%w: no entry for a segment with batches", errTimeIndex)
+	}
+	if err != nil {
+		if _, times, err = c.rebuild(seg, seg.f, err); err != nil {
+			return err
 		}
 	}
-	if err == nil {
-		return f, entries, times, nil
+	seg.idxMu.Lock()
+	seg.times = times
+	seg.idxMu.Unlock()
+	return nil
+}
+
+// rebuild rebuilds both indexes of a sealed segment from a scan of f, its
+// open file, after why (an error reading or decoding one of them), and
+// rewrites their files.
+func (c *segCache) rebuild(seg *segment, f file, why error) ([]indexEntry, []timeEntry, error) {
+	if !errors.Is(why, errIndex) && !errors.Is(why, errTimeIndex) && !errors.Is(why, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("logstore: load index of %s: %w", seg.path, why)
 	}
-	if !errors.Is(err, errIndex) && !errors.Is(err, errTimeIndex) && !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, nil, fmt.Errorf("logstore: load index of %s: %w", seg.path, err)
-	}
-	c.log.Warn("rebuilding indexes", "file", seg.path, "err", err)
+	c.log.Warn("rebuilding indexes", "file", seg.path, "err", why)
+	size := seg.size.Load()
 	tmp := newSegment(seg.base, seg.path, f, size)
 	res := scanSegment(f, fileHeaderSize, seg.base, size, func(pos int64, h *batch.Header) {
 		tmp.noteBatch(pos, h, c.interval)
 	})
 	if res.ioErr != nil {
-		return nil, nil, nil, fmt.Errorf("logstore: read %s: %w", seg.path, res.ioErr)
+		return nil, nil, fmt.Errorf("logstore: read %s: %w", seg.path, res.ioErr)
 	}
 	if res.damage != nil {
-		return nil, nil, nil, &CorruptionError{Path: seg.path, Offset: res.pos, Err: res.damage}
+		return nil, nil, &CorruptionError{Path: seg.path, Offset: res.pos, Err: res.damage}
 	}
 	tmp.sealTimes()
 	if err := writeIndexFiles(c.fsys, seg.path, seg.base, tmp.entries, tmp.times); err != nil {
 		c.log.Warn("cannot rewrite indexes", "file", seg.path, "err", err)
 	}
-	return f, tmp.entries, tmp.times, nil
+	return tmp.entries, tmp.times, nil
 }
 
 // writeIndexFiles replaces the offset and time index files of the segment

@@ -149,8 +149,9 @@
 //
 // Every segment, open or not, has O(1) metadata in memory: base offset,
 // size, the offset after its last batch, first and last append time
-// (about 200 bytes). A sealed segment's file and indexes are opened only
-// when a reader needs them, through a cache shared by the Store that
+// (about 200 bytes). A sealed segment's file and offset index are opened
+// only when a reader needs them (its time index only for a lookup by
+// time), through a cache shared by the Store that
 // keeps at most Options.MaxOpenSegments (default 128) sealed segments
 // open and closes the least recently used. Each reader holds a reference
 // while it reads (Read, Scan, OffsetForTime) or until it releases a Slice

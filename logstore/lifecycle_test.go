@@ -210,8 +210,11 @@ func TestOffsetForTime(t *testing.T) {
 	}
 }
 
-// retentionStore makes a partition of several sealed segments whose last
-// append times are one hour apart, one per segment, and returns them.
+// retentionStore makes a partition of six segments, rolled by age
+// (opts.SegmentMaxAge must be 1h), whose batches were appended at the
+// start and 1h, ..., 5h later, and returns them. The clock is left at 5h:
+// the active segment is not old enough for the Store's goroutine to roll.
+// Tests pass later times to EnforceRetention rather than move the clock.
 func retentionStore(t *testing.T, opts Options, clk *manualClock) (*Store, *Partition, [][]stored) {
 	t.Helper()
 	opts.Now = clk.Now
@@ -219,12 +222,14 @@ func retentionStore(t *testing.T, opts Options, clk *manualClock) (*Store, *Part
 	p := partitionT(t, s, testTopic, 3)
 	var segs [][]stored
 	for i := range 6 {
+		if i > 0 {
+			clk.Add(time.Hour)
+		}
 		var batches []stored
 		for j := range 3 {
 			batches = append(batches, appendBatch(t, p, makeBatch(t, testTopic, i*10+j, 2, 100)))
 		}
 		segs = append(segs, batches)
-		clk.Add(time.Hour)
 		if n := p.Info().Segments; n != i+1 {
 			t.Fatalf("%d segments, want %d", n, i+1)
 		}
@@ -239,9 +244,9 @@ func TestRetentionByAge(t *testing.T) {
 	opts.Logger, opts.SegmentMaxAge, opts.RetentionAge = logs.logger(), time.Hour, 3*time.Hour
 	s, p, segs := retentionStore(t, opts, clk)
 	defer closeT(t, s)
-	// Now: 6h after the start. Segments 0..5 were last appended at
-	// ~0h..5h; 5 is active. Older than 3h: 0, 1 and 2 (at 2h+, cutoff 3h).
-	if err := s.EnforceRetention(clk.Now()); err != nil {
+	// Segments 0..5 were last appended at 0h..5h; 5 is active. At 6h,
+	// older than 3h: 0, 1 and 2.
+	if err := s.EnforceRetention(clk.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := p.Start(), segs[3][0].base; got != want {
@@ -264,8 +269,7 @@ func TestRetentionByAge(t *testing.T) {
 		t.Fatalf("Read of a deleted offset: %v", err)
 	}
 	// Never the active segment, however old.
-	clk.Add(1000 * time.Hour)
-	if err := s.EnforceRetention(clk.Now()); err != nil {
+	if err := s.EnforceRetention(clk.Now().Add(1000 * time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if got := p.Info(); got.Segments != 1 || got.Start != segs[5][0].base || got.End != segs[5][2].next() {
@@ -376,7 +380,7 @@ func TestRetentionWithReaders(t *testing.T) {
 		})
 	}()
 	<-inScan
-	if err := s.EnforceRetention(clk.Now()); err != nil {
+	if err := s.EnforceRetention(clk.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if p.Start() != segs[5][0].base {

@@ -139,8 +139,8 @@ func (p *Partition) active() *segment { return p.segs[len(p.segs)-1] }
 
 // CheckFunc decides, under the partition's write lock (so serialized with
 // every append), whether a batch is written. The aggregator's dedup uses it.
-// It must not call the partition's Append, WaitDurable or Close: they need
-// that lock.
+// It must not call the partition's Append, WaitDurable, Sources or Close:
+// they need that lock.
 type CheckFunc func(h *batch.Header) (write bool, err error)
 
 // Appended is the result of Append.
@@ -158,10 +158,9 @@ type Appended struct {
 // SegmentBytes or when its first batch is SegmentMaxAge old, writes b and
 // updates the indexes. The append time is the clock's, or the previous
 // batch's when the clock went back (doc.go, "Time index file"). It does
-// not wait for
-// durability: that is WaitDurable, so a server can pipeline appends and
-// acks. If check returns an error, nothing is written and the error is
-// returned as is.
+// not wait for durability: that is WaitDurable, so a server can pipeline
+// appends and acks. If check returns an error, nothing is written and the
+// error is returned as is.
 func (p *Partition) Append(b []byte, h *batch.Header, check CheckFunc) (Appended, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -232,8 +231,7 @@ func (p *Partition) roll() error {
 		return p.fail(fmt.Errorf("sync %s: %w", old.path, err))
 	}
 	p.markSynced(endPoint{off: p.next, seg: old, pos: size})
-	old.sealTimes()
-	if err := p.writeIndex(old); err != nil {
+	if err := p.writeIndex(old); err != nil { // with the sealed segment's last time entry
 		// The log itself is fine: refuse this append, retry the roll on the next.
 		return fmt.Errorf("logstore: roll %s: %w", old.path, err)
 	}
@@ -371,8 +369,9 @@ func (p *Partition) Wait(ctx context.Context, offset int64) error {
 }
 
 // Scan calls fn with the header of every stored batch below End, in order,
-// and stops at the first error fn returns. The aggregator rebuilds its
-// dedup state from it. fn runs without any lock held, so it may call the
+// and stops at the first error fn returns: it reads every segment, so it is
+// for tools (the aggregator rebuilds its dedup state from Sources, which
+// reads nothing). fn runs without any lock held, so it may call the
 // partition; batches appended during the scan are not included.
 func (p *Partition) Scan(fn func(h *batch.Header) error) error {
 	// End first: every segment up to end.seg is then in the list.

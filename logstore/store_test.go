@@ -48,6 +48,9 @@ func TestOptionsValidate(t *testing.T) {
 		{"small segment", Options{SegmentBytes: 100}, []string{"SegmentBytes 100"}},
 		{"every problem", Options{SegmentBytes: 1 << 40, IndexIntervalBytes: -1, Fsync: 7, FsyncInterval: -1},
 			[]string{"SegmentBytes", "IndexIntervalBytes -1", "Fsync policy 7", "FsyncInterval -1ns"}},
+		{"segment lifecycle", Options{SegmentMaxAge: -1, MaxOpenSegments: -1, RetentionBytes: -1, RetentionCheckInterval: -1},
+			[]string{"SegmentMaxAge -1ns", "MaxOpenSegments -1", "RetentionBytes -1", "RetentionCheckInterval -1ns"}},
+		{"retention age negative: never", Options{RetentionAge: -1}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.opts.Validate()

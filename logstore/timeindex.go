@@ -239,6 +239,9 @@ func (p *Partition) OffsetForTime(t time.Time) (int64, error) {
 		return 0, err
 	}
 	defer p.cache.release(seg)
+	if err := p.cache.loadTimes(seg); err != nil {
+		return 0, err
+	}
 	limit := seg.size.Load()
 	if seg == end.seg {
 		limit = end.pos
