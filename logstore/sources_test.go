@@ -380,3 +380,49 @@ func TestSnapshotsKept(t *testing.T) {
 		t.Fatalf("snapshots %v, want [%d %d]", got, start, end)
 	}
 }
+
+// TestSnapshotWriteFails: a snapshot that cannot be written is logged and
+// costs nothing else: appends and rolls go on, and the next Open rebuilds
+// the same table from the log.
+func TestSnapshotWriteFails(t *testing.T) {
+	mem := newMemFS()
+	hfs := &hookFS{fileSystem: mem}
+	hfs.setOnWrite(func(name string) error {
+		if strings.HasSuffix(name, snapshotSuffix+tmpSuffix) {
+			return errors.New("injected: disk full")
+		}
+		return nil
+	})
+	var logs logBuf
+	opts := testOpts(2048)
+	opts.Logger = logs.logger()
+	s := openFS(t, "/store", opts, hfs)
+	p := partitionT(t, s, testTopic, 3)
+	want := sourceLoad(t, p, nil, 0, 40, 300)
+	srcs := p.Sources()
+	closeT(t, s)
+	if n := strings.Count(logs.String(), "cannot write source snapshot"); n < 3 {
+		t.Fatalf("%d failures logged: %s", n, logs.String())
+	}
+	if snaps := snapshotFiles(t, mem, "/store/"+testTopic+"-3"); len(snaps) != 0 {
+		t.Fatalf("snapshots %v", snaps)
+	}
+	s = openFS(t, "/store", testOpts(2048), mem)
+	defer closeT(t, s)
+	p = s.Lookup(testTopic, 3)
+	checkSources(t, p, srcs)
+	checkLog(t, p, want)
+}
+
+func TestRecoveryOptions(t *testing.T) {
+	err := Options{CheckpointInterval: -1, SourceStateTTL: -time.Hour}.Validate()
+	for _, w := range []string{"CheckpointInterval -1ns", "SourceStateTTL -1h0m0s"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Validate: %v; want it to say %q", err, w)
+		}
+	}
+	o := Options{}.withDefaults()
+	if o.CheckpointInterval != DefaultCheckpointInterval || o.SourceStateTTL != DefaultSourceStateTTL {
+		t.Fatalf("defaults %v %v", o.CheckpointInterval, o.SourceStateTTL)
+	}
+}
