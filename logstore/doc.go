@@ -250,8 +250,9 @@
 // made durable: it moves with every fsync of the partition (group commit,
 // the interval flusher, a roll, Close) and into a new segment once a roll
 // has created it (header and directory entry fsynced). The clean mark adds:
-// S is the last segment, P its size, its index files are current, and the
-// snapshot at N is written.
+// S is the last segment, P its size and its index files are current (and
+// the snapshot at N is written, unless that failed and was logged: Open
+// then falls back as for a damaged snapshot).
 //
 // # Source state
 //
