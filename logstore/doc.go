@@ -340,12 +340,16 @@
 // recovery point, every sealed segment is verified and the last scanned.
 // The checks:
 //
-//   - A trusted sealed segment: its offset index must decode (header and
-//     entry CRCs, strictly increasing entries inside the file) and a walk
-//     from its last entry, reading only the first 35 bytes of each batch
-//     (prefix with its header CRC, and the record count), must reach the
-//     exact end of the file with contiguous offsets that end at the next
-//     segment's base offset. Otherwise (logged at WARN) it is verified.
+//   - A trusted sealed segment: its offset index header and last entry must
+//     check (CRCs, a whole number of entries, the last one inside the
+//     file), and a walk from that entry, reading only the first 35 bytes of
+//     each batch (prefix with its header CRC, and the record count), must
+//     reach the exact end of the file with contiguous offsets that end at
+//     the next segment's base offset. Otherwise (logged at WARN) it is
+//     verified. The other index entries are checked (CRCs, order) when a
+//     reader first needs the index; one that fails is rebuilt then (see
+//     "Segment lifecycle"). So Open reads no more of a trusted segment
+//     however large it is.
 //   - A verified sealed segment: the same, but the walk reads whole batches
 //     and checks both CRCs. A missing or bad index, or a walk that fails,
 //     rebuilds the index from a scan of that segment (WARN "rebuilding
@@ -383,14 +387,16 @@
 //	segment header                            torn at creation: .broken, WARN; else *CorruptionError(file, 0)
 //	sealed segment                            *CorruptionError(file, byte) from Open, when a check reads
 //	                                          it; else from the Read or Scan that reaches it
-//	offset index (missing, damaged, wrong)    rebuilt from a scan of its segment, rewritten, WARN
+//	offset index (missing, damaged, wrong)    rebuilt from a scan of its segment (at Open, or when a
+//	                                          reader first loads it), rewritten, WARN
 //	time index                                rebuilt, WARN (see "Time index file")
 //	snapshot                                  removed, WARN; older snapshot or full rebuild of the table
 //	checkpoint                                ignored, WARN: every partition recovered as without one
 //	*.tmp                                     removed
 //
-// So a restart after a clean shutdown reads the segment headers, the index
-// files, a few batch prefixes per segment and one snapshot per partition;
+// So a restart after a clean shutdown reads per segment its header, its
+// index's header and last entry, its time index and a few batch prefixes,
+// and one snapshot per partition;
 // after an unclean one, that and the segments from the recovery point on,
 // normally just the last: never every segment (KAFKA-5829). The price:
 // damage to the body of a batch in a trusted segment is not found by

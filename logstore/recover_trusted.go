@@ -11,12 +11,14 @@ import (
 
 // Recovery of what a checkpoint vouches for (doc.go, "Recovery"): sealed
 // segments before the recovery point, and, after a clean shutdown, the
-// last segment too. Nothing here reads a batch body: a trusted segment's
-// index must decode (header and entry CRCs), and a walk over the batch
-// prefixes from its last index entry must reach the exact end of the file
-// with contiguous offsets. Anything else falls back to the checks of a
-// segment that nothing vouches for. Recovery runs before the partition is
-// shared, so it needs no locks.
+// last segment too. Nothing here reads a batch body, nor anything whose
+// size grows with the segment: a trusted sealed segment's index header and
+// last entry must check (the other entries are checked by the segment
+// cache when a reader first loads the index, which rebuilds it if they do
+// not), and a walk over the batch prefixes from that entry must reach the
+// exact end of the file with contiguous offsets. Anything else falls back
+// to the checks of a segment that nothing vouches for. Recovery runs
+// before the partition is shared, so it needs no locks.
 
 // walkReadSize is how much of a batch a prefix walk reads: the prefix
 // (checked by its header CRC) and the fields through the record count
@@ -94,17 +96,72 @@ func (p *Partition) readTrustedIndex(seg *segment) ([]indexEntry, walkResult, er
 	return entries, w, nil
 }
 
+// readIndexTail reads the header and the last entry of seg's offset
+// index and checks them: CRCs, a whole number of entries, and a last entry
+// that points inside the segment. It returns the entries to walk from:
+// none, or the last one.
+func (p *Partition) readIndexTail(seg *segment) ([]indexEntry, error) {
+	path := indexPathOf(seg.path)
+	f, err := p.fsys.OpenRW(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	if size < fileHeaderSize || (size-fileHeaderSize)%indexEntrySize != 0 {
+		return nil, fmt.Errorf("%w: %s is %d bytes", errIndex, path, size)
+	}
+	buf := make([]byte, fileHeaderSize)
+	if err := readFullAt(f, buf, 0); err != nil {
+		return nil, err
+	}
+	if err := checkFileHeader(buf, indexMagic, indexVersion, seg.base); err != nil {
+		return nil, fmt.Errorf("%w: %w", errIndex, err)
+	}
+	if size == fileHeaderSize {
+		return nil, nil
+	}
+	if err := readFullAt(f, buf[:indexEntrySize], size-indexEntrySize); err != nil {
+		return nil, err
+	}
+	e, err := decodeIndexEntry(buf)
+	if err != nil {
+		return nil, err
+	}
+	if e.rel == 0 || e.pos <= fileHeaderSize || int64(e.pos)+batch.PrefixSize > seg.size.Load() {
+		return nil, fmt.Errorf("%w: last entry (%d at %d) in a segment of %d bytes", errIndex, e.rel, e.pos, seg.size.Load())
+	}
+	return []indexEntry{e}, nil
+}
+
 // verifyTrusted checks a sealed segment before the recovery point, which
-// must end at offset nextBase, without reading any batch body. When the
+// must end at offset nextBase, reading neither a batch body nor the whole
+// index. On success seg.entries holds only the index's last entry, for the
+// time index check that follows (loadSealedTimes walks from it); recovery
+// then drops it with the file (closeUnshared), and the cache loads the
+// whole index, checking every entry, when a reader needs it. When the
 // check fails, the segment gets the full checks of verifySealed (which
 // rebuild its index, or report damage as a *CorruptionError).
 func (p *Partition) verifyTrusted(seg *segment, nextBase int64) error {
-	entries, w, err := p.readTrustedIndex(seg)
-	if err == nil && w.next != nextBase {
-		err = fmt.Errorf("%w: segment ends at offset %d, the next one starts at %d", errIndex, w.next, nextBase)
+	last, err := p.readIndexTail(seg)
+	if err == nil {
+		pos, next := int64(fileHeaderSize), seg.base
+		if len(last) > 0 {
+			pos, next = int64(last[0].pos), seg.base+int64(last[0].rel)
+		}
+		w := walkPrefixes(seg.f, pos, next, seg.size.Load())
+		switch {
+		case w.err != nil:
+			err = fmt.Errorf("%w: walk from the last entry: %w", errIndex, w.err)
+		case w.next != nextBase:
+			err = fmt.Errorf("%w: segment ends at offset %d, the next one starts at %d", errIndex, w.next, nextBase)
+		}
 	}
 	if err == nil {
-		seg.entries = entries
+		seg.entries = last
 		return nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
