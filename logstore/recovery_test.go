@@ -585,3 +585,41 @@ func TestCleanOpenContinuesIndex(t *testing.T) {
 		t.Fatalf("index after a clean open and appends (%d bytes) differs from a scan's (%d bytes)", len(continued), len(scanned))
 	}
 }
+
+// TestCleanOpenEmptyLast: a clean shutdown with an empty last segment (a
+// new partition; a roll by age with nothing after it) opens without a
+// scan or a warning, and appends go on.
+func TestCleanOpenEmptyLast(t *testing.T) {
+	clk := newClock()
+	opts := testOpts(1 << 20)
+	opts.Now, opts.SegmentMaxAge = clk.Now, time.Hour
+	fs := newMemFS()
+	s := openFS(t, "/store", opts, fs)
+	partitionT(t, s, testTopic, 1) // never written
+	p := partitionT(t, s, testTopic, 3)
+	want := appendMany(t, p, 0, 5)
+	clk.Add(2 * time.Hour)
+	if err := p.rollIfOld(clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.segs); n != 2 {
+		t.Fatalf("%d segments", n)
+	}
+	srcs := p.Sources()
+	closeT(t, s)
+	var logs logBuf
+	opts.Logger = logs.logger()
+	s = openFS(t, "/store", opts, fs)
+	defer closeT(t, s)
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Fatalf("warnings: %s", logs.String())
+	}
+	p = s.Lookup(testTopic, 3)
+	checkSources(t, p, srcs)
+	checkLog(t, p, want)
+	want = append(want, appendBatch(t, p, makeBatch(t, testTopic, 9, 2, 10)))
+	checkLog(t, p, want)
+	q := s.Lookup(testTopic, 1)
+	checkLog(t, q, nil)
+	checkLog(t, q, []stored{appendBatch(t, q, makeBatch(t, testTopic, 1, 1, 10))})
+}
