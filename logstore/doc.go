@@ -94,13 +94,15 @@
 //	     8     4  relative offset   base offset of the batch - segment base offset
 //	    12     4  entry CRC         CRC32C of bytes [0, 12) of the entry
 //
-// An entry says: the batch at this relative offset is the first of the
-// segment appended at this time or later. The first entry is the first
-// batch (relative offset 0); then one is added with each offset index
-// entry whose batch's append time is greater than the last entry's; a
-// sealed segment's last entry holds its last batch's append time (added
-// when it is sealed, unless the entry before has that time). Both fields
-// increase strictly.
+// An entry says: the batch at this relative offset was appended at this
+// time (so, append times being monotonic, every batch before it at or
+// before it, every batch after it at or after it). The first entry is the
+// first batch (relative offset 0); then one is added with each offset
+// index entry whose batch's append time is greater than the last entry's;
+// a sealed segment's last entry is its last batch (added when it is
+// sealed, unless the entry before has that time). Both fields increase
+// strictly. The first batch at or after time t lies after the last entry
+// before t and at or before the first entry at or after it.
 //
 // Append times are the aggregator's clock when it appends (batch.Stamp),
 // clamped so they never go back within a partition: a batch gets
@@ -148,12 +150,12 @@
 //     is sealed too and can expire.
 //
 // Every segment, open or not, has O(1) metadata in memory: base offset,
-// size, the offset after its last batch, first and last append time
-// (about 200 bytes). A sealed segment's file and offset index are opened
+// size, the offset after its last batch, first and last append time (a
+// few hundred bytes). A sealed segment's file and offset index are opened
 // only when a reader needs them (its time index only for a lookup by
-// time), through a cache shared by the Store that
-// keeps at most Options.MaxOpenSegments (default 128) sealed segments
-// open and closes the least recently used. Each reader holds a reference
+// time), through a cache shared by the Store that keeps at most
+// Options.MaxOpenSegments (default 128) sealed segments open and closes
+// the least recently used. Each reader holds a reference
 // while it reads (Read, Scan, OffsetForTime) or until it releases a Slice
 // (ReadSlice); an evicted segment still referenced stays open until the
 // last release. So open files are one per partition plus

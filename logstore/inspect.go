@@ -88,10 +88,13 @@ func segmentBases(dir string) ([]int64, error) {
 
 // Verify checks every segment of every partition of the store at dir:
 // segment headers, every batch (both CRCs, and base offsets contiguous
-// within and across segments) and every entry of every offset index (its
+// within and across segments), every entry of every offset index (its
 // CRC, and that it points at a batch boundary holding the offset it
-// names). Each problem goes to report; the error is only for a failure to
-// read the directory.
+// names) and of every time index (its CRC, and that it names a batch
+// appended at its time; a sealed segment's must end with its last batch's
+// append time). Both kinds of index count in
+// VerifySummary.Indexes. Each problem goes to report; the error is only
+// for a failure to read the directory.
 func Verify(dir string, report func(Problem)) (VerifySummary, error) {
 	var sum VerifySummary
 	parts, err := ListPartitions(dir)
@@ -151,8 +154,10 @@ func verifySegment(path string, base int64, last bool, sum *VerifySummary, repor
 		return base, nil
 	}
 	boundaries := map[int64]int64{} // byte position -> base offset of the batch there
+	var times []timeEntry           // every batch: append time, relative offset
 	res := scanSegment(f, fileHeaderSize, base, st.Size(), func(pos int64, h *batch.Header) {
 		boundaries[pos] = h.BaseOffset
+		times = append(times, timeEntry{t: h.AppendTime, rel: uint32(h.BaseOffset - base)})
 		sum.Batches++
 		sum.Records += int64(h.Count)
 		sum.Bytes += int64(h.Size)
@@ -164,7 +169,53 @@ func verifySegment(path string, base int64, last bool, sum *VerifySummary, repor
 		report(Problem{path, res.pos, res.damage})
 	}
 	verifyIndex(indexPathOf(path), base, st.Size(), res.pos, last, boundaries, sum, report)
+	verifyTimeIndex(timeIndexPathOf(path), base, last, res.damage == nil, times, sum, report)
 	return res.next, nil
+}
+
+// verifyTimeIndex checks a time index against the append times of the
+// batches of its segment (whole: good says whether the scan reached the
+// end), which must not go back. Like the offset index, the active
+// segment's may be absent, and stale: only its entries are checked.
+func verifyTimeIndex(path string, base int64, last, good bool, batches []timeEntry, sum *VerifySummary, report func(Problem)) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if !last {
+			report(Problem{path, -1, errors.New("missing (the next open rebuilds it)")})
+		}
+		return
+	}
+	if err != nil {
+		report(Problem{path, -1, err})
+		return
+	}
+	sum.Indexes++
+	entries, err := decodeTimeIndex(data, base)
+	if err != nil {
+		report(Problem{path, -1, err})
+		return
+	}
+	for i := 1; i < len(batches); i++ {
+		if batches[i].t < batches[i-1].t {
+			report(Problem{path, -1, fmt.Errorf("append times go back at offset %d: %d after %d; lookups by time may miss", base+int64(batches[i].rel), batches[i].t, batches[i-1].t)})
+			return
+		}
+	}
+	for i, e := range entries {
+		at := int64(fileHeaderSize + i*timeEntrySize)
+		k := sort.Search(len(batches), func(j int) bool { return batches[j].rel >= e.rel })
+		switch {
+		case k == len(batches) && !good:
+			return // past the damage, reported already
+		case k == len(batches) || batches[k].rel != e.rel:
+			report(Problem{path, at, fmt.Errorf("entry %d names offset %d, where no batch starts", i, base+int64(e.rel))})
+		case batches[k].t != e.t:
+			report(Problem{path, at, fmt.Errorf("entry %d says %d, the batch at offset %d was appended at %d", i, e.t, base+int64(e.rel), batches[k].t)})
+		}
+	}
+	if n := len(batches); !last && good && n > 0 && (len(entries) == 0 || entries[len(entries)-1].t != batches[n-1].t) {
+		report(Problem{path, -1, fmt.Errorf("does not end with the last batch's append time %d", batches[n-1].t)})
+	}
 }
 
 // verifyIndex checks an offset index against the batch boundaries of its

@@ -38,7 +38,7 @@ func TestVerifyClean(t *testing.T) {
 	if len(probs) != 0 {
 		t.Fatalf("problems in a clean store: %v", probs)
 	}
-	if sum.Partitions != 1 || sum.Batches != int64(len(want)) || sum.Records != want[len(want)-1].next() || sum.Indexes != sum.Segments {
+	if sum.Partitions != 1 || sum.Batches != int64(len(want)) || sum.Records != want[len(want)-1].next() || sum.Indexes != 2*sum.Segments {
 		t.Fatalf("summary %+v", sum)
 	}
 }
@@ -92,6 +92,61 @@ func TestVerifyIndex(t *testing.T) {
 	if len(probs) != 1 || !strings.Contains(probs[0].String(), "missing") {
 		t.Fatalf("problems %v", probs)
 	}
+}
+
+func TestVerifyTimeIndex(t *testing.T) {
+	src, _, _, segs := timedSegments(t)
+	tidx := timeIndexPathOf(segs[0])
+	orig, err := os.ReadFile(tidx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := decodeTimeIndex(orig, 0)
+	if err != nil || len(entries) < 3 {
+		t.Fatalf("setup: %d entries, %v", len(entries), err)
+	}
+	if probs, _ := verifyProblems(t, src); len(probs) != 0 {
+		t.Fatalf("problems in a clean store: %v", probs)
+	}
+	for _, tc := range []struct {
+		name    string
+		entries []timeEntry
+		want    string
+	}{
+		{"offset off", slicesMap(entries, func(e timeEntry) timeEntry {
+			if e.rel == entries[1].rel && e.rel+1 < entries[2].rel {
+				e.rel++
+			}
+			return e
+		}), "where no batch starts"},
+		{"time off", slicesMap(entries, func(e timeEntry) timeEntry {
+			if e.rel == 0 {
+				e.t--
+			}
+			return e
+		}), "was appended at"},
+		{"last dropped", entries[:len(entries)-1], "last batch's append time"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyDir(t, src)
+			path := rebase(tidx, src, dir)
+			if err := os.WriteFile(path, encodeTimeIndex(0, tc.entries), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			probs, _ := verifyProblems(t, dir)
+			if len(probs) != 1 || probs[0].Path != path || !strings.Contains(probs[0].Err.Error(), tc.want) {
+				t.Fatalf("problems %v, want one about %s saying %q", probs, path, tc.want)
+			}
+		})
+	}
+	t.Run("flipped", func(t *testing.T) {
+		dir := copyDir(t, src)
+		path := rebase(tidx, src, dir)
+		flipByte(t, path, int64(len(orig)-3))
+		if probs, _ := verifyProblems(t, dir); len(probs) != 1 || !errors.Is(probs[0].Err, errTimeIndex) {
+			t.Fatalf("problems %v", probs)
+		}
+	})
 }
 
 func TestDump(t *testing.T) {
