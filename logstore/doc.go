@@ -122,15 +122,18 @@
 // returns End.
 //
 // Recovery: Open checks a sealed segment's time index after its offset
-// index: header (with the entry count) and entry CRCs, order, a first
-// entry equal to the first batch's append time and a last equal to the
-// last batch's (found by the same walk from the last offset index entry,
-// reading batch prefixes only). Anything wrong, or a missing file,
-// rebuilds both index files from a scan of the segment (WARN "rebuilding
-// time index"); damage that scan finds is a *CorruptionError. The active
-// segment's time index is rebuilt in memory by the scan of the last
-// segment. An index file damaged after Open is rebuilt when the cache
-// next loads its segment (WARN "rebuilding indexes").
+// index, reading only its header and its first and last entries whatever
+// its size: the header CRC, a size that matches the entry count, the two
+// entries' CRCs and order, a first entry equal to the first batch's append
+// time and a last equal to the last batch's (found by the same walk from
+// the last offset index entry, reading batch prefixes only). Anything
+// wrong, or a missing file, rebuilds both index files from a scan of the
+// segment (WARN "rebuilding time index"); damage that scan finds is a
+// *CorruptionError. Every entry is checked (CRC, order) when the segment
+// cache first loads the index for a lookup by time, which rebuilds both
+// files then if one fails (WARN "rebuilding indexes"); so does an offset
+// index that fails when the cache loads it. The active segment's time
+// index is rebuilt in memory by the scan of the last segment.
 //
 // # Segment lifecycle
 //

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"time"
@@ -102,38 +103,86 @@ func (s *segment) batchPrefix(pos int64, prefix *[batch.PrefixSize]byte) (size i
 }
 
 // loadSealedTimes sets the time metadata of a sealed segment found at
-// open, which ends at offset nextBase and whose file and offset index are
-// loaded (recovery calls it right after verifySealed). When verifySealed
-// rebuilt the indexes, the metadata is already set. Otherwise the time
-// index file is read and checked against the segment: its first entry
-// must be the first batch's append time and its last the last batch's
-// (found by a walk from the last offset index entry, reading only batch
-// prefixes); if anything is wrong it is rebuilt from a scan of the segment.
+// open, which ends at offset nextBase and whose file is open (recovery
+// calls it right after verifySealed or verifyTrusted). When verifySealed
+// rebuilt the indexes, the metadata is already set. Otherwise it reads
+// only the time index's header and its first and last entries, whatever
+// the segment's size, and checks them against the segment: the first must
+// be the first batch's append time, the last the last batch's (found by a
+// walk over batch prefixes from the last offset index entry in
+// seg.entries). The other entries are checked when the segment cache
+// loads the index for a lookup (and rebuilt then if they fail). If
+// anything is wrong here, both indexes are rebuilt from a scan of the
+// segment.
 func (p *Partition) loadSealedTimes(seg *segment, nextBase int64) error {
 	seg.next.Store(nextBase)
 	if !seg.empty() {
 		return nil // rebuilt by verifySealed, time index file included
 	}
 	tpath := timeIndexPathOf(seg.path)
-	data, err := p.fsys.ReadFile(tpath)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	times, err := p.readTimeIndexEnds(tpath, seg.base)
+	if err == nil {
+		err = seg.checkTimes(times)
+	}
+	if err == nil {
+		seg.firstTime.Store(times[0].t)
+		seg.lastTime.Store(times[len(times)-1].t)
+		return nil
+	}
+	if !errors.Is(err, errTimeIndex) && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, io.ErrUnexpectedEOF) {
 		return err
 	}
-	why := "missing"
-	if err == nil {
-		times, err := decodeTimeIndex(data, seg.base)
-		if err == nil {
-			err = seg.checkTimes(times)
-		}
-		if err == nil {
-			seg.firstTime.Store(times[0].t)
-			seg.lastTime.Store(times[len(times)-1].t)
-			return nil
-		}
-		why = err.Error()
-	}
-	p.log.Warn("rebuilding time index", "file", tpath, "err", why)
+	p.log.Warn("rebuilding time index", "file", tpath, "err", err)
 	return p.rebuildIndexes(seg, false)
+}
+
+// readTimeIndexEnds reads the header and the first and last entries of
+// the time index at path, checking the header (and that the file holds
+// exactly the entries it counts), the entries' CRCs and their order. It
+// returns those entries: one or two.
+func (p *Partition) readTimeIndexEnds(path string, base int64) ([]timeEntry, error) {
+	f, err := p.fsys.OpenRW(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	hdr := make([]byte, fileHeaderSize)
+	if size < fileHeaderSize {
+		return nil, fmt.Errorf("%w: %w: %d bytes", errTimeIndex, errShortHeader, size)
+	}
+	if err := readFullAt(f, hdr, 0); err != nil {
+		return nil, err
+	}
+	if err := checkFileHeader(hdr, timeIndexMagic, timeIndexVersion, base); err != nil {
+		return nil, fmt.Errorf("%w: %w", errTimeIndex, err)
+	}
+	count := int64(binary.BigEndian.Uint32(hdr[hdrOffCount:]))
+	if size != fileHeaderSize+count*timeEntrySize || count == 0 {
+		return nil, fmt.Errorf("%w: %d bytes, the header says %d entries", errTimeIndex, size, count)
+	}
+	var out []timeEntry
+	for _, at := range []int64{fileHeaderSize, size - timeEntrySize} {
+		b := make([]byte, timeEntrySize)
+		if err := readFullAt(f, b, at); err != nil {
+			return nil, err
+		}
+		e, err := decodeTimeEntry(b)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+		if count == 1 {
+			break
+		}
+	}
+	if out[0].rel != 0 || (len(out) == 2 && (out[1].t <= out[0].t || out[1].rel <= out[0].rel)) {
+		return nil, fmt.Errorf("%w: first entry (%d at %d), last (%d at %d)", errTimeIndex, out[0].t, out[0].rel, out[len(out)-1].t, out[len(out)-1].rel)
+	}
+	return out, nil
 }
 
 // checkTimes checks a decoded time index against the segment's batches.
