@@ -34,6 +34,9 @@ func (p Problem) String() string {
 
 // VerifySummary counts what Verify checked.
 type VerifySummary struct {
+	// StateFiles counts the checkpoint and source snapshots checked.
+	StateFiles int64
+
 	Partitions, Segments, Indexes, Batches, Records, Bytes int64
 }
 
@@ -93,8 +96,9 @@ func segmentBases(dir string) ([]int64, error) {
 // names) and of every time index (its CRC, and that it names a batch
 // appended at its time; a sealed segment's must end with its last batch's
 // append time). Both kinds of index count in
-// VerifySummary.Indexes. Each problem goes to report; the error is only
-// for a failure to read the directory.
+// VerifySummary.Indexes. It also checks the CRC and layout of the
+// CHECKPOINT file and of every source snapshot. Each problem goes to
+// report; the error is only for a failure to read the directory.
 func Verify(dir string, report func(Problem)) (VerifySummary, error) {
 	var sum VerifySummary
 	parts, err := ListPartitions(dir)
@@ -106,8 +110,52 @@ func Verify(dir string, report func(Problem)) (VerifySummary, error) {
 		if err := verifyPartition(pd, &sum, report); err != nil {
 			return sum, err
 		}
+		if err := verifySnapshots(pd.Path, &sum, report); err != nil {
+			return sum, err
+		}
 	}
+	verifyCheckpoint(filepath.Join(dir, checkpointName), &sum, report)
 	return sum, nil
+}
+
+// verifyCheckpoint checks the CHECKPOINT file's CRC and layout, if there
+// is one (a store that never ran long enough has none).
+func verifyCheckpoint(path string, sum *VerifySummary, report func(Problem)) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err == nil {
+		sum.StateFiles++
+		_, err = decodeCheckpoint(data)
+	}
+	if err != nil {
+		report(Problem{path, -1, fmt.Errorf("%w (the next open falls back to verifying every sealed segment)", err)})
+	}
+}
+
+// verifySnapshots checks every source-state snapshot of a partition.
+func verifySnapshots(dir string, sum *VerifySummary, report func(Problem)) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		off, ok := parseSnapshotName(e.Name())
+		if !ok || e.IsDir() {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		data, err := os.ReadFile(path)
+		if err == nil {
+			sum.StateFiles++
+			_, err = decodeSnapshot(data, off)
+		}
+		if err != nil {
+			report(Problem{path, -1, fmt.Errorf("%w (the next open falls back to an older snapshot or a scan)", err)})
+		}
+	}
+	return nil
 }
 
 func verifyPartition(pd PartitionDir, sum *VerifySummary, report func(Problem)) error {

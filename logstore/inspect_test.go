@@ -3,6 +3,7 @@ package logstore
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -179,5 +180,33 @@ func TestDump(t *testing.T) {
 	}
 	if err := Dump(dir, "nope", 0, 0, func(*DumpBatch) error { return nil }); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing partition: %v", err)
+	}
+}
+
+// TestVerifyStateFiles: a damaged snapshot or checkpoint is a problem
+// named by its file.
+func TestVerifyStateFiles(t *testing.T) {
+	dir, _ := inspectStore(t)
+	probs, sum := verifyProblems(t, dir)
+	if len(probs) != 0 || sum.StateFiles < 2 {
+		t.Fatalf("clean store: problems %v, %d state files", probs, sum.StateFiles)
+	}
+	snaps, _ := filepath.Glob(filepath.Join(partDir(dir), "*"+snapshotSuffix))
+	cp := filepath.Join(dir, checkpointName)
+	for _, path := range []string{snaps[len(snaps)-1], cp} {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)/2] ^= 0x04
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		probs, _ := verifyProblems(t, dir)
+		if len(probs) != 1 || probs[0].Path != path {
+			t.Fatalf("after damaging %s: problems %v", path, probs)
+		}
+		data[len(data)/2] ^= 0x04
+		os.WriteFile(path, data, 0o644)
 	}
 }

@@ -21,7 +21,8 @@ write nothing, so they can run beside a live aggregator.
 
 Commands:
   dump    print the batches and records of a topic
-  verify  check every CRC and every index entry; exit 1 naming file and byte on any problem
+  verify  check every CRC, every index entry, the checkpoint and the source
+          snapshots; exit 1 naming file and byte on any problem
 
 Examples:
   logship log dump --data-dir /var/lib/logship/data --topic app --partition 0 --from 1000
@@ -143,8 +144,8 @@ func runLogVerify(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "checked %d partitions, %d segments, %d indexes, %d batches, %d records, %d bytes: %d problems\n",
-		sum.Partitions, sum.Segments, sum.Indexes, sum.Batches, sum.Records, sum.Bytes, n)
+	fmt.Fprintf(stdout, "checked %d partitions, %d segments, %d indexes, %d state files, %d batches, %d records, %d bytes: %d problems\n",
+		sum.Partitions, sum.Segments, sum.Indexes, sum.StateFiles, sum.Batches, sum.Records, sum.Bytes, n)
 	if n > 0 {
 		return exitError{1}
 	}
