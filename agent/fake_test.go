@@ -186,7 +186,14 @@ func (f *fakeAgg) serve(nc net.Conn) {
 			return
 		}
 		f.mu.Lock()
+		if q.failed {
+			// Like the aggregator: after a Failed ack nothing more from
+			// this connection is stored or acked; the agent must close.
+			f.mu.Unlock()
+			continue
+		}
 		ack := f.produce(h.ID, seq, b, dec)
+		q.failed = ack.Status == wire.AckFailed
 		f.frames++
 		drop := f.dropEvery > 0 && f.frames%f.dropEvery == 0
 		if !drop {
@@ -210,6 +217,7 @@ type ackQueue struct {
 	acks    []wire.ProduceAck
 	writing bool
 	dead    bool
+	failed  bool // a Failed ack was queued: ignore the rest of the connection
 }
 
 func (f *fakeAgg) writeAcks(c *wire.Conn, q *ackQueue) {
