@@ -126,6 +126,12 @@ func (p *Partition) enforceRetention(now time.Time) error {
 		p.segs = slices.Clone(p.segs[len(dead):])
 		p.start.Store(p.segs[0].base)
 	}
+	// Mark them gone before readers can run again: a Scan working from
+	// its own copy of the list then skips them (errSegmentGone) instead
+	// of opening a file that is about to be removed.
+	for _, d := range dead {
+		p.cache.forget(d.seg, false)
+	}
 	p.rw.Unlock()
 	p.mu.Unlock()
 	if len(dead) == 0 {
@@ -133,7 +139,6 @@ func (p *Partition) enforceRetention(now time.Time) error {
 	}
 	var errs []error
 	for _, d := range dead {
-		p.cache.forget(d.seg, false)
 		// The indexes go first: a crash in between leaves a segment
 		// without indexes, which Open rebuilds (and the next check
 		// deletes), never indexes without a segment.
