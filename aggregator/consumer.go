@@ -2,7 +2,6 @@ package aggregator
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -153,27 +152,10 @@ func (s *Server) fetch(ctx context.Context, c *wire.Conn, p []byte, log *slog.Lo
 	return writeFetchResult(c, &res, sl)
 }
 
-// writeFetchResult sends a FetchResult frame whose batches are sl: the
-// frame header and the result header through the connection's buffer
-// (flushed, so that what was buffered before goes first), then the slice
-// straight to the socket.
+// writeFetchResult sends a FetchResult frame whose batches are sl, sent
+// from the segment file straight to the socket.
 func writeFetchResult(c *wire.Conn, res *wire.FetchResult, sl *logstore.Slice) error {
-	// The frame layout of package wire: a 4-byte big-endian length of
-	// what follows it (type and payload), the type, the payload.
-	hdr := make([]byte, 5, 5+wire.FetchResultHeaderSize)
-	binary.BigEndian.PutUint32(hdr, uint32(1+wire.FetchResultHeaderSize+sl.Len))
-	hdr[4] = byte(wire.TypeFetchResult)
-	hdr = res.EncodeHeader(hdr)
-	if err := c.Flush(); err != nil {
-		return err
-	}
-	nc := c.NetConn()
-	if _, err := nc.Write(hdr); err != nil {
-		return err
-	}
-	n, err := sl.WriteTo(nc)
-	c.WrittenBytes += int64(len(hdr)) + n
-	return err
+	return c.WriteFrameTo(wire.TypeFetchResult, res.EncodeHeader(nil), sl, sl.Len)
 }
 
 // read is fetch's storage side. A nil Slice with FetchOK means nothing to

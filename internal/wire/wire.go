@@ -207,17 +207,23 @@ func (c *Conn) ReadFrame() (Type, []byte, error) {
 	return t, p, nil
 }
 
+// writeHeader buffers the 5-byte header of a frame whose payload is n bytes.
+func (c *Conn) writeHeader(t Type, n int64) error {
+	var h [5]byte
+	binary.BigEndian.PutUint32(h[:4], uint32(n+1))
+	h[4] = byte(t)
+	_, err := c.w.Write(h[:])
+	return err
+}
+
 // WriteFrame buffers one frame whose payload is the concatenation of parts.
 // Call Flush to send.
 func (c *Conn) WriteFrame(t Type, parts ...[]byte) error {
-	n := 1
+	n := 0
 	for _, p := range parts {
 		n += len(p)
 	}
-	var h [5]byte
-	binary.BigEndian.PutUint32(h[:4], uint32(n))
-	h[4] = byte(t)
-	if _, err := c.w.Write(h[:]); err != nil {
+	if err := c.writeHeader(t, int64(n)); err != nil {
 		return err
 	}
 	for _, p := range parts {
@@ -225,8 +231,31 @@ func (c *Conn) WriteFrame(t Type, parts ...[]byte) error {
 			return err
 		}
 	}
-	c.WrittenBytes += int64(n + 4)
+	c.WrittenBytes += int64(n + 5)
 	return nil
+}
+
+// WriteFrameTo sends one frame whose payload is head followed by the n
+// bytes that body writes: the frame header and head go through the buffer,
+// which is flushed, then body writes straight to the connection (so a
+// body backed by a file can use sendfile). It leaves nothing buffered.
+func (c *Conn) WriteFrameTo(t Type, head []byte, body io.WriterTo, n int64) error {
+	if err := c.writeHeader(t, int64(len(head))+n); err != nil {
+		return err
+	}
+	if _, err := c.w.Write(head); err != nil {
+		return err
+	}
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	c.WrittenBytes += int64(5 + len(head))
+	written, err := body.WriteTo(c.c)
+	c.WrittenBytes += written
+	if err == nil && written != n {
+		err = fmt.Errorf("wire: frame body wrote %d bytes, %d announced", written, n)
+	}
+	return err
 }
 
 // Flush sends buffered frames.
