@@ -165,21 +165,34 @@ type decoder struct {
 }
 
 func (d decoder) table(m map[string]any, rv reflect.Value, prefix string) {
-	fields := map[string]int{}
-	for i := range rv.NumField() {
-		if tag := rv.Type().Field(i).Tag.Get("toml"); tag != "" {
-			fields[tag] = i
-		}
-	}
+	fields := map[string]reflect.Value{}
+	tomlFields(rv, fields)
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		key := joinKey(prefix, k)
-		i, ok := fields[k]
+		fv, ok := fields[k]
 		if !ok {
 			d.c.add(key, fmt.Sprintf("unknown key %q", key))
 			continue
 		}
 		d.c.given[key] = true
-		d.value(m[k], rv.Field(i), key, k)
+		d.value(m[k], fv, key, k)
+	}
+}
+
+// tomlFields maps the toml tags of rv's fields to the fields. The fields
+// of an embedded struct without a tag are the table's own keys: that is
+// how a [[sink]] table holds the keys of every sink type, each type's in
+// its own file.
+func tomlFields(rv reflect.Value, fields map[string]reflect.Value) {
+	for i := range rv.NumField() {
+		f := rv.Type().Field(i)
+		tag := f.Tag.Get("toml")
+		switch {
+		case tag != "":
+			fields[tag] = rv.Field(i)
+		case f.Anonymous && f.Type.Kind() == reflect.Struct:
+			tomlFields(rv.Field(i), fields)
+		}
 	}
 }
 
@@ -199,6 +212,29 @@ func (d decoder) value(v any, fv reflect.Value, key, name string) {
 			return
 		}
 		fv.SetString(s)
+	case reflect.Bool:
+		b, ok := v.(bool)
+		if !ok {
+			d.c.decodeErr(key, fmt.Errorf("want true or false, got %s", describe(v)))
+			return
+		}
+		fv.SetBool(b)
+	case reflect.Float64:
+		switch n := v.(type) {
+		case float64:
+			fv.SetFloat(n)
+		case int64:
+			fv.SetFloat(float64(n))
+		default:
+			d.c.decodeErr(key, fmt.Errorf("want a number, got %s", describe(v)))
+		}
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			d.c.decodeErr(key, fmt.Errorf("want a table ([%s]), got %s", name, describe(v)))
+			return
+		}
+		d.table(m, fv, key)
 	case reflect.Int:
 		n, ok := v.(int64)
 		if !ok || fv.OverflowInt(n) {
@@ -206,6 +242,28 @@ func (d decoder) value(v any, fv reflect.Value, key, name string) {
 			return
 		}
 		fv.SetInt(n)
+	case reflect.Map:
+		// A table of strings, such as Cassandra's replication settings.
+		m, ok := v.(map[string]any)
+		if !ok || fv.Type().Key().Kind() != reflect.String || fv.Type().Elem().Kind() != reflect.String {
+			d.c.decodeErr(key, fmt.Errorf("want a table of strings, got %s", describe(v)))
+			return
+		}
+		out := reflect.MakeMapWithSize(fv.Type(), len(m))
+		for k, e := range m {
+			var es string
+			switch e := e.(type) {
+			case string:
+				es = e
+			case int64:
+				es = fmt.Sprint(e)
+			default:
+				d.c.decodeErr(joinKey(key, k), fmt.Errorf("want a string, got %s", describe(e)))
+				continue
+			}
+			out.SetMapIndex(reflect.ValueOf(k), reflect.ValueOf(es))
+		}
+		fv.Set(out)
 	case reflect.Slice:
 		tables := fv.Type().Elem().Kind() == reflect.Struct
 		av := reflect.ValueOf(v)
