@@ -57,6 +57,8 @@ func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, log *slog.Logg
 			err = s.fetch(ctx, c, p, log)
 		case wire.TypeOffsetCommit:
 			err = s.offsetCommit(c, p, log)
+		case wire.TypeOffsetReset:
+			err = s.offsetReset(c, p, log)
 		case wire.TypeOffsetFetch:
 			err = s.offsetFetch(c, p)
 		default:
@@ -195,16 +197,44 @@ func (s *Server) offsetCommit(c *wire.Conn, p []byte, log *slog.Logger) error {
 		return protocolErr("offset commit: %v", err)
 	}
 	res := wire.OffsetCommitted{Req: m.Req, Status: wire.CommitOK}
-	if err := s.offsets.commit(m.Sink, m.Topic, m.Partition, m.Offset); err != nil {
+	if err := s.offsets.commit(m.Sink, m.Topic, m.Partition, m.Offset, m.Epoch); err != nil {
 		res.Status, res.Message = wire.CommitFailed, err.Error()
-		if errors.Is(err, errInvalidCommit) {
+		switch {
+		case errors.Is(err, errCommitReset):
+			res.Status = wire.CommitReset
+			log.Info("offset commit under an old epoch refused: the sink will follow the reset", "sink", m.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
+		case errors.Is(err, errInvalidCommit):
 			res.Status = wire.CommitInvalid
 			log.Warn("offset commit refused", "sink", m.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
-		} else {
+		default:
 			log.Error("offset commit failed", "sink", m.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
 		}
 	} else {
 		s.stats.offsetCommits.Add(1)
+	}
+	c.NetConn().SetWriteDeadline(s.writeDeadline())
+	return c.WriteFrame(wire.TypeOffsetCommitted, res.Encode(nil))
+}
+
+// offsetReset stores an operator's new offset for a sink under the next
+// epoch. It does not check the offset against the log: the operator's tool
+// resolves times and bounds from the metadata before it asks, and an
+// offset out of range is handled by the sink like any other.
+func (s *Server) offsetReset(c *wire.Conn, p []byte, log *slog.Logger) error {
+	var m wire.OffsetReset
+	if err := m.Decode(p); err != nil {
+		return protocolErr("offset reset: %v", err)
+	}
+	res := wire.OffsetCommitted{Req: m.Req, Status: wire.CommitOK}
+	epoch, err := s.offsets.reset(m.Sink, m.Topic, m.Partition, m.Offset)
+	if err != nil {
+		res.Status, res.Message = wire.CommitFailed, err.Error()
+		if errors.Is(err, errInvalidCommit) {
+			res.Status = wire.CommitInvalid
+		}
+		log.Warn("offset reset failed", "sink", m.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
+	} else {
+		log.Info("offset reset by an operator", "sink", m.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "epoch", epoch)
 	}
 	c.NetConn().SetWriteDeadline(s.writeDeadline())
 	return c.WriteFrame(wire.TypeOffsetCommitted, res.Encode(nil))

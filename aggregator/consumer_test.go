@@ -179,7 +179,7 @@ func TestOffsets(t *testing.T) {
 	check(cc)
 	// The file is a statefile with the documented body.
 	v, body, err := statefile.Read(filepath.Join(dir, "offsets", "hdfs-main.offsets"), "offsets")
-	if err != nil || v != 1 || string(body) != `{"app":{"0":7,"2":150},"web":{"1":3}}` {
+	if err != nil || v != 2 || string(body) != `{"app":{"0":{"offset":7,"epoch":0},"2":{"offset":150,"epoch":0}},"web":{"1":{"offset":3,"epoch":0}}}` {
 		t.Fatalf("v%d %s %v", v, body, err)
 	}
 	// A leftover temporary file is removed at startup.
@@ -206,7 +206,8 @@ func TestOffsetsCorruptFileStopsStartup(t *testing.T) {
 		"crc":       []byte("logship offsets v1 crc32c=00000000 len=2\n{}"),
 		"partition": statefile.Encode("offsets", 1, []byte(`{"app":{"x":1}}`)),
 		"topic":     statefile.Encode("offsets", 1, []byte(`{"a b":{"1":1}}`)),
-		"version":   statefile.Encode("offsets", 2, []byte(`{}`)),
+		"version":   statefile.Encode("offsets", 3, []byte(`{}`)),
+		"negative":  statefile.Encode("offsets", 2, []byte(`{"app":{"1":{"offset":-1,"epoch":0}}}`)),
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err := os.WriteFile(path, data, 0o644); err != nil {
@@ -217,5 +218,62 @@ func TestOffsetsCorruptFileStopsStartup(t *testing.T) {
 				t.Fatalf("got %v", err)
 			}
 		})
+	}
+}
+
+// TestOffsetReset: a reset moves the offset under a new epoch; a commit
+// under the old epoch is refused with CommitReset and changes nothing, and
+// one under the new epoch is stored. Epochs survive a restart.
+func TestOffsetReset(t *testing.T) {
+	dir := t.TempDir()
+	ts := start(t, dir, nil)
+	cc := dialConsumer(t, ts.Addr())
+	if r := cc.commit("s", "app", 0, 100); r.Status != wire.CommitOK {
+		t.Fatalf("%+v", r)
+	}
+	if r := cc.reset("s", "app", 0, 40); r.Status != wire.CommitOK {
+		t.Fatalf("reset: %+v", r)
+	}
+	want := wire.PartitionOffset{Partition: 0, Offset: 40, Epoch: 1}
+	if got := cc.offsets("s", "app"); len(got) != 1 || got[0] != want {
+		t.Fatalf("after reset: %v", got)
+	}
+	if r := cc.commit("s", "app", 0, 120); r.Status != wire.CommitReset || !strings.Contains(r.Message, "epoch 1") {
+		t.Fatalf("stale commit: %+v", r)
+	}
+	if got := cc.offsets("s", "app"); got[0] != want {
+		t.Fatalf("a stale commit changed the offset: %v", got)
+	}
+	if r := cc.commitEpoch("s", "app", 0, 41, 1); r.Status != wire.CommitOK {
+		t.Fatalf("commit under the new epoch: %+v", r)
+	}
+	// A reset of a partition with no commit starts at epoch 1 too.
+	if r := cc.reset("s", "app", 3, 0); r.Status != wire.CommitOK {
+		t.Fatalf("%+v", r)
+	}
+	if r := cc.reset("s", "app", 0, -1); r.Status != wire.CommitInvalid {
+		t.Fatalf("negative reset: %+v", r)
+	}
+	ts = ts.restart(t, nil)
+	got := dialConsumer(t, ts.Addr()).offsets("s", "app")
+	if len(got) != 2 || got[0] != (wire.PartitionOffset{Partition: 0, Offset: 41, Epoch: 1}) || got[1] != (wire.PartitionOffset{Partition: 3, Offset: 0, Epoch: 1}) {
+		t.Fatalf("after restart: %v", got)
+	}
+}
+
+// TestOffsetsVersion1: a version 1 file (no epochs) is read as epoch 0.
+func TestOffsetsVersion1(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "offsets"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	v1 := statefile.Encode("offsets", 1, []byte(`{"app":{"0":7,"2":150}}`))
+	if err := os.WriteFile(filepath.Join(dir, "offsets", "s.offsets"), v1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := start(t, dir, nil)
+	got := dialConsumer(t, ts.Addr()).offsets("s", "app")
+	if len(got) != 2 || got[0] != (wire.PartitionOffset{Partition: 0, Offset: 7}) || got[1] != (wire.PartitionOffset{Partition: 2, Offset: 150}) {
+		t.Fatalf("%v", got)
 	}
 }

@@ -117,25 +117,33 @@
 //     MaxWaitMs (capped at MaxFetchWait; shutdown ends it) and answers with
 //     what is there, possibly nothing. Only durable batches are served.
 //   - OffsetCommit: stores a sink's next offset for a partition, durably,
-//     before answering. Status 0: stored; 1: refused (sink or topic not a
-//     valid name, negative offset); 2: could not be stored (retry). Offsets
-//     never expire.
+//     before answering, if the commit's epoch is the stored one. Status 0:
+//     stored; 1: refused (sink or topic not a valid name, negative offset);
+//     2: could not be stored (retry); 3: the epoch is stale (an operator
+//     reset the offset; the sink reads Offsets and follows). Offsets never
+//     expire.
+//   - OffsetReset: an operator's new offset for a sink's partition, stored
+//     under the partition's epoch plus one, answered like OffsetCommit.
 //   - OffsetFetch: the sink's committed offsets in a topic, by partition.
 //
-// # Offsets file, version 1
+// # Offsets file, version 2
 //
 // Each sink's committed offsets live in DataDir/offsets/<sink>.offsets, a
 // state file (internal/statefile) of kind "offsets", replaced atomically
 // (tmp, fsync, rename, fsync dir) on every commit that changes it:
 //
-//	logship offsets v1 crc32c=<8 hex digits> len=<decimal>\n
+//	logship offsets v2 crc32c=<8 hex digits> len=<decimal>\n
 //	<body: len bytes>
 //
 // The CRC32C (Castagnoli) covers exactly the body. The body is a JSON object
 // mapping topic to an object mapping partition id (decimal string) to the
-// next offset the sink will read (integer >= 0), with keys sorted:
+// next offset the sink will read (integer >= 0) and the reset epoch, with
+// keys sorted:
 //
-//	{"app":{"0":7,"2":150},"web":{"1":3}}
+//	{"app":{"0":{"offset":7,"epoch":0},"2":{"offset":150,"epoch":1}}}
+//
+// Version 1 mapped partition ids straight to offsets ({"app":{"0":7}});
+// it is read as epoch 0 and rewritten as version 2 at the next commit.
 //
 // At startup every <sink>.offsets file is read; leftover temporary files of
 // an interrupted write (".<sink>.offsets.tmp-<digits>") are removed. A file

@@ -296,9 +296,26 @@ func (cc *consumerClient) metadata(topics ...string) []wire.PartitionInfo {
 
 func (cc *consumerClient) commit(sink, topic string, part uint32, off int64) wire.OffsetCommitted {
 	cc.t.Helper()
+	return cc.commitEpoch(sink, topic, part, off, 0)
+}
+
+func (cc *consumerClient) commitEpoch(sink, topic string, part uint32, off int64, epoch uint64) wire.OffsetCommitted {
+	cc.t.Helper()
 	cc.req++
-	m := wire.OffsetCommit{Req: cc.req, Sink: sink, Topic: topic, Partition: part, Offset: off}
-	p, err := cc.call(wire.TypeOffsetCommit, m.Encode(nil), wire.TypeOffsetCommitted)
+	m := wire.OffsetCommit{Req: cc.req, Sink: sink, Topic: topic, Partition: part, Offset: off, Epoch: epoch}
+	return cc.committed(wire.TypeOffsetCommit, m.Encode(nil))
+}
+
+func (cc *consumerClient) reset(sink, topic string, part uint32, off int64) wire.OffsetCommitted {
+	cc.t.Helper()
+	cc.req++
+	m := wire.OffsetReset{Req: cc.req, Sink: sink, Topic: topic, Partition: part, Offset: off}
+	return cc.committed(wire.TypeOffsetReset, m.Encode(nil))
+}
+
+func (cc *consumerClient) committed(t wire.Type, payload []byte) wire.OffsetCommitted {
+	cc.t.Helper()
+	p, err := cc.call(t, payload, wire.TypeOffsetCommitted)
 	if err != nil {
 		cc.t.Fatal(err)
 	}

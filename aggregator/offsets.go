@@ -21,9 +21,19 @@ import (
 // Offsets file format: do not change. A new body schema gets a new version.
 const (
 	offsetsKind    = "offsets"
-	offsetsVersion = 1
+	offsetsVersion = 2 // version 1 had no epochs; it is still read
 	offsetsSuffix  = ".offsets"
 )
+
+// committedOffset is one partition's committed offset and its reset epoch.
+type committedOffset struct {
+	Offset int64  `json:"offset"`
+	Epoch  uint64 `json:"epoch"`
+}
+
+// errCommitReset is wrapped by the errors of commits made under an epoch
+// that is not the stored one: an operator reset the offset meanwhile.
+var errCommitReset = errors.New("aggregator: offset was reset")
 
 // errInvalidCommit is wrapped by the errors of commits refused for what
 // they ask (as opposed to a failure to store them).
@@ -43,7 +53,7 @@ type sinkOffsets struct {
 	// mu serialises the sink's commits, file write included, and guards
 	// topics: a reader never sees an offset that is not durable yet.
 	mu     sync.Mutex
-	topics map[string]map[uint32]int64
+	topics map[string]map[uint32]committedOffset
 }
 
 // loadOffsets reads every DataDir/offsets/<sink>.offsets file. A damaged
@@ -74,12 +84,12 @@ func loadOffsets(dir string, log *slog.Logger) (*offsetStore, error) {
 			continue
 		}
 		v, body, err := statefile.Read(path, offsetsKind)
-		if err == nil && v != offsetsVersion {
-			err = fmt.Errorf("%s: offsets version %d, this aggregator reads %d", path, v, offsetsVersion)
+		if err == nil && (v < 1 || v > offsetsVersion) {
+			err = fmt.Errorf("%s: offsets version %d, this aggregator reads 1 to %d", path, v, offsetsVersion)
 		}
 		if err == nil {
-			var topics map[string]map[uint32]int64
-			if topics, err = decodeOffsets(body); err != nil {
+			var topics map[string]map[uint32]committedOffset
+			if topics, err = decodeOffsets(v, body); err != nil {
 				err = &statefile.CorruptError{Path: path, Reason: err.Error()}
 			}
 			o.sinks[sink] = &sinkOffsets{topics: topics}
@@ -102,19 +112,32 @@ func isOffsetsTemp(name string) bool {
 	return err == nil
 }
 
-// decodeOffsets parses and checks an offsets body.
-func decodeOffsets(body []byte) (map[string]map[uint32]int64, error) {
-	var raw map[string]map[string]int64
-	if err := json.Unmarshal(body, &raw); err != nil {
+// decodeOffsets parses and checks an offsets body of version v.
+func decodeOffsets(v int, body []byte) (map[string]map[uint32]committedOffset, error) {
+	var raw map[string]map[string]committedOffset
+	if v == 1 {
+		var v1 map[string]map[string]int64
+		if err := json.Unmarshal(body, &v1); err != nil {
+			return nil, err
+		}
+		raw = make(map[string]map[string]committedOffset, len(v1))
+		for topic, parts := range v1 {
+			raw[topic] = make(map[string]committedOffset, len(parts))
+			for p, off := range parts {
+				raw[topic][p] = committedOffset{Offset: off}
+			}
+		}
+	} else if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, err
 	}
-	out := make(map[string]map[uint32]int64, len(raw))
+	out := make(map[string]map[uint32]committedOffset, len(raw))
 	for topic, parts := range raw {
 		if err := batch.CheckName("topic", topic); err != nil {
 			return nil, err
 		}
-		m := make(map[uint32]int64, len(parts))
-		for ps, off := range parts {
+		m := make(map[uint32]committedOffset, len(parts))
+		for ps, co := range parts {
+			off := co.Offset
 			p, err := strconv.ParseUint(ps, 10, 32)
 			if err != nil || strconv.FormatUint(p, 10) != ps {
 				return nil, fmt.Errorf("topic %q: bad partition %q", topic, ps)
@@ -122,21 +145,21 @@ func decodeOffsets(body []byte) (map[string]map[uint32]int64, error) {
 			if off < 0 {
 				return nil, fmt.Errorf("topic %q partition %d: negative offset %d", topic, p, off)
 			}
-			m[uint32(p)] = off
+			m[uint32(p)] = co
 		}
 		out[topic] = m
 	}
 	return out, nil
 }
 
-// encodeOffsets is the inverse of decodeOffsets. encoding/json sorts map
-// keys, so equal offsets give equal bytes.
-func encodeOffsets(topics map[string]map[uint32]int64) []byte {
-	raw := make(map[string]map[string]int64, len(topics))
+// encodeOffsets is the inverse of decodeOffsets for the current version.
+// encoding/json sorts map keys, so equal offsets give equal bytes.
+func encodeOffsets(topics map[string]map[uint32]committedOffset) []byte {
+	raw := make(map[string]map[string]committedOffset, len(topics))
 	for topic, parts := range topics {
-		m := make(map[string]int64, len(parts))
-		for p, off := range parts {
-			m[strconv.FormatUint(uint64(p), 10)] = off
+		m := make(map[string]committedOffset, len(parts))
+		for p, co := range parts {
+			m[strconv.FormatUint(uint64(p), 10)] = co
 		}
 		raw[topic] = m
 	}
@@ -152,15 +175,39 @@ func (o *offsetStore) sink(name string, create bool) *sinkOffsets {
 	defer o.mu.Unlock()
 	so := o.sinks[name]
 	if so == nil && create {
-		so = &sinkOffsets{topics: make(map[string]map[uint32]int64)}
+		so = &sinkOffsets{topics: make(map[string]map[uint32]committedOffset)}
 		o.sinks[name] = so
 	}
 	return so
 }
 
 // commit stores a sink's next offset for one partition, durably, before it
-// returns. Errors for invalid requests wrap errInvalidCommit.
-func (o *offsetStore) commit(sink, topic string, partition uint32, offset int64) error {
+// returns, if epoch is the partition's stored epoch (0 when it has none).
+// Errors for invalid requests wrap errInvalidCommit, and those for a stale
+// epoch errCommitReset.
+func (o *offsetStore) commit(sink, topic string, partition uint32, offset int64, epoch uint64) error {
+	return o.store(sink, topic, partition, offset, func(old committedOffset, had bool) (uint64, error) {
+		if old.Epoch != epoch {
+			return 0, fmt.Errorf("%w: commit of offset %d under epoch %d, but an operator reset it to epoch %d", errCommitReset, offset, epoch, old.Epoch)
+		}
+		return epoch, nil
+	})
+}
+
+// reset stores an operator's new offset for a sink's partition under the
+// next epoch, and returns that epoch.
+func (o *offsetStore) reset(sink, topic string, partition uint32, offset int64) (uint64, error) {
+	var epoch uint64
+	err := o.store(sink, topic, partition, offset, func(old committedOffset, had bool) (uint64, error) {
+		epoch = old.Epoch + 1
+		return epoch, nil
+	})
+	return epoch, err
+}
+
+// store checks names and offset, asks next for the new epoch given the
+// stored entry, and stores the entry durably.
+func (o *offsetStore) store(sink, topic string, partition uint32, offset int64, next func(old committedOffset, had bool) (uint64, error)) error {
 	if err := batch.CheckName("sink name", sink); err != nil {
 		return fmt.Errorf("%w: %v", errInvalidCommit, err)
 	}
@@ -175,15 +222,20 @@ func (o *offsetStore) commit(sink, topic string, partition uint32, offset int64)
 	defer so.mu.Unlock()
 	parts := so.topics[topic]
 	old, had := parts[partition]
-	if had && old == offset {
+	epoch, err := next(old, had)
+	if err != nil {
+		return err
+	}
+	co := committedOffset{Offset: offset, Epoch: epoch}
+	if had && old == co {
 		return nil // already durable
 	}
 	if parts == nil {
-		parts = make(map[uint32]int64)
+		parts = make(map[uint32]committedOffset)
 		so.topics[topic] = parts
 	}
-	parts[partition] = offset
-	err := statefile.Write(filepath.Join(o.dir, sink+offsetsSuffix), offsetsKind, offsetsVersion, encodeOffsets(so.topics))
+	parts[partition] = co
+	err = statefile.Write(filepath.Join(o.dir, sink+offsetsSuffix), offsetsKind, offsetsVersion, encodeOffsets(so.topics))
 	if err != nil {
 		// Undo: memory must never hold an offset that is not on disk.
 		if had {
@@ -206,8 +258,8 @@ func (o *offsetStore) committed(sink, topic string) []wire.PartitionOffset {
 	defer so.mu.Unlock()
 	parts := so.topics[topic]
 	out := make([]wire.PartitionOffset, 0, len(parts))
-	for p, off := range parts {
-		out = append(out, wire.PartitionOffset{Partition: p, Offset: off})
+	for p, co := range parts {
+		out = append(out, wire.PartitionOffset{Partition: p, Offset: co.Offset, Epoch: co.Epoch})
 	}
 	slices.SortFunc(out, func(a, b wire.PartitionOffset) int { return cmp.Compare(a.Partition, b.Partition) })
 	return out

@@ -17,6 +17,9 @@ var (
 	ErrUnknownPartition = errors.New("sinks: unknown topic or partition")
 	// ErrCommitRefused: the aggregator answered a commit with a failure.
 	ErrCommitRefused = errors.New("sinks: commit refused")
+	// ErrOffsetReset: a commit was refused because an operator reset the
+	// partition's offset (a new epoch) since the sink read it.
+	ErrOffsetReset = errors.New("sinks: offset was reset")
 	// ErrBroken: an earlier request failed mid-way, so the connection is
 	// in an unknown state; dial a new Client.
 	ErrBroken = errors.New("sinks: connection broken")
@@ -218,29 +221,53 @@ func (c *Client) Fetch(ctx context.Context, topic string, partition int, offset 
 	return nil, fmt.Errorf("%w: fetch status %d from %s", wire.ErrMalformed, res.Status, c.addr)
 }
 
+// Committed is a sink's committed offset of one partition, and the reset
+// epoch it was committed under.
+type Committed struct {
+	Offset int64
+	Epoch  uint64
+}
+
 // Commit stores offset, the next offset the sink will read, as the sink's
-// committed offset of one partition. A refusal is ErrCommitRefused.
-func (c *Client) Commit(ctx context.Context, sink, topic string, partition int, offset int64) error {
+// committed offset of one partition, under epoch. A commit under a stale
+// epoch is ErrOffsetReset; another refusal is ErrCommitRefused.
+func (c *Client) Commit(ctx context.Context, sink, topic string, partition int, offset int64, epoch uint64) error {
 	req := c.nextReq()
-	c.buf = (&wire.OffsetCommit{Req: req, Sink: sink, Topic: topic, Partition: uint32(partition), Offset: offset}).Encode(c.buf[:0])
-	p, err := c.roundTrip(ctx, wire.TypeOffsetCommit, c.buf, wire.TypeOffsetCommitted, req, 0)
+	c.buf = (&wire.OffsetCommit{Req: req, Sink: sink, Topic: topic, Partition: uint32(partition), Offset: offset, Epoch: epoch}).Encode(c.buf[:0])
+	return c.commitLike(ctx, wire.TypeOffsetCommit, req, topic, partition, offset)
+}
+
+// Reset moves the sink's committed offset of one partition to offset under
+// a new epoch: an operator's replay. A running sink follows it within its
+// Options.MetadataInterval.
+func (c *Client) Reset(ctx context.Context, sink, topic string, partition int, offset int64) error {
+	req := c.nextReq()
+	c.buf = (&wire.OffsetReset{Req: req, Sink: sink, Topic: topic, Partition: uint32(partition), Offset: offset}).Encode(c.buf[:0])
+	return c.commitLike(ctx, wire.TypeOffsetReset, req, topic, partition, offset)
+}
+
+func (c *Client) commitLike(ctx context.Context, t wire.Type, req uint64, topic string, partition int, offset int64) error {
+	p, err := c.roundTrip(ctx, t, c.buf, wire.TypeOffsetCommitted, req, 0)
 	if err != nil {
 		return err
 	}
 	var m wire.OffsetCommitted
 	if err := m.Decode(p); err != nil {
 		c.err = err
-		return fmt.Errorf("sinks: commit to %s: %w", c.addr, err)
+		return fmt.Errorf("sinks: %s to %s: %w", t, c.addr, err)
 	}
-	if m.Status != wire.CommitOK {
-		return fmt.Errorf("%w by %s: %s/%d at %d: %s", ErrCommitRefused, c.agg, topic, partition, offset, m.Message)
+	switch m.Status {
+	case wire.CommitOK:
+		return nil
+	case wire.CommitReset:
+		return fmt.Errorf("%w by %s: %s/%d at %d: %s", ErrOffsetReset, c.agg, topic, partition, offset, m.Message)
 	}
-	return nil
+	return fmt.Errorf("%w by %s: %s/%d at %d: %s", ErrCommitRefused, c.agg, topic, partition, offset, m.Message)
 }
 
 // Committed returns the sink's committed offsets in topic, by partition;
 // partitions without a commit are absent.
-func (c *Client) Committed(ctx context.Context, sink, topic string) (map[int]int64, error) {
+func (c *Client) Committed(ctx context.Context, sink, topic string) (map[int]Committed, error) {
 	req := c.nextReq()
 	c.buf = (&wire.OffsetFetch{Req: req, Sink: sink, Topic: topic}).Encode(c.buf[:0])
 	p, err := c.roundTrip(ctx, wire.TypeOffsetFetch, c.buf, wire.TypeOffsets, req, 0)
@@ -252,9 +279,9 @@ func (c *Client) Committed(ctx context.Context, sink, topic string) (map[int]int
 		c.err = err
 		return nil, fmt.Errorf("sinks: offsets from %s: %w", c.addr, err)
 	}
-	out := make(map[int]int64, len(m.Offsets))
+	out := make(map[int]Committed, len(m.Offsets))
 	for _, o := range m.Offsets {
-		out[int(o.Partition)] = o.Offset
+		out[int(o.Partition)] = Committed{Offset: o.Offset, Epoch: o.Epoch}
 	}
 	return out, nil
 }

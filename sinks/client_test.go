@@ -45,15 +45,25 @@ func TestClient(t *testing.T) {
 		t.Fatalf("fetch of an unknown partition: %v", err)
 	}
 
-	if err := c.Commit(ctx, sinkName, "app", 2, 8); err != nil {
+	if err := c.Commit(ctx, sinkName, "app", 2, 8, 0); err != nil {
 		t.Fatal(err)
 	}
 	got, err := c.Committed(ctx, sinkName, "app")
-	if err != nil || len(got) != 1 || got[2] != 8 {
+	if err != nil || len(got) != 1 || got[2] != (sinks.Committed{Offset: 8}) {
 		t.Fatalf("committed %v, %v", got, err)
 	}
+	if err := c.Reset(ctx, sinkName, "app", 2, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Commit(ctx, sinkName, "app", 2, 9, 0); !errors.Is(err, sinks.ErrOffsetReset) {
+		t.Fatalf("commit under a stale epoch: %v", err)
+	}
+	got, err = c.Committed(ctx, sinkName, "app")
+	if err != nil || got[2] != (sinks.Committed{Offset: 3, Epoch: 1}) {
+		t.Fatalf("committed after reset %v, %v", got, err)
+	}
 	a.SetCommitHook(func(string, string, int, int64) bool { return false })
-	if err := c.Commit(ctx, sinkName, "app", 2, 9); !errors.Is(err, sinks.ErrCommitRefused) {
+	if err := c.Commit(ctx, sinkName, "app", 2, 9, 1); !errors.Is(err, sinks.ErrCommitRefused) {
 		t.Fatalf("refused commit: %v", err)
 	}
 	// A refusal leaves the connection usable.

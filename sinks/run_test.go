@@ -452,3 +452,68 @@ func TestRunPublishesWhileAggregatorDown(t *testing.T) {
 	fill(t, b, "app", 0, 0, 5, 5)
 	waitCommitted(t, b, "app", 0, 5)
 }
+
+// TestRunFollowsReset: an operator's reset of a running sink's offset is
+// followed within the metadata interval, without a restart: the file sink
+// re-delivers from exactly the reset offset into files named with the new
+// epoch, and commits under it.
+func TestRunFollowsReset(t *testing.T) {
+	a := startAgg(t, aggID, "127.0.0.1:0")
+	dir := t.TempDir()
+	_, lg := logger(t)
+	fill(t, a, "app", 0, 0, 10, 3)
+	r := start(t, sinks.Options{Aggregators: []string{a.Addr()}, Topics: []string{"app"}, Logger: lg},
+		fileSink(t, file.Options{Dir: dir, Logger: lg}))
+	waitPublished(t, file.OSFS{}, osRead, dir, aggID, "app", 0, 10)
+	waitCommitted(t, a, "app", 0, 10)
+
+	if epoch := a.Reset(sinkName, "app", 0, 4); epoch != 1 {
+		t.Fatalf("epoch %d", epoch)
+	}
+	var replayed []sinktest.Record
+	sinktest.Eventually(t, wait, "replay published", func() bool {
+		replayed = replayed[:0]
+		for _, rec := range published(t, dir, aggID, "app", 0) {
+			if rec.Epoch == 1 {
+				replayed = append(replayed, rec)
+			}
+		}
+		return len(replayed) > 0 && replayed[len(replayed)-1].Offset == 9
+	})
+	sinktest.CheckExactlyOnce(t, replayed, "app", 0, sinktest.Range(4, 10))
+	waitCommitted(t, a, "app", 0, 10)
+
+	// New records after the replay go on under the new epoch, once.
+	fill(t, a, "app", 0, 10, 14, 2)
+	waitCommitted(t, a, "app", 0, 14)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	all := published(t, dir, aggID, "app", 0)
+	var e0, e1 []sinktest.Record
+	for _, rec := range all {
+		if rec.Epoch == 0 {
+			e0 = append(e0, rec)
+		} else {
+			e1 = append(e1, rec)
+		}
+	}
+	sinktest.CheckExactlyOnce(t, e0, "app", 0, sinktest.Range(0, 10))
+	sinktest.CheckExactlyOnce(t, e1, "app", 0, sinktest.Range(4, 14))
+	if !strings.HasSuffix(e1[0].File, "+e1.log") {
+		t.Fatalf("replayed file %s does not carry its epoch", e1[0].File)
+	}
+
+	// A restart resumes after the newest file of the newest epoch.
+	start(t, sinks.Options{Aggregators: []string{a.Addr()}, Topics: []string{"app"}, Logger: lg},
+		fileSink(t, file.Options{Dir: dir, Logger: lg}))
+	fill(t, a, "app", 0, 14, 16, 2)
+	waitCommitted(t, a, "app", 0, 16)
+	e1 = e1[:0]
+	for _, rec := range published(t, dir, aggID, "app", 0) {
+		if rec.Epoch == 1 {
+			e1 = append(e1, rec)
+		}
+	}
+	sinktest.CheckExactlyOnce(t, e1, "app", 0, sinktest.Range(4, 16))
+}

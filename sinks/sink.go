@@ -25,16 +25,37 @@ type Record struct {
 	Data []byte
 }
 
+// Partition names the partition a writer is opened for, and what the
+// aggregator holds of the sink's position in it.
+type Partition struct {
+	Aggregator string
+	Topic      string
+	Partition  int
+	// Committed is the sink's committed offset at the aggregator, -1 when
+	// it has none. Epoch counts the operator's resets of that offset
+	// (logship offsets reset): 0 until the first.
+	Committed int64
+	Epoch     uint64
+}
+
 // A Sink writes records. The runtime calls Open from one goroutine per
 // (aggregator, topic, partition), so Open must be safe for concurrent use;
 // each PartitionWriter it returns is used by that one goroutine only.
 type Sink interface {
 	// Open is called once per (aggregator, topic, partition) before any
-	// record, and again after the writer failed and was closed. It returns
-	// the partition's writer and the next offset the sink itself knows it
-	// has durably written, or -1 if it knows nothing (then the runtime uses
-	// the aggregator's committed offset, or Options.Start).
-	Open(ctx context.Context, aggregator, topic string, partition int) (PartitionWriter, int64, error)
+	// record, again after the writer failed and was closed, and again when
+	// an operator reset the offset (a higher Epoch). It returns the
+	// partition's writer and the next offset the sink itself knows it has
+	// durably written, or -1 if it knows nothing (then the runtime uses
+	// p.Committed, or Options.Start).
+	//
+	// A sink that keeps its own position (in file names, say) keeps the
+	// epoch with it. When p.Epoch is higher than the epoch of what it
+	// holds, the operator asked for a replay: it must return p.Committed
+	// (or -1) and write the replayed records so that they do not collide
+	// with what it wrote before. A sink whose writes are idempotent
+	// (Cassandra) can always return -1.
+	Open(ctx context.Context, p Partition) (PartitionWriter, int64, error)
 	// Close releases what the sink holds. Run does not call it: the caller
 	// that made the sink closes it after Run returned.
 	Close() error

@@ -39,6 +39,11 @@ type worker struct {
 	// (-1 unknown), pending what should be committed next (-1 nothing).
 	next, durable, committed, pending int64
 	refused                           bool // the last commit was refused (logged once)
+	// epoch is the reset epoch the writer consumes under: the one of the
+	// aggregator's commit when the writer was opened. checked is when the
+	// aggregator's epoch was last looked at, to follow an operator's reset.
+	epoch   uint64
+	checked time.Time
 }
 
 func newWorker(r *runner, addr string, k partKey) *worker {
@@ -104,6 +109,9 @@ func (w *worker) step(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := w.followReset(ctx, false); err != nil {
+		return err
+	}
 	if w.next < 0 {
 		if err := w.resolve(ctx); err != nil {
 			return err
@@ -163,9 +171,21 @@ func (w *worker) connect(ctx context.Context) error {
 	return nil
 }
 
-// open opens the writer; the offset the sink reports becomes next.
+// open reads the aggregator's commit and opens the writer; the offset the
+// sink reports becomes next.
 func (w *worker) open(ctx context.Context) error {
-	pw, known, err := w.r.sink.Open(ctx, w.k.agg, w.k.topic, w.k.part)
+	c, err := w.readCommitted(ctx)
+	if err != nil {
+		return err
+	}
+	if c.Epoch != w.epoch {
+		// An operator's reset: what this worker knew of the sink's
+		// position belongs to the old epoch.
+		w.durable, w.pending = -1, -1
+	}
+	w.epoch = c.Epoch
+	p := Partition{Aggregator: w.k.agg, Topic: w.k.topic, Partition: w.k.part, Committed: c.Offset, Epoch: c.Epoch}
+	pw, known, err := w.r.sink.Open(ctx, p)
 	if err != nil {
 		return &sinkError{fmt.Errorf("open: %w", err)}
 	}
@@ -173,9 +193,25 @@ func (w *worker) open(ctx context.Context) error {
 	w.next = -1
 	if known >= 0 {
 		w.next = known
-		w.log.Debug("resuming where the sink stands", "offset", known)
+		w.log.Debug("resuming where the sink stands", "offset", known, "epoch", c.Epoch)
 	}
 	return nil
+}
+
+// readCommitted reads the sink's commit of the partition from the
+// aggregator: offset -1 when there is none. It sets committed.
+func (w *worker) readCommitted(ctx context.Context) (Committed, error) {
+	all, err := w.c.Committed(ctx, w.r.opts.Name, w.k.topic)
+	if err != nil {
+		return Committed{}, err
+	}
+	w.checked = time.Now()
+	c, ok := all[w.k.part]
+	if !ok {
+		c.Offset = -1
+	}
+	w.committed = c.Offset
+	return c, nil
 }
 
 // resolve sets next when the sink knows nothing: where the sink was last
@@ -185,14 +221,9 @@ func (w *worker) resolve(ctx context.Context) error {
 		w.next = w.durable
 		return nil
 	}
-	committed, err := w.c.Committed(ctx, w.r.opts.Name, w.k.topic)
-	if err != nil {
-		return err
-	}
-	if off, ok := committed[w.k.part]; ok {
-		w.committed = off
-		w.next = off
-		w.log.Debug("resuming from the committed offset", "offset", off)
+	if w.committed >= 0 {
+		w.next = w.committed
+		w.log.Debug("resuming from the committed offset", "offset", w.committed, "epoch", w.epoch)
 		return nil
 	}
 	parts, err := w.c.Metadata(ctx, []string{w.k.topic})
@@ -213,6 +244,29 @@ func (w *worker) resolve(ctx context.Context) error {
 	return fmt.Errorf("%w: %s/%s/%d is not in the aggregator's metadata", ErrUnknownPartition, w.k.agg, w.k.topic, w.k.part)
 }
 
+// followReset looks, every MetadataInterval, at the aggregator's epoch of
+// the partition; when an operator reset it, the writer is closed (what it
+// wrote is kept: it was fetched before the reset) and opened again under
+// the new epoch, so the sink re-delivers from the reset offset.
+func (w *worker) followReset(ctx context.Context, force bool) error {
+	if !force && time.Since(w.checked) < w.r.opts.MetadataInterval {
+		return nil
+	}
+	c, err := w.readCommitted(ctx)
+	if err != nil {
+		return err
+	}
+	if c.Epoch == w.epoch {
+		return nil
+	}
+	w.log.Info("offset reset by an operator: re-delivering from it", "offset", c.Offset, "epoch", c.Epoch, "was_at", w.next)
+	if err := w.closeWriter(ctx); err != nil {
+		return err
+	}
+	w.durable, w.pending = -1, -1
+	return w.open(ctx)
+}
+
 // commit sends the pending offset, and the offset consumption starts from
 // when the aggregator's commit differs (so lag shows where the sink stands).
 func (w *worker) commit(ctx context.Context) error {
@@ -230,7 +284,15 @@ func (w *worker) commit(ctx context.Context) error {
 		w.pending = -1
 		return nil
 	}
-	err := w.c.Commit(ctx, w.r.opts.Name, w.k.topic, w.k.part, w.pending)
+	err := w.c.Commit(ctx, w.r.opts.Name, w.k.topic, w.k.part, w.pending, w.epoch)
+	if errors.Is(err, ErrOffsetReset) {
+		if w.w == nil {
+			// Shutting down: the next run follows the reset.
+			w.pending = -1
+			return nil
+		}
+		return w.followReset(ctx, true)
+	}
 	if errors.Is(err, ErrCommitRefused) {
 		// Not a reason to stop consuming: the sink's output is the truth,
 		// and the commit is tried again after the next fetch.

@@ -39,10 +39,17 @@
 //	 7    FetchResult     server → consumer u64 req, u8 status, i64 start, i64 end, then stored batches back to back
 //	 8    Metadata        consumer → server u64 req, u16 n, n × str topic (n = 0: every topic)
 //	 9    MetadataResult  server → consumer u64 req, str aggregator id, u32 n, n × (str topic, u32 partition, i64 start, i64 end)
-//	10    OffsetCommit    consumer → server u64 req, str sink, str topic, u32 partition, i64 offset
-//	11    OffsetCommitted server → consumer u64 req, u8 status (0 ok, 1 invalid, 2 failed), str message
+//	10    OffsetCommit    consumer → server u64 req, str sink, str topic, u32 partition, i64 offset, u64 epoch
+//	11    OffsetCommitted server → consumer u64 req, u8 status (0 ok, 1 invalid, 2 failed, 3 reset), str message
 //	12    OffsetFetch     consumer → server u64 req, str sink, str topic
-//	13    Offsets         server → consumer u64 req, u32 n, n × (u32 partition, i64 offset)
+//	13    Offsets         server → consumer u64 req, u32 n, n × (u32 partition, i64 offset, u64 epoch)
+//	14    OffsetReset     consumer → server u64 req, str sink, str topic, u32 partition, i64 offset; answered by OffsetCommitted
+//
+// Committed offsets carry a reset epoch: 0 at the first commit, one more
+// at each OffsetReset (an operator's replay). A sink commits under the
+// epoch it read; a commit under another epoch gets status 3 (reset) and
+// is not stored, so a running sink can never overwrite a reset it has not
+// seen yet. It sees it in Offsets, which it asks for every few seconds.
 //
 // Agents pipeline Produce frames (up to their window of unacknowledged
 // bytes) and match acks by seq; the server acks in the order it received.

@@ -292,13 +292,17 @@ func (m *MetadataResult) Decode(p []byte) error {
 	return d.Done()
 }
 
-// OffsetCommit stores a sink's next offset for one partition.
+// OffsetCommit stores a sink's next offset for one partition. Epoch is
+// the reset epoch the sink consumes under (see Offsets): a commit whose
+// epoch is not the stored one gets CommitReset and changes nothing, so a
+// sink that has not seen an operator's reset yet cannot undo it.
 type OffsetCommit struct {
 	Req       uint64
 	Sink      string
 	Topic     string
 	Partition uint32
 	Offset    int64 // the next offset the sink will read
+	Epoch     uint64
 }
 
 // Encode appends the payload.
@@ -309,11 +313,42 @@ func (m *OffsetCommit) Encode(b []byte) []byte {
 	e.Str(m.Topic)
 	e.U32(m.Partition)
 	e.I64(m.Offset)
+	e.U64(m.Epoch)
 	return e.B
 }
 
 // Decode reads the payload.
 func (m *OffsetCommit) Decode(p []byte) error {
+	d := Dec{B: p}
+	m.Req, m.Sink, m.Topic, m.Partition, m.Offset, m.Epoch = d.U64(), d.Str(), d.Str(), d.U32(), d.I64(), d.U64()
+	return d.Done()
+}
+
+// OffsetReset is an operator's move of a sink's offset in one partition
+// (logship offsets reset --execute). The server stores Offset with the
+// partition's epoch plus one and answers OffsetCommitted; a running sink
+// sees the new epoch in Offsets and starts again from Offset.
+type OffsetReset struct {
+	Req       uint64
+	Sink      string
+	Topic     string
+	Partition uint32
+	Offset    int64
+}
+
+// Encode appends the payload.
+func (m *OffsetReset) Encode(b []byte) []byte {
+	e := Enc{B: b}
+	e.U64(m.Req)
+	e.Str(m.Sink)
+	e.Str(m.Topic)
+	e.U32(m.Partition)
+	e.I64(m.Offset)
+	return e.B
+}
+
+// Decode reads the payload.
+func (m *OffsetReset) Decode(p []byte) error {
 	d := Dec{B: p}
 	m.Req, m.Sink, m.Topic, m.Partition, m.Offset = d.U64(), d.Str(), d.Str(), d.U32(), d.I64()
 	return d.Done()
@@ -324,6 +359,7 @@ const (
 	CommitOK      = 0 // stored durably
 	CommitInvalid = 1 // refused for good: bad sink or topic name, negative offset
 	CommitFailed  = 2 // could not be stored now (I/O error); retrying may work
+	CommitReset   = 3 // the commit's epoch is not the stored one: an operator reset the offset
 )
 
 // OffsetCommitted answers OffsetCommit. Status is one of CommitOK,
@@ -373,10 +409,12 @@ func (m *OffsetFetch) Decode(p []byte) error {
 	return d.Done()
 }
 
-// PartitionOffset is one committed offset.
+// PartitionOffset is one committed offset. Epoch counts the operator's
+// resets of the partition's offset for the sink: 0 until the first one.
 type PartitionOffset struct {
 	Partition uint32
 	Offset    int64
+	Epoch     uint64
 }
 
 // Offsets answers OffsetFetch with the partitions that have a commit.
@@ -393,6 +431,7 @@ func (m *Offsets) Encode(b []byte) []byte {
 	for _, o := range m.Offsets {
 		e.U32(o.Partition)
 		e.I64(o.Offset)
+		e.U64(o.Epoch)
 	}
 	return e.B
 }
@@ -402,12 +441,12 @@ func (m *Offsets) Decode(p []byte) error {
 	d := Dec{B: p}
 	m.Req = d.U64()
 	n := int(d.U32())
-	if n > len(p)/12 {
+	if n > len(p)/20 {
 		return fmt.Errorf("%w: %d offsets in %d bytes", ErrMalformed, n, len(p))
 	}
 	m.Offsets = make([]PartitionOffset, 0, n)
 	for i := 0; i < n && d.Err() == nil; i++ {
-		m.Offsets = append(m.Offsets, PartitionOffset{Partition: d.U32(), Offset: d.I64()})
+		m.Offsets = append(m.Offsets, PartitionOffset{Partition: d.U32(), Offset: d.I64(), Epoch: d.U64()})
 	}
 	return d.Done()
 }

@@ -44,6 +44,7 @@ const (
 	TypeOffsetCommitted Type = 11
 	TypeOffsetFetch     Type = 12
 	TypeOffsets         Type = 13
+	TypeOffsetReset     Type = 14
 )
 
 var typeNames = map[Type]string{
@@ -51,6 +52,7 @@ var typeNames = map[Type]string{
 	TypeProduceAck: "ProduceAck", TypeFetch: "Fetch", TypeFetchResult: "FetchResult",
 	TypeMetadata: "Metadata", TypeMetadataResult: "MetadataResult", TypeOffsetCommit: "OffsetCommit",
 	TypeOffsetCommitted: "OffsetCommitted", TypeOffsetFetch: "OffsetFetch", TypeOffsets: "Offsets",
+	TypeOffsetReset: "OffsetReset",
 }
 
 func (t Type) String() string {

@@ -25,10 +25,11 @@ func TestMessagesRoundTrip(t *testing.T) {
 		{"fetch", &Fetch{Req: 1, Topic: "app", Partition: 2, Offset: 99, MaxBytes: 4096, MaxWaitMs: 500}, &Fetch{}},
 		{"metadata", &Metadata{Req: 2, Topics: []string{"a", "b"}}, &Metadata{}},
 		{"metadata-result", &MetadataResult{Req: 3, Aggregator: "x", Partitions: []PartitionInfo{{"app", 0, 1, 2}, {"web", 3, 4, 5}}}, &MetadataResult{}},
-		{"commit", &OffsetCommit{Req: 4, Sink: "s", Topic: "t", Partition: 1, Offset: 10}, &OffsetCommit{}},
+		{"commit", &OffsetCommit{Req: 4, Sink: "s", Topic: "t", Partition: 1, Offset: 10, Epoch: 2}, &OffsetCommit{}},
+		{"reset", &OffsetReset{Req: 8, Sink: "s", Topic: "t", Partition: 1, Offset: 3}, &OffsetReset{}},
 		{"committed", &OffsetCommitted{Req: 5, Status: 1, Message: "no"}, &OffsetCommitted{}},
 		{"offset-fetch", &OffsetFetch{Req: 6, Sink: "s", Topic: "t"}, &OffsetFetch{}},
-		{"offsets", &Offsets{Req: 7, Offsets: []PartitionOffset{{0, 5}, {3, 9}}}, &Offsets{}},
+		{"offsets", &Offsets{Req: 7, Offsets: []PartitionOffset{{0, 5, 0}, {3, 9, 1}}}, &Offsets{}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -153,6 +154,8 @@ func FuzzServerHandshake(f *testing.F) {
 				new(OffsetCommit).Decode(p)
 			case TypeOffsetFetch:
 				new(OffsetFetch).Decode(p)
+			case TypeOffsetReset:
+				new(OffsetReset).Decode(p)
 			}
 		}
 	})

@@ -15,6 +15,7 @@
 //
 //	Dir/_tmp/<topic>+<aggregator>+<partition>+<first>.<random>.tmp    being written
 //	Dir/<topic>/<topic>+<aggregator>+<partition>+<first>+<last>.log   published
+//	Dir/<topic>/<topic>+<aggregator>+<partition>+<first>+<last>+e<epoch>.log   published after a reset
 //
 //	topic, aggregator  [A-Za-z0-9._-]{1,128}, never "." or ".." (batch.ValidName);
 //	                   '+' cannot appear in them, so the fields split without doubt
@@ -23,6 +24,9 @@
 //	                   both inclusive, 20 decimal digits zero-padded, so that
 //	                   the names of a partition sort by offset
 //	random             16 lower-case hex digits, to keep temporary names unique
+//	epoch              the operator's reset epoch the file was written under
+//	                   (logship offsets reset), decimal, no leading zero, >= 1;
+//	                   absent for epoch 0, so names before any reset are version 1's
 //
 // A published file holds the records first..last of the partition, in
 // offset order, each as its data followed by '\n' (a record joined from
@@ -58,9 +62,14 @@
 //     file is never the truth: whatever step a crash stopped it at, its
 //     records were not reported, and they are fetched and written again.
 //  2. Lists Dir/<topic>/, parses every name strictly, and returns last+1
-//     of the partition's file with the highest last offset, or -1 when it
-//     has none. The runtime resumes there, whatever the aggregator's commit
-//     says, and fetches from its committed offset only when Open says -1.
+//     of the partition's file with the highest last offset among those of
+//     the highest epoch, or -1 when it has none. The runtime resumes there,
+//     whatever the aggregator's commit says, and fetches from its committed
+//     offset only when Open says -1. The exception is a replay: when the
+//     aggregator's epoch is higher than every file's, an operator reset the
+//     offset, and Open returns the aggregator's offset; the files written
+//     from there carry the new epoch, so the replayed range sits beside the
+//     first copy, and the names show the overlap.
 //  3. fsyncs Dir/<topic>/ when it found files: a rename that a crash left
 //     visible but not yet durable is made durable before the runtime
 //     builds on it.

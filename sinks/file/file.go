@@ -106,9 +106,12 @@ func (s *Sink) Close() error { return nil }
 
 // Open implements sinks.Sink. It deletes the partition's temporary files
 // (a crash left them; their records are written again), and returns the
-// offset after the last record of the partition's newest published file,
-// or -1 when it has none.
-func (s *Sink) Open(ctx context.Context, aggregator, topic string, partition int) (sinks.PartitionWriter, int64, error) {
+// offset after the last record of the partition's newest published file
+// of its highest epoch, or -1 when it has none. When p.Epoch is higher than
+// every published file's, an operator reset the offset: it returns
+// p.Committed, and the files it then writes carry p.Epoch in their names.
+func (s *Sink) Open(ctx context.Context, p sinks.Partition) (sinks.PartitionWriter, int64, error) {
+	aggregator, topic, partition := p.Aggregator, p.Topic, p.Partition
 	if err := batch.CheckName("aggregator id", aggregator); err != nil {
 		return nil, -1, fmt.Errorf("file: %w", err)
 	}
@@ -135,10 +138,15 @@ func (s *Sink) Open(ctx context.Context, aggregator, topic string, partition int
 		last: -1, pub: -1,
 		log: s.log.With("aggregator", aggregator, "topic", topic, "partition", partition),
 	}
-	next, err := w.resume()
+	next, epoch, err := w.resume()
 	if err != nil {
 		s.release(prefix)
 		return nil, -1, fmt.Errorf("file: open %s/%s/%d: %w", aggregator, topic, partition, err)
+	}
+	w.epoch = epoch
+	if p.Epoch > epoch {
+		w.epoch, next = p.Epoch, p.Committed
+		w.log.Info("replaying from an operator's reset: new files carry the epoch in their names", "offset", p.Committed, "epoch", p.Epoch)
 	}
 	return w, next, nil
 }
@@ -162,25 +170,26 @@ func (s *Sink) warnOnce(p, msg string, args ...any) {
 }
 
 // resume applies the recovery rules of doc.go for one partition and
-// returns the next offset its published files end at, or -1.
-func (w *writer) resume() (int64, error) {
+// returns the next offset its published files of the highest epoch end at
+// (or -1), and that epoch.
+func (w *writer) resume() (int64, uint64, error) {
 	fsys := w.s.fs
 	// The directories themselves must be durable before files in them
 	// can be.
 	for _, d := range []string{w.tmpDir, w.topicDir} {
 		if err := fsys.MkdirAll(d); err != nil {
-			return -1, err
+			return -1, 0, err
 		}
 	}
 	if err := fsys.SyncDir(w.s.opts.Dir); err != nil {
-		return -1, err
+		return -1, 0, err
 	}
 
 	// Rule 1: temporary files are never the truth. Delete this
 	// partition's, whatever step a crash stopped them at.
 	names, err := fsys.ReadDir(w.tmpDir)
 	if err != nil {
-		return -1, err
+		return -1, 0, err
 	}
 	removed := 0
 	for _, n := range names {
@@ -192,14 +201,14 @@ func (w *writer) resume() (int64, error) {
 		}
 		p := path.Join(w.tmpDir, n)
 		if err := fsys.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return -1, fmt.Errorf("remove stale temporary file: %w", err)
+			return -1, 0, fmt.Errorf("remove stale temporary file: %w", err)
 		}
 		w.log.Info("deleted a temporary file left by an earlier run; its records are written again", "file", p)
 		removed++
 	}
 	if removed > 0 {
 		if err := fsys.SyncDir(w.tmpDir); err != nil {
-			return -1, err
+			return -1, 0, err
 		}
 	}
 
@@ -207,7 +216,7 @@ func (w *writer) resume() (int64, error) {
 	// (highest last offset) of this partition.
 	all, bad, err := List(fsys, w.s.opts.Dir, w.topic)
 	if err != nil {
-		return -1, err
+		return -1, 0, err
 	}
 	for _, n := range bad {
 		w.s.warnOnce(path.Join(w.topicDir, n), "unexpected file in a topic directory: ignored")
@@ -219,22 +228,29 @@ func (w *writer) resume() (int64, error) {
 		}
 	}
 	if len(mine) == 0 {
-		return -1, nil
+		return -1, 0, nil
 	}
-	next := int64(-1)
+	next, epoch := int64(-1), uint64(0)
+	var prev *FileName
 	for i, fn := range mine {
-		if i > 0 && fn.First <= mine[i-1].Last {
+		if prev != nil && fn.Epoch == prev.Epoch && fn.First <= prev.Last {
 			w.s.warnOnce(path.Join(w.topicDir, fn.String()), "published files overlap: records are duplicated",
-				"other", mine[i-1].String())
+				"other", prev.String())
 		}
-		next = max(next, fn.Next())
+		prev = &mine[i]
+		switch {
+		case fn.Epoch > epoch:
+			next, epoch = fn.Next(), fn.Epoch
+		case fn.Epoch == epoch:
+			next = max(next, fn.Next())
+		}
 	}
 	// What a crash may have left un-synced in the directory is what this
 	// run builds on: make it durable before anyone commits it.
 	if err := fsys.SyncDir(w.topicDir); err != nil {
-		return -1, err
+		return -1, 0, err
 	}
-	return next, nil
+	return next, epoch, nil
 }
 
 // isAnyTmpName reports whether n is the temporary file of any partition
@@ -272,7 +288,7 @@ func List(fsys FS, dir, topic string) (files []FileName, bad []string, err error
 	}
 	slices.SortFunc(files, func(a, b FileName) int {
 		return cmp.Or(strings.Compare(a.Aggregator, b.Aggregator), cmp.Compare(a.Partition, b.Partition),
-			cmp.Compare(a.First, b.First), cmp.Compare(a.Last, b.Last))
+			cmp.Compare(a.Epoch, b.Epoch), cmp.Compare(a.First, b.First), cmp.Compare(a.Last, b.Last))
 	})
 	slices.Sort(bad)
 	return files, bad, nil

@@ -49,7 +49,7 @@ func newSink(t *testing.T, o file.Options) *file.Sink {
 
 func open(t *testing.T, s *file.Sink, part int) (sinks.PartitionWriter, int64) {
 	t.Helper()
-	w, next, err := s.Open(context.Background(), agg, topic, part)
+	w, next, err := s.Open(context.Background(), sinks.Partition{Aggregator: agg, Topic: topic, Partition: part, Committed: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,14 +218,14 @@ func mustWrite(t *testing.T, name, data string) {
 func TestOpenRefuses(t *testing.T) {
 	ctx := context.Background()
 	s := newSink(t, file.Options{Dir: t.TempDir()})
-	if _, _, err := s.Open(ctx, agg, file.TmpDir, 0); err == nil {
+	if _, _, err := s.Open(ctx, sinks.Partition{Aggregator: agg, Topic: file.TmpDir, Partition: 0, Committed: -1}); err == nil {
 		t.Error("topic _tmp accepted")
 	}
-	if _, _, err := s.Open(ctx, "a+b", topic, 0); err == nil {
+	if _, _, err := s.Open(ctx, sinks.Partition{Aggregator: "a+b", Topic: topic, Partition: 0, Committed: -1}); err == nil {
 		t.Error("aggregator id with + accepted")
 	}
 	w, _ := open(t, s, 0)
-	if _, _, err := s.Open(ctx, agg, topic, 0); err == nil {
+	if _, _, err := s.Open(ctx, sinks.Partition{Aggregator: agg, Topic: topic, Partition: 0, Committed: -1}); err == nil {
 		t.Error("partition opened twice")
 	}
 	w.Close(ctx)
@@ -299,7 +299,7 @@ func crashRun(t *testing.T, fsys *crashfs.FS, n int64) (reported int64) {
 		return reported
 	}
 	defer s.Close()
-	w, next, err := s.Open(ctx, agg, topic, 0)
+	w, next, err := s.Open(ctx, sinks.Partition{Aggregator: agg, Topic: topic, Partition: 0, Committed: -1})
 	if err != nil {
 		return reported
 	}
@@ -376,7 +376,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 			fsys.Crash()
 
 			s := newSink(t, file.Options{Dir: "/data", FS: fsys})
-			w, next, err := s.Open(context.Background(), agg, topic, 0)
+			w, next, err := s.Open(context.Background(), sinks.Partition{Aggregator: agg, Topic: topic, Partition: 0, Committed: -1})
 			if err != nil {
 				t.Fatal(err)
 			}

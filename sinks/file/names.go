@@ -21,6 +21,7 @@ const (
 	sep          = "+" // cannot appear in a topic or aggregator id
 	offsetDigits = 20  // every int64 fits in 19 digits; 20 leaves no doubt
 	randDigits   = 16  // hex digits of a temporary file's random part
+	epochPrefix  = "e" // starts the optional sixth field
 )
 
 // FileName is what a published file's name says.
@@ -28,15 +29,21 @@ type FileName struct {
 	Topic      string
 	Aggregator string
 	Partition  int
-	First      int64 // offset of the first record, inclusive
-	Last       int64 // offset of the last record, inclusive
+	First      int64  // offset of the first record, inclusive
+	Last       int64  // offset of the last record, inclusive
+	Epoch      uint64 // the reset epoch it was written under; 0 until an operator's first reset
 }
 
 // String returns the file's base name:
 // <topic>+<aggregator>+<partition>+<first>+<last>.log with both offsets
-// in 20 zero-padded digits, so that names sort by offset.
+// in 20 zero-padded digits, so that names sort by offset, and
+// +e<epoch> before the suffix when Epoch is not 0.
 func (n FileName) String() string {
-	return fmt.Sprintf("%s+%s+%d+%0*d+%0*d%s", n.Topic, n.Aggregator, n.Partition, offsetDigits, n.First, offsetDigits, n.Last, Suffix)
+	e := ""
+	if n.Epoch > 0 {
+		e = sep + epochPrefix + strconv.FormatUint(n.Epoch, 10)
+	}
+	return fmt.Sprintf("%s+%s+%d+%0*d+%0*d%s%s", n.Topic, n.Aggregator, n.Partition, offsetDigits, n.First, offsetDigits, n.Last, e, Suffix)
 }
 
 // Next is the offset just past the file's last record.
@@ -54,10 +61,18 @@ func ParseName(name string) (FileName, error) {
 		return bad("no " + Suffix + " suffix")
 	}
 	f := strings.Split(rest, sep)
-	if len(f) != 5 {
-		return bad("want 5 fields separated by " + sep)
-	}
 	var n FileName
+	if len(f) == 6 {
+		e, ok := strings.CutPrefix(f[5], epochPrefix)
+		v, vok := parseDecimal(e)
+		if !ok || !vok || v == 0 || strconv.FormatInt(v, 10) != e {
+			return bad("invalid epoch")
+		}
+		n.Epoch, f = uint64(v), f[:5]
+	}
+	if len(f) != 5 {
+		return bad("want 5 or 6 fields separated by " + sep)
+	}
 	n.Topic, n.Aggregator = f[0], f[1]
 	if !batch.ValidName(n.Topic) || !batch.ValidName(n.Aggregator) {
 		return bad("invalid topic or aggregator")

@@ -16,6 +16,13 @@ func TestNameRoundTrip(t *testing.T) {
 	if err != nil || got != n {
 		t.Fatalf("ParseName(%s) = %+v, %v", s, got, err)
 	}
+	n.Epoch = 12
+	if s, want := n.String(), strings.TrimSuffix(want, ".log")+"+e12.log"; s != want {
+		t.Fatalf("with an epoch: got %s, want %s", s, want)
+	}
+	if got, err := ParseName(n.String()); err != nil || got != n {
+		t.Fatalf("ParseName(%s) = %+v, %v", n, got, err)
+	}
 }
 
 func TestParseNameIsStrict(t *testing.T) {
@@ -42,6 +49,11 @@ func TestParseNameIsStrict(t *testing.T) {
 		"space":              "app+ag g+3+00000000000000000010+00000000000000000019.log",
 		"huge partition":     "app+agg+4294967296+00000000000000000010+00000000000000000019.log",
 		"editor backup":      good + "~",
+		"epoch zero":         strings.TrimSuffix(good, ".log") + "+e0.log",
+		"epoch leading zero": strings.TrimSuffix(good, ".log") + "+e01.log",
+		"epoch no e":         strings.TrimSuffix(good, ".log") + "+1.log",
+		"epoch signed":       strings.TrimSuffix(good, ".log") + "+e-1.log",
+		"seven fields":       strings.TrimSuffix(good, ".log") + "+e1+e2.log",
 	}
 	for name, s := range bad {
 		t.Run(name, func(t *testing.T) {

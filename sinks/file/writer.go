@@ -39,6 +39,7 @@ type writer struct {
 	prefix   string
 	topicDir string
 	tmpDir   string
+	epoch    uint64 // the reset epoch the files it publishes are named with
 
 	// The open file, if any: f and bw are nil between files. tmp stays set
 	// until the file is renamed or removed.
@@ -146,7 +147,7 @@ func (w *writer) report() int64 {
 // publish makes the open file durable and publishes it by rename; see the
 // steps on writer. On error the writer is failed: Close abandons the file.
 func (w *writer) publish() error {
-	name := FileName{Topic: w.topic, Aggregator: w.agg, Partition: w.part, First: w.first, Last: w.last}
+	name := FileName{Topic: w.topic, Aggregator: w.agg, Partition: w.part, First: w.first, Last: w.last, Epoch: w.epoch}
 	final := path.Join(w.topicDir, name.String())
 	if err := w.bw.Flush(); err != nil {
 		return w.fail("flush", err)

@@ -27,6 +27,11 @@ type commitKey struct {
 	part  int
 }
 
+type commit struct {
+	off   int64
+	epoch uint64
+}
+
 type partition struct {
 	start   int64 // first offset still stored
 	end     int64 // next offset to assign
@@ -40,7 +45,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	parts   map[partKey]*partition
-	commits map[commitKey]int64
+	commits map[commitKey]commit
 	// CommitHook, when set, is called for every OffsetCommit; false
 	// refuses the commit (status 1) and leaves the stored offset alone.
 	commitHook func(sink, topic string, part int, off int64) bool
@@ -61,7 +66,7 @@ func Start(id, addr string) (*Server, error) {
 	}
 	s := &Server{
 		id: id, ln: ln,
-		parts: map[partKey]*partition{}, commits: map[commitKey]int64{},
+		parts: map[partKey]*partition{}, commits: map[commitKey]commit{},
 		changed: make(chan struct{}), conns: map[net.Conn]bool{}, done: make(chan struct{}),
 	}
 	s.wg.Go(s.accept)
@@ -163,15 +168,28 @@ func (s *Server) Range(topic string, part int) (start, end int64) {
 func (s *Server) Committed(sink, topic string, part int) (int64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	off, ok := s.commits[commitKey{sink, topic, part}]
-	return off, ok
+	c, ok := s.commits[commitKey{sink, topic, part}]
+	return c.off, ok
 }
 
-// SetCommitted stores a committed offset, as if the sink had committed it.
+// SetCommitted stores a committed offset, as if the sink had committed it
+// under the partition's current epoch.
 func (s *Server) SetCommitted(sink, topic string, part int, off int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.commits[commitKey{sink, topic, part}] = off
+	k := commitKey{sink, topic, part}
+	s.commits[k] = commit{off, s.commits[k].epoch}
+}
+
+// Reset moves a committed offset under the next epoch, as an operator's
+// OffsetReset does, and returns that epoch.
+func (s *Server) Reset(sink, topic string, part int, off int64) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := commitKey{sink, topic, part}
+	c := commit{off, s.commits[k].epoch + 1}
+	s.commits[k] = c
+	return c.epoch
 }
 
 // SetCommitHook sets the function that decides whether commits are
@@ -289,12 +307,24 @@ func (s *Server) handle(c *wire.Conn, t wire.Type, p []byte) error {
 		}
 		res := wire.OffsetCommitted{Req: m.Req}
 		s.mu.Lock()
-		if s.commitHook == nil || s.commitHook(m.Sink, m.Topic, int(m.Partition), m.Offset) {
-			s.commits[commitKey{m.Sink, m.Topic, int(m.Partition)}] = m.Offset
-		} else {
-			res.Status, res.Message = 1, "refused by the test"
+		k := commitKey{m.Sink, m.Topic, int(m.Partition)}
+		switch {
+		case s.commits[k].epoch != m.Epoch:
+			res.Status, res.Message = wire.CommitReset, fmt.Sprintf("epoch %d, stored %d", m.Epoch, s.commits[k].epoch)
+		case s.commitHook == nil || s.commitHook(m.Sink, m.Topic, int(m.Partition), m.Offset):
+			s.commits[k] = commit{m.Offset, m.Epoch}
+		default:
+			res.Status, res.Message = wire.CommitInvalid, "refused by the test"
 		}
 		s.mu.Unlock()
+		return c.WriteFrame(wire.TypeOffsetCommitted, res.Encode(nil))
+	case wire.TypeOffsetReset:
+		var m wire.OffsetReset
+		if err := m.Decode(p); err != nil {
+			return err
+		}
+		s.Reset(m.Sink, m.Topic, int(m.Partition), m.Offset)
+		res := wire.OffsetCommitted{Req: m.Req}
 		return c.WriteFrame(wire.TypeOffsetCommitted, res.Encode(nil))
 	case wire.TypeOffsetFetch:
 		var m wire.OffsetFetch
@@ -303,9 +333,9 @@ func (s *Server) handle(c *wire.Conn, t wire.Type, p []byte) error {
 		}
 		res := wire.Offsets{Req: m.Req}
 		s.mu.Lock()
-		for k, off := range s.commits {
+		for k, c := range s.commits {
 			if k.sink == m.Sink && k.topic == m.Topic {
-				res.Offsets = append(res.Offsets, wire.PartitionOffset{Partition: uint32(k.part), Offset: off})
+				res.Offsets = append(res.Offsets, wire.PartitionOffset{Partition: uint32(k.part), Offset: c.off, Epoch: c.epoch})
 			}
 		}
 		s.mu.Unlock()

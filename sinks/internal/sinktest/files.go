@@ -27,18 +27,20 @@ func Lines(topic string, part int, from, to int64) []string {
 // ReadFunc reads a whole file of an FS.
 type ReadFunc func(name string) ([]byte, error)
 
-// Record is one line of a published file, with the offset its file's name
-// gives it.
+// Record is one line of a published file, with the offset and the reset
+// epoch its file's name gives it.
 type Record struct {
 	Offset int64
+	Epoch  uint64
 	Line   string
 	File   string
 }
 
-// Published reads the published files of one partition in offset order
-// and returns their records. It fails the test when a file's line count
-// differs from its name's range or when files overlap (a record repeated).
-// Names that do not parse are ignored, as the sink ignores them.
+// Published reads the published files of one partition in epoch and
+// offset order and returns their records. It fails the test when a file's
+// line count differs from its name's range or when files of one epoch
+// overlap (a record repeated; files of a later epoch are a replay). Names
+// that do not parse are ignored, as the sink ignores them.
 func Published(tb testing.TB, fsys file.FS, read ReadFunc, dir, topic, agg string, part int) []Record {
 	tb.Helper()
 	files, _, err := file.List(fsys, dir, topic)
@@ -62,11 +64,11 @@ func Published(tb testing.TB, fsys file.FS, read ReadFunc, dir, topic, agg strin
 		if int64(len(lines)) != f.Last-f.First+1 {
 			tb.Fatalf("%s holds %d lines, its name says %d", f, len(lines), f.Last-f.First+1)
 		}
-		if n := len(out); n > 0 && out[n-1].Offset >= f.First {
+		if n := len(out); n > 0 && out[n-1].Epoch == f.Epoch && out[n-1].Offset >= f.First {
 			tb.Fatalf("%s overlaps %s: records repeated", f, out[n-1].File)
 		}
 		for i, l := range lines {
-			out = append(out, Record{Offset: f.First + int64(i), Line: l, File: f.String()})
+			out = append(out, Record{Offset: f.First + int64(i), Epoch: f.Epoch, Line: l, File: f.String()})
 		}
 	}
 	return out
