@@ -437,3 +437,33 @@ func TestInfo(t *testing.T) {
 		t.Fatalf("%+v", got)
 	}
 }
+
+// TestBytesFrom: the bytes from the batch holding an offset to the end
+// are the sizes of the batches from there, across segments.
+func TestBytesFrom(t *testing.T) {
+	s := openT(t, t.TempDir(), testOpts(1024))
+	defer closeT(t, s)
+	p := partitionT(t, s, testTopic, 3)
+	if n, err := p.BytesFrom(0); err != nil || n != 0 {
+		t.Fatalf("empty: %d, %v", n, err)
+	}
+	want := appendMany(t, p, 0, 20)
+	if len(segmentFiles(t, p.dir)) < 3 {
+		t.Fatal("want several segments")
+	}
+	for i, b := range want {
+		var total int64
+		for _, c := range want[i:] {
+			total += int64(len(c.data))
+		}
+		for _, off := range []int64{b.base, b.next() - 1} {
+			if n, err := p.BytesFrom(off); err != nil || n != total {
+				t.Fatalf("BytesFrom(%d) = %d, %v; want %d", off, n, err, total)
+			}
+		}
+	}
+	end := want[len(want)-1].next()
+	if n, err := p.BytesFrom(end); err != nil || n != 0 {
+		t.Fatalf("at the end: %d, %v", n, err)
+	}
+}
