@@ -438,16 +438,26 @@ func TestInfo(t *testing.T) {
 	}
 }
 
-// TestBytesFrom: the bytes from the batch holding an offset to the end
-// are the sizes of the batches from there, across segments.
-func TestBytesFrom(t *testing.T) {
-	s := openT(t, t.TempDir(), testOpts(1024))
+// TestLag: the bytes from the batch holding an offset to the end are the
+// sizes of the batches from there, across segments, and its time is that
+// batch's append time.
+func TestLag(t *testing.T) {
+	clk := newClock()
+	opts := testOpts(1024)
+	opts.Now = clk.Now
+	s := openT(t, t.TempDir(), opts)
 	defer closeT(t, s)
 	p := partitionT(t, s, testTopic, 3)
-	if n, err := p.BytesFrom(0); err != nil || n != 0 {
-		t.Fatalf("empty: %d, %v", n, err)
+	if l, err := p.Lag(0); err != nil || l != (ConsumerLag{}) {
+		t.Fatalf("empty: %+v, %v", l, err)
 	}
-	want := appendMany(t, p, 0, 20)
+	var want []stored
+	var times []time.Time
+	for i := range 20 {
+		clk.Add(time.Second)
+		want = append(want, appendMany(t, p, i, 1)...)
+		times = append(times, clk.Now())
+	}
 	if len(segmentFiles(t, p.dir)) < 3 {
 		t.Fatal("want several segments")
 	}
@@ -456,14 +466,15 @@ func TestBytesFrom(t *testing.T) {
 		for _, c := range want[i:] {
 			total += int64(len(c.data))
 		}
+		end := want[len(want)-1].next()
 		for _, off := range []int64{b.base, b.next() - 1} {
-			if n, err := p.BytesFrom(off); err != nil || n != total {
-				t.Fatalf("BytesFrom(%d) = %d, %v; want %d", off, n, err, total)
+			l, err := p.Lag(off)
+			if err != nil || l.Bytes != total || l.Records != end-off || !l.AppendTime.Equal(times[i]) {
+				t.Fatalf("Lag(%d) = %+v, %v; want %d bytes, %d records, time %v", off, l, err, total, end-off, times[i])
 			}
 		}
 	}
-	end := want[len(want)-1].next()
-	if n, err := p.BytesFrom(end); err != nil || n != 0 {
-		t.Fatalf("at the end: %d, %v", n, err)
+	if l, err := p.Lag(want[len(want)-1].next()); err != nil || l != (ConsumerLag{}) {
+		t.Fatalf("at the end: %+v, %v", l, err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"logship/logstore/batch"
 )
 
 // Time-driven upkeep: rolling by age and retention. See doc.go, "Segment
@@ -222,24 +224,33 @@ func (p *Partition) Info() PartitionInfo {
 	return info
 }
 
-// BytesFrom returns the stored bytes from the batch holding offset to the
-// durable end: what a consumer at offset still has to read (its lag in
-// bytes). An offset at or past End is 0; one before Start counts from
-// Start. It reads at most a few batch prefixes. Safe for concurrent use.
-func (p *Partition) BytesFrom(offset int64) (int64, error) {
+// ConsumerLag is where a consumer at some offset stands in a partition.
+type ConsumerLag struct {
+	Records int64 // records from the offset to the durable end
+	Bytes   int64 // stored bytes from the batch holding the offset to the end
+	// AppendTime is when the batch holding the offset was appended: how
+	// far behind in time the consumer is. Zero when it is at the end.
+	AppendTime time.Time
+}
+
+// Lag returns how far a consumer whose next offset is offset is behind
+// the durable end. An offset at or past End has no lag; one before Start
+// counts from Start. It reads at most a few batch prefixes. Safe for
+// concurrent use.
+func (p *Partition) Lag(offset int64) (ConsumerLag, error) {
 	p.rw.RLock()
 	defer p.rw.RUnlock()
 	if p.rclosed {
-		return 0, ErrClosed
+		return ConsumerLag{}, ErrClosed
 	}
 	end := p.endPoint()
 	if offset >= end.off {
-		return 0, nil
+		return ConsumerLag{}, nil
 	}
 	offset = max(offset, p.Start())
 	seg := p.segmentFor(offset)
 	if err := p.cache.acquire(seg); err != nil {
-		return 0, err
+		return ConsumerLag{}, err
 	}
 	defer p.cache.release(seg)
 	limit := seg.size.Load()
@@ -248,18 +259,22 @@ func (p *Partition) BytesFrom(offset int64) (int64, error) {
 	}
 	pos, _, err := seg.find(offset, limit)
 	if err != nil {
-		return 0, err
+		return ConsumerLag{}, err
 	}
-	n := limit - pos
+	var prefix [batch.PrefixSize]byte
+	if err := readFullAt(seg.f, prefix[:], pos); err != nil {
+		return ConsumerLag{}, fmt.Errorf("logstore: read %s at %d: %w", seg.path, pos, err)
+	}
+	lag := ConsumerLag{Records: end.off - offset, Bytes: limit - pos, AppendTime: time.UnixMilli(batch.AppendTime(prefix[:]))}
 	for _, s := range p.segs {
 		if s.base <= seg.base {
 			continue
 		}
 		if s == end.seg {
-			n += end.pos - fileHeaderSize
+			lag.Bytes += end.pos - fileHeaderSize
 			break
 		}
-		n += s.size.Load() - fileHeaderSize
+		lag.Bytes += s.size.Load() - fileHeaderSize
 	}
-	return n, nil
+	return lag, nil
 }
