@@ -46,6 +46,7 @@ type agentConn struct {
 	// resyncing holds the sources this connection was told to resync and
 	// that have not resumed at their stored end yet. Reader only.
 	resyncing map[resyncKey]struct{}
+	entry     *agentEntry // what status reports of this connection
 }
 
 // serveAgent runs an agent session until the agent leaves, sends something
@@ -53,6 +54,8 @@ type agentConn struct {
 // the connection is closed.
 func (s *Server) serveAgent(ctx context.Context, c *wire.Conn, id string, log *slog.Logger) {
 	a := &agentConn{s: s, c: c, nc: c.NetConn(), id: id, log: log, acks: make(chan ack, ackQueue), resyncing: make(map[resyncKey]struct{})}
+	a.entry = s.agents.add(id, a.nc.RemoteAddr().String(), time.Now())
+	defer s.agents.remove(a.entry)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -99,6 +102,7 @@ func (a *agentConn) readLoop(ctx context.Context) {
 		}
 		a.s.stats.batchesIn.Add(1)
 		a.s.stats.bytesIn.Add(int64(len(b)))
+		a.entry.batch(h.Topic, len(b), h.RawLen, time.Now())
 		ack := a.produce(seq, b, &h)
 		a.acks <- ack
 		if ack.Status == wire.AckFailed {

@@ -57,6 +57,10 @@ func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, log *slog.Logg
 			err = s.fetch(ctx, c, p, log)
 		case wire.TypeOffsetCommit:
 			err = s.offsetCommit(c, p, log)
+		case wire.TypeOffsetForTime:
+			err = s.offsetForTime(c, p, log)
+		case wire.TypeStatus:
+			err = s.status(c, p)
 		case wire.TypeOffsetReset:
 			err = s.offsetReset(c, p, log)
 		case wire.TypeOffsetFetch:

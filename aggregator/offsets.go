@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -262,5 +263,36 @@ func (o *offsetStore) committed(sink, topic string) []wire.PartitionOffset {
 		out = append(out, wire.PartitionOffset{Partition: p, Offset: co.Offset, Epoch: co.Epoch})
 	}
 	slices.SortFunc(out, func(a, b wire.PartitionOffset) int { return cmp.Compare(a.Partition, b.Partition) })
+	return out
+}
+
+// sinkCommit is one committed offset of one sink, for status.
+type sinkCommit struct {
+	sink, topic string
+	partition   uint32
+	committedOffset
+}
+
+// all returns every sink's committed offsets, sorted by sink, topic and
+// partition.
+func (o *offsetStore) all() []sinkCommit {
+	o.mu.Lock()
+	names := slices.Sorted(maps.Keys(o.sinks))
+	sinks := make([]*sinkOffsets, len(names))
+	for i, n := range names {
+		sinks[i] = o.sinks[n]
+	}
+	o.mu.Unlock()
+	var out []sinkCommit
+	for i, so := range sinks {
+		so.mu.Lock()
+		for _, topic := range slices.Sorted(maps.Keys(so.topics)) {
+			parts := so.topics[topic]
+			for _, p := range slices.Sorted(maps.Keys(parts)) {
+				out = append(out, sinkCommit{sink: names[i], topic: topic, partition: p, committedOffset: parts[p]})
+			}
+		}
+		so.mu.Unlock()
+	}
 	return out
 }

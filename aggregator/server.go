@@ -70,6 +70,7 @@ type Server struct {
 	store    *logstore.Store
 	dedup    *dedup
 	offsets  *offsetStore
+	agents   *agentRegistry
 	stats    stats
 	wg       sync.WaitGroup // connection goroutines; Add only from the accept loop
 	ran      atomic.Bool
@@ -107,7 +108,7 @@ func New(opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, log: log, maxFrame: opts.MaxFrameBytes}
+	s := &Server{opts: opts, log: log, maxFrame: opts.MaxFrameBytes, agents: newAgentRegistry()}
 
 	offsets, err := loadOffsets(filepath.Join(opts.DataDir, "offsets"), log)
 	if err != nil {

@@ -44,6 +44,10 @@
 //	12    OffsetFetch     consumer → server u64 req, str sink, str topic
 //	13    Offsets         server → consumer u64 req, u32 n, n × (u32 partition, i64 offset, u64 epoch)
 //	14    OffsetReset     consumer → server u64 req, str sink, str topic, u32 partition, i64 offset; answered by OffsetCommitted
+//	15    OffsetForTime   consumer → server u64 req, str topic, u32 partition, i64 unix ms
+//	16    OffsetTime      server → consumer u64 req, u8 status (0 ok, 1 unknown partition, 2 failed), i64 offset, str message
+//	17    Status          consumer → server u64 req
+//	18    StatusResult    server → consumer u64 req, then a JSON document (wire.Status, "version": 1) to the end of the frame
 //
 // Committed offsets carry a reset epoch: 0 at the first commit, one more
 // at each OffsetReset (an operator's replay). A sink commits under the

@@ -45,6 +45,10 @@ const (
 	TypeOffsetFetch     Type = 12
 	TypeOffsets         Type = 13
 	TypeOffsetReset     Type = 14
+	TypeOffsetForTime   Type = 15
+	TypeOffsetTime      Type = 16
+	TypeStatus          Type = 17
+	TypeStatusResult    Type = 18
 )
 
 var typeNames = map[Type]string{
@@ -52,7 +56,8 @@ var typeNames = map[Type]string{
 	TypeProduceAck: "ProduceAck", TypeFetch: "Fetch", TypeFetchResult: "FetchResult",
 	TypeMetadata: "Metadata", TypeMetadataResult: "MetadataResult", TypeOffsetCommit: "OffsetCommit",
 	TypeOffsetCommitted: "OffsetCommitted", TypeOffsetFetch: "OffsetFetch", TypeOffsets: "Offsets",
-	TypeOffsetReset: "OffsetReset",
+	TypeOffsetReset: "OffsetReset", TypeOffsetForTime: "OffsetForTime", TypeOffsetTime: "OffsetTime",
+	TypeStatus: "Status", TypeStatusResult: "StatusResult",
 }
 
 func (t Type) String() string {
