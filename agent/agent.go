@@ -27,6 +27,34 @@ type Input struct {
 	// no position yet: "beginning" (default) or "end". Files that appear
 	// later are always read from their beginning.
 	StartAt string
+	// IgnoreOlder skips files seen for the first time whose last
+	// modification is older than this (0: none are skipped). A file the
+	// positions file has an entry for is always resumed; a skipped file is
+	// picked up when it is written again.
+	IgnoreOlder time.Duration
+	// Multiline joins lines into records; nil: one line is one record.
+	Multiline *Multiline
+}
+
+// Multiline is a rule that joins consecutive lines into one record (see
+// doc.go, "Multiline").
+type Multiline struct {
+	// Pattern is an RE2 regular expression matched against each line.
+	Pattern string
+	// Match is "start" (default): a line that matches starts a record and
+	// the lines that do not continue it; or "continuation": a line that
+	// matches continues the record before it, and the others start one.
+	Match string
+	// Negate inverts the match.
+	Negate bool
+	// MaxLines and MaxBytes bound a record (defaults 500 lines and
+	// MaxLineBytes); a longer one is cut into several records, counted in
+	// Stats.RecordsSplit.
+	MaxLines int
+	MaxBytes int
+	// Timeout is how long the last record of a file may wait for a line
+	// that tells whether it is complete (default 1s).
+	Timeout time.Duration
 }
 
 // Options configure an Agent. Zero values take the defaults below.
@@ -51,8 +79,23 @@ type Options struct {
 	// PositionsInterval bounds how often the positions file is written
 	// (default 1s; it is also written at shutdown).
 	PositionsInterval time.Duration
-	Inputs            []Input
-	Logger            *slog.Logger // nil: discard
+	// MaxOpenFiles bounds the files the agent holds open (default 1024);
+	// files found beyond it wait until others are closed.
+	MaxOpenFiles int
+	// DrainTimeout bounds how long a file that is rotated away or deleted
+	// is kept open to be read to its end (default 24h). Bytes not shipped
+	// by then are given up: logged with the file name and counted.
+	DrainTimeout time.Duration
+	// MaxLineBytes is the longest record (default 1 MiB, at most 8 MiB): a
+	// longer line is cut into records of this size, counted.
+	MaxLineBytes int
+	// PartialTimeout is how long a last line without its newline is held
+	// back (default 5s); then it is shipped as it is.
+	PartialTimeout time.Duration
+	// NoWatch turns file events (fsnotify) off: polling alone.
+	NoWatch bool
+	Inputs  []Input
+	Logger  *slog.Logger // nil: discard
 }
 
 // Defaults.
@@ -63,6 +106,12 @@ const (
 	DefaultScanInterval      = time.Second
 	DefaultPollInterval      = 250 * time.Millisecond
 	DefaultPositionsInterval = time.Second
+	DefaultMaxOpenFiles      = 1024
+	DefaultDrainTimeout      = 24 * time.Hour
+	DefaultMaxLineBytes      = 1 << 20
+	DefaultPartialTimeout    = 5 * time.Second
+	DefaultMultilineLines    = 500
+	DefaultMultilineTimeout  = time.Second
 )
 
 // Fixed limits of this version; a later version makes some of them settings.
@@ -70,9 +119,8 @@ const (
 	// maxBatchBytes bounds BatchBytes, so that a batch plus one maximal line
 	// stays far below batch.MaxSize and the aggregator's default max frame.
 	maxBatchBytes = 8 << 20
-	// maxLineBytes is the longest record: a longer line is cut into records
-	// of this size (nothing is dropped), and a warning is logged.
-	maxLineBytes = 1 << 20
+	// maxLineBytes bounds MaxLineBytes and a multiline rule's MaxBytes.
+	maxLineBytes = 8 << 20
 	// readBufSize is the size of one read.
 	readBufSize = 256 << 10
 	// fairShare is how many bytes the tailer reads from one file before it
@@ -106,6 +154,32 @@ type Stats struct {
 	AckedBatches int64 // batches acknowledged Appended or Duplicate
 	AckedBytes   int64 // file bytes of those batches
 	OpenFiles    int   // files open now
+	// FilesWaiting is how many files the last scan found and could not
+	// open for MaxOpenFiles.
+	FilesWaiting int
+	// RecordsSplit counts lines and multiline records cut at MaxLineBytes
+	// or at a multiline limit.
+	RecordsSplit int64
+	// GivenUpBytes counts bytes never shipped: rotated or deleted files not
+	// drained within DrainTimeout, truncated files whose unread bytes no
+	// copy kept. Each case is also logged with the file name.
+	GivenUpBytes int64
+	// Sources are the open files, in no particular order.
+	Sources []SourceStats
+}
+
+// SourceStats are the metrics of one open file.
+type SourceStats struct {
+	Topic string
+	Path  string
+	// ReadBytes counts the file bytes put in batches since the file was
+	// opened (again after a reconnect).
+	ReadBytes int64
+	// AckedPos is the acknowledged position; Size the file's size at the
+	// agent's last look; Lag is Size - AckedPos (at least 0).
+	AckedPos, Size, Lag int64
+	// GivenUpBytes counts its bytes given up (see Stats).
+	GivenUpBytes int64
 }
 
 // Agent tails files and ships them to an aggregator. Create it with New,
@@ -129,12 +203,22 @@ type Agent struct {
 	buf           []byte
 	fpBuf         []byte
 	posDirty      bool
+	needSave      bool // a source waits for the positions file to name it
 	scanGen       uint64
 	firstScan     bool
+	lastScan      time.Time
+	inputs        []*input
+	ghosts        []*ghost     // truncated sources waiting for their copy
+	held          []*heldCopy  // new files that may be copies in progress
+	waiting       int          // files the last scan could not open (MaxOpenFiles)
+	warnedLimit   bool
+	watch         *watcher // nil: polling only
+	lock          *os.File // flock on StateDir/lock, held until Run returns
 
 	ackCh    chan ackMsg
 	sessCh   chan *session
 	idleCh   chan chan bool
+	reloadCh chan reloadReq
 	started  atomic.Bool
 	loopUp   atomic.Bool
 	loopDone chan struct{}
@@ -146,11 +230,17 @@ type Agent struct {
 	bufPool sync.Pool
 
 	lines, rawBytes, wireBytes, batches, ackedBatches, ackedBytes, openFiles atomic.Int64
+	filesWaiting, recordsSplit, givenUp                                      atomic.Int64
+
+	srcMu   sync.Mutex
+	srcList []*source // the open sources, for Stats; replaced, never changed in place
 }
 
-// New checks opts, creates the state directory and loads the positions
+// New checks opts, creates the state directory, locks it (two agents must
+// not share one: an error names the directory) and loads the positions
 // file. A corrupt positions file is not an error: it is kept aside as
-// positions.broken and the agent starts afresh.
+// positions.broken and the agent starts afresh. The lock is held until Run
+// returns; an Agent that is never run must be closed with Close.
 func New(opts Options) (*Agent, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -163,8 +253,13 @@ func New(opts Options) (*Agent, error) {
 	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("agent: state dir: %w", err)
 	}
+	lock, err := lockDir(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
 	b, err := batch.NewBuilder(opts.Compression)
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	a := &Agent{
@@ -179,11 +274,15 @@ func New(opts Options) (*Agent, error) {
 		ackCh:     make(chan ackMsg, 64),
 		sessCh:    make(chan *session),
 		idleCh:    make(chan chan bool),
+		reloadCh:  make(chan reloadReq),
 		loopDone:  make(chan struct{}),
+		inputs:    compileInputs(opts.Inputs, opts.MaxLineBytes),
+		lock:      lock,
 	}
 	entries, err := a.loadPositions()
 	if err != nil {
 		b.Close()
+		lock.Close()
 		return nil, err
 	}
 	a.restored = newRestoredSet(entries)
@@ -218,10 +317,29 @@ func (o *Options) validate() error {
 	if o.WindowBytes < 0 {
 		errs = append(errs, fmt.Errorf("window bytes %d is negative", o.WindowBytes))
 	}
-	if len(o.Inputs) == 0 {
+	errs = append(errs, checkInputs(o.Inputs, o.MaxLineBytes)...)
+	if o.MaxOpenFiles < 0 {
+		errs = append(errs, fmt.Errorf("max open files %d is negative", o.MaxOpenFiles))
+	}
+	if o.MaxLineBytes < 0 || o.MaxLineBytes > maxLineBytes {
+		errs = append(errs, fmt.Errorf("max line bytes %d out of range [1, %d]", o.MaxLineBytes, maxLineBytes))
+	}
+	if o.DrainTimeout < 0 || o.PartialTimeout < 0 {
+		errs = append(errs, fmt.Errorf("drain timeout %v, partial timeout %v: negative", o.DrainTimeout, o.PartialTimeout))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("agent: invalid options: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// checkInputs reports every problem of a set of inputs.
+func checkInputs(ins []Input, maxLine int) []error {
+	var errs []error
+	if len(ins) == 0 {
 		errs = append(errs, errors.New("at least one input is required"))
 	}
-	for i, in := range o.Inputs {
+	for i, in := range ins {
 		if err := batch.CheckName(fmt.Sprintf("topic of input %d", i+1), in.Topic); err != nil {
 			errs = append(errs, err)
 		}
@@ -238,11 +356,16 @@ func (o *Options) validate() error {
 		default:
 			errs = append(errs, fmt.Errorf("input %q: start at %q: want beginning or end", in.Topic, in.StartAt))
 		}
+		if in.IgnoreOlder < 0 {
+			errs = append(errs, fmt.Errorf("input %q: ignore older %v is negative", in.Topic, in.IgnoreOlder))
+		}
+		if ml := in.Multiline; ml != nil {
+			if _, err := compileMultiline(ml, maxLine); err != nil {
+				errs = append(errs, fmt.Errorf("input %q: %w", in.Topic, err))
+			}
+		}
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("agent: invalid options: %w", errors.Join(errs...))
-	}
-	return nil
+	return errs
 }
 
 func (o *Options) setDefaults() {
@@ -261,7 +384,31 @@ func (o *Options) setDefaults() {
 	def(&o.ScanInterval, DefaultScanInterval)
 	def(&o.PollInterval, DefaultPollInterval)
 	def(&o.PositionsInterval, DefaultPositionsInterval)
-	o.Inputs = append([]Input(nil), o.Inputs...)
+	def(&o.DrainTimeout, DefaultDrainTimeout)
+	def(&o.PartialTimeout, DefaultPartialTimeout)
+	if o.MaxOpenFiles == 0 {
+		o.MaxOpenFiles = DefaultMaxOpenFiles
+	}
+	if o.MaxLineBytes == 0 {
+		o.MaxLineBytes = DefaultMaxLineBytes
+	}
+	o.Inputs = copyInputs(o.Inputs)
+}
+
+// copyInputs copies inputs deeply enough that the caller may change its
+// slices afterwards.
+func copyInputs(ins []Input) []Input {
+	out := make([]Input, len(ins))
+	for i, in := range ins {
+		in.Paths = append([]string(nil), in.Paths...)
+		in.Exclude = append([]string(nil), in.Exclude...)
+		if in.Multiline != nil {
+			ml := *in.Multiline
+			in.Multiline = &ml
+		}
+		out[i] = in
+	}
+	return out
 }
 
 // Stats returns totals since start. Safe to call concurrently.
@@ -274,7 +421,57 @@ func (a *Agent) Stats() Stats {
 		AckedBatches: a.ackedBatches.Load(),
 		AckedBytes:   a.ackedBytes.Load(),
 		OpenFiles:    int(a.openFiles.Load()),
+		FilesWaiting: int(a.filesWaiting.Load()),
+		RecordsSplit: a.recordsSplit.Load(),
+		GivenUpBytes: a.givenUp.Load(),
+		Sources:      a.sourceStats(),
 	}
+}
+
+// sourceStats reads the metrics of the open sources.
+func (a *Agent) sourceStats() []SourceStats {
+	a.srcMu.Lock()
+	list := a.srcList
+	a.srcMu.Unlock()
+	out := make([]SourceStats, 0, len(list))
+	for _, s := range list {
+		st := &s.stats
+		ss := SourceStats{
+			ReadBytes: st.read.Load(), AckedPos: st.acked.Load(), Size: st.size.Load(), GivenUpBytes: st.up.Load(),
+		}
+		if p := st.topic.Load(); p != nil {
+			ss.Topic = *p
+		}
+		if p := st.path.Load(); p != nil {
+			ss.Path = *p
+		}
+		ss.Lag = max(ss.Size-ss.AckedPos, 0)
+		out = append(out, ss)
+	}
+	return out
+}
+
+// publishSources makes the current sources those Stats reports. Loop
+// goroutine.
+func (a *Agent) publishSources() {
+	list := make([]*source, 0, len(a.order))
+	for _, s := range a.order {
+		s.publish()
+		list = append(list, s)
+	}
+	a.srcMu.Lock()
+	a.srcList = list
+	a.srcMu.Unlock()
+}
+
+// Close releases what New took, for an Agent whose Run was never called.
+// Run releases it itself.
+func (a *Agent) Close() error {
+	if !a.started.CompareAndSwap(false, true) {
+		return nil
+	}
+	a.builder.Close()
+	return a.lock.Close()
 }
 
 // Idle reports whether every complete line of every known file has been
@@ -303,9 +500,19 @@ func (a *Agent) Idle() bool {
 // called once.
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.started.CompareAndSwap(false, true) {
-		return errors.New("agent: Run called twice")
+		return errors.New("agent: Run called twice, or after Close")
 	}
+	defer a.lock.Close()
 	defer a.builder.Close()
+	if !a.opts.NoWatch {
+		w, err := newWatcher(a.log)
+		if err != nil {
+			a.log.Warn("file events not available: polling only", "err", err)
+		} else {
+			a.watch = w
+			defer w.close()
+		}
+	}
 
 	connCtx, stopConn := context.WithCancel(context.Background())
 	defer stopConn()
@@ -340,6 +547,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, s := range a.order {
 		a.closeSource(s)
 	}
+	a.closeHeld()
 	a.openFiles.Store(0)
 	if err != nil {
 		return fmt.Errorf("agent: final positions: %w", err)
@@ -378,6 +586,10 @@ func (a *Agent) loop(ctx context.Context) {
 		if a.sess != nil {
 			sessDone = a.sess.done
 		}
+		var kick <-chan struct{}
+		if a.watch != nil {
+			kick = a.watch.kick
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -395,8 +607,32 @@ func (a *Agent) loop(ctx context.Context) {
 			}
 		case r := <-a.idleCh:
 			r <- a.idle()
+		case r := <-a.reloadCh:
+			r.done <- a.reload(r.inputs)
+		case <-kick:
+			a.fileEvents(time.Now())
 		case <-wakeC:
 		}
+	}
+}
+
+// fileEvents applies the watcher's hints: written files are checked now,
+// and a file created, renamed or removed starts a scan.
+func (a *Agent) fileEvents(now time.Time) {
+	written, rescan := a.watch.take()
+	if rescan {
+		a.scan(now)
+	}
+	if len(written) == 0 {
+		return
+	}
+	for _, s := range a.order {
+		if _, ok := written[s.path]; ok && s.nextCheck.After(now) {
+			s.nextCheck = now
+		}
+	}
+	if len(a.held) > 0 && !rescan {
+		a.reviewHeld(now) // a copy in progress grew
 	}
 }
 
@@ -440,7 +676,7 @@ func (a *Agent) nextWake(now time.Time) time.Duration {
 
 // idle answers Idle; see there.
 func (a *Agent) idle() bool {
-	if a.flights.len() > 0 {
+	if a.flights.len() > 0 || len(a.held) > 0 {
 		return false
 	}
 	for _, s := range a.order {

@@ -64,7 +64,10 @@ func testOpts(t testing.TB, dir string, aggs ...string) Options {
 		ScanInterval:      20 * time.Millisecond,
 		PollInterval:      5 * time.Millisecond,
 		PositionsInterval: 20 * time.Millisecond,
-		Logger:            log,
+		// Long enough that a test's incomplete line is never shipped
+		// before the test completes it; tests of the timeout set it.
+		PartialTimeout: time.Minute,
+		Logger:         log,
 	}
 }
 

@@ -145,6 +145,12 @@ func (a *Agent) savePositions() error {
 		}
 		pb.Sources = append(pb.Sources, e)
 	}
+	for _, g := range a.ghosts {
+		// Device and inode 0: only a copy can claim it (restoredSet).
+		e := g.e
+		e.Dev, e.Inode = 0, 0
+		pb.Sources = append(pb.Sources, e)
+	}
 	slices.SortFunc(pb.Sources, func(x, y posEntry) int {
 		return cmp.Or(cmp.Compare(x.Path, y.Path), cmp.Compare(x.Inode, y.Inode))
 	})
@@ -158,5 +164,11 @@ func (a *Agent) savePositions() error {
 		return err
 	}
 	a.posDirty = false
+	if a.needSave {
+		a.needSave = false
+		for _, s := range a.order {
+			s.unsaved = false
+		}
+	}
 	return nil
 }

@@ -10,25 +10,40 @@ import (
 
 // scan expands every input's globs, starts sources for new files, follows
 // renames of tracked ones, and closes rotated files that are done. It runs
-// in the loop goroutine, right after start and every ScanInterval.
+// in the loop goroutine, right after start, every ScanInterval, and when a
+// file event says that files appeared or went.
 func (a *Agent) scan(now time.Time) {
 	a.scanGen++
+	a.lastScan = now
+	// Truncations first: a new file of this scan may be the copy that a
+	// copytruncate left of one.
+	if !a.firstScan {
+		for _, s := range a.order {
+			a.checkTruncated(s, now)
+		}
+	}
 	var news []*newFile
-	for i := range a.opts.Inputs {
-		in := &a.opts.Inputs[i]
+	a.waiting = 0
+	for _, in := range a.inputs {
 		for _, pat := range in.Paths {
 			for _, p := range expand(pat) {
 				if excluded(in.Exclude, p) {
 					continue
 				}
-				if nf := a.consider(in, p, news); nf != nil {
+				if nf := a.consider(in, p, news, now); nf != nil {
 					news = append(news, nf)
 				}
 			}
 		}
 	}
-	a.startSources(news, now)
-	a.reap()
+	if a.firstScan {
+		a.startSources(news, now)
+	} else {
+		a.startNew(news, now)
+	}
+	a.reviewHeld(now)
+	a.reap(now)
+	a.expireGhosts(now)
 	if a.firstScan {
 		a.firstScan = false
 		for _, e := range a.restored.rest() {
@@ -37,12 +52,54 @@ func (a *Agent) scan(now time.Time) {
 			a.posDirty = true
 		}
 	}
-	a.openFiles.Store(int64(len(a.sources)))
+	if a.waiting > 0 && !a.warnedLimit {
+		a.log.Warn("max_open_files reached: files wait until others are closed", "max_open_files", a.opts.MaxOpenFiles, "waiting", a.waiting)
+	}
+	a.warnedLimit = a.waiting > 0
+	a.openFiles.Store(int64(len(a.sources) + len(a.held)))
+	a.filesWaiting.Store(int64(a.waiting))
+	a.publishSources()
+	if a.watch != nil {
+		a.watch.sync(a.watchDirs())
+	}
+}
+
+// checkTruncated restarts s as a new source if its file was truncated:
+// it is shorter than the read position, or the bytes before the read
+// position changed.
+func (a *Agent) checkTruncated(s *source, now time.Time) {
+	if s.f == nil || s.stopping {
+		return
+	}
+	fi, err := s.f.Stat()
+	if err != nil {
+		return
+	}
+	switch size := fi.Size(); {
+	case size < s.readPos:
+		a.truncated(s, size, now, "size below read position")
+		s.stats.size.Store(size)
+	case a.guardBroken(s):
+		a.truncated(s, size, now, "the bytes before the read position changed")
+		s.stats.size.Store(size)
+	}
+}
+
+// guardBroken reports whether the file no longer holds the bytes the
+// tailer last read just before its read position (see source.guard).
+func (a *Agent) guardBroken(s *source) bool {
+	g := s.guardLen
+	if g == 0 || s.guardPos != s.readPos {
+		return false
+	}
+	var tmp [guardMax]byte
+	n, _ := s.f.ReadAt(tmp[:g], s.readPos-int64(g))
+	return n < g || !bytes.Equal(tmp[:g], s.guard[:g])
 }
 
 // newFile is a file opened by this scan that no source tracks yet.
 type newFile struct {
-	in    *Input
+	in    *input
 	path  string
 	f     *os.File
 	key   fileKey
@@ -54,8 +111,8 @@ type newFile struct {
 // inode) is tracked is the same source (maybe renamed): nothing is read
 // again. Otherwise the file is new to this run and is returned, open, for
 // startSources (unless news, the new files of this scan, has it already).
-func (a *Agent) consider(in *Input, path string, news []*newFile) *newFile {
-	fi, err := os.Stat(path)
+func (a *Agent) consider(in *input, path string, news []*newFile, now time.Time) *newFile {
+	fi, err := os.Stat(path) // follows symbolic links: a link is read as its target
 	if err != nil || !fi.Mode().IsRegular() {
 		return nil
 	}
@@ -73,6 +130,18 @@ func (a *Agent) consider(in *Input, path string, news []*newFile) *newFile {
 			s.path = path
 			a.posDirty = true
 		}
+		// A reload may have changed its input's rule, removed its input,
+		// or given its path to an input of another topic.
+		switch {
+		case in.Topic == s.topic:
+			s.in, s.switchTo, s.stopping = in, nil, false
+		case s.switchTo != in:
+			a.log.Info("file now belongs to an input of another topic: switching once its batches in flight are acknowledged", s.attrs("to_topic", in.Topic)...)
+			s.switchTo, s.stopping = in, false
+		}
+		return nil
+	}
+	if a.heldKey(key) {
 		return nil
 	}
 	// An empty file is not tracked until it has bytes, unless the
@@ -86,6 +155,13 @@ func (a *Agent) consider(in *Input, path string, news []*newFile) *newFile {
 		if nf.key == key {
 			return nil
 		}
+	}
+	if in.IgnoreOlder > 0 && now.Sub(fi.ModTime()) > in.IgnoreOlder && !a.restored.hasKey(key) {
+		return nil // picked up when it is written again
+	}
+	if len(a.sources)+len(a.held)+len(news) >= a.opts.MaxOpenFiles {
+		a.waiting++
+		return nil
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -129,7 +205,7 @@ func (a *Agent) startSources(news []*newFile, now time.Time) {
 // begins like the old one still gets a new id.
 func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 	in, size := nf.in, nf.size
-	s := &source{key: nf.key, topic: in.Topic, path: nf.path, f: nf.f, seen: a.scanGen, reapSize: -1, tailPos: -1, nextCheck: now}
+	s := &source{key: nf.key, topic: in.Topic, path: nf.path, f: nf.f, in: in, seen: a.scanGen, reapSize: -1, tailPos: -1, nextCheck: now}
 	switch {
 	case e != nil:
 		s.salt = uint64(e.Salt)
@@ -143,6 +219,7 @@ func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 		a.log.Info("resuming file", s.attrs("pos", e.Pos, "size", size, "id", hex64(s.id))...)
 	case lost != nil:
 		s.salt = uint64(now.UnixNano()) | 1
+		a.markUnsaved(s)
 		a.log.Info("file truncated while the agent was stopped (or replaced: it no longer holds the bytes before its position): starting a new source at offset 0",
 			s.attrs("pos", lost.Pos, "size", size)...)
 	case size == 0:
@@ -154,6 +231,7 @@ func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 		a.log.Info("new file: starting at its end", s.attrs("pos", s.readPos)...)
 	default:
 		a.log.Info("new file", s.attrs("size", size)...)
+		a.markUnsaved(s)
 	}
 	if !s.hasID && size > 0 {
 		if err := a.identify(s, size); err != nil {
@@ -162,20 +240,37 @@ func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 			return
 		}
 	}
+	s.stats.size.Store(size)
+	s.publish()
 	a.sources[nf.key] = s
 	a.order = append(a.order, s)
 	a.posDirty = true
 }
 
 // reap closes sources that no glob matched in this scan (rotated away or
-// deleted) once they are drained (no complete line left), fully
+// deleted) once they are drained (nothing left to read), fully
 // acknowledged, and did not grow since the previous scan: a writer that
-// still holds the rotated file gets one scan interval of grace.
-func (a *Agent) reap() {
+// still holds the rotated file gets one scan interval of grace. One not
+// drained DrainTimeout after it was first unmatched is given up: the bytes
+// not acknowledged are logged and counted. A source of an input removed by
+// a reload is closed once its batches in flight are acknowledged.
+func (a *Agent) reap(now time.Time) {
 	var gone bool
 	for _, s := range a.order {
-		if s.seen == a.scanGen {
+		if s.seen == a.scanGen && !s.stopping {
 			s.reapSize = -1
+			s.unmatchedSince = time.Time{}
+			continue
+		}
+		if s.unmatchedSince.IsZero() {
+			s.unmatchedSince = now
+		}
+		if s.stopping {
+			if s.inflight == 0 {
+				a.log.Info("input removed: file closed", s.attrs("acked", s.acked)...)
+				a.closeSource(s)
+				gone = true
+			}
 			continue
 		}
 		fi, err := s.f.Stat()
@@ -183,17 +278,22 @@ func (a *Agent) reap() {
 			continue
 		}
 		size := fi.Size()
-		done := s.inflight == 0 && s.acked == s.readPos &&
-			(size == s.readPos || size == s.partialSize) && size == s.reapSize
+		s.stats.size.Store(size)
+		done := s.inflight == 0 && s.acked == s.readPos && size == s.readPos && size == s.reapSize
 		s.reapSize = size
-		if !done {
-			continue
-		}
-		if size > s.readPos {
-			a.log.Warn("closing rotated file with an incomplete last line: not shipped",
-				s.attrs("bytes", size-s.readPos)...)
-		} else {
+		switch {
+		case done:
 			a.log.Info("closing rotated or deleted file: drained and acknowledged", s.attrs("size", size)...)
+		case now.Sub(s.unmatchedSince) >= a.opts.DrainTimeout:
+			lost := max(size-s.acked, 0)
+			a.log.Warn("rotated or deleted file not drained within drain_timeout: giving up its unshipped bytes",
+				s.attrs("bytes", lost, "acked", s.acked, "size", size, "drain_timeout", a.opts.DrainTimeout)...)
+			a.dropFlights(s)
+			s.gen++
+			s.stats.up.Add(lost)
+			a.givenUp.Add(lost)
+		default:
+			continue
 		}
 		a.closeSource(s)
 		gone = true

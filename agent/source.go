@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,6 +16,10 @@ import (
 // fingerprint covers, and the most bytes before a stored position that the
 // tail fingerprint covers.
 const fingerprintMax = 1024
+
+// guardMax is how many bytes before the read position the tailer checks
+// again before it reads on.
+const guardMax = 64
 
 var crcTable = crc64.MakeTable(crc64.ECMA)
 
@@ -28,6 +33,7 @@ type source struct {
 	topic string
 	path  string // current path, for batches and logs
 	f     *os.File
+	in    *input // the input whose globs matched it (multiline rule)
 
 	// Identity. hasID is false only after a truncation to zero bytes,
 	// until the file has bytes again.
@@ -51,9 +57,33 @@ type source struct {
 	gen      uint64
 	inflight int // batches in flight
 
-	// partialSize is the file size at which only an incomplete last line
-	// followed readPos; while the size stays there, nothing is read.
+	// partialSize is the file size at which only held bytes (an incomplete
+	// last line, a multiline record waiting for its next line) followed
+	// readPos; while the size stays there, nothing is read until
+	// heldSince plus a timeout. heldLines: the held bytes hold a newline
+	// (a multiline record).
 	partialSize int64
+	heldSince   time.Time
+	heldLines   bool
+	// unsaved: the source's identity is not in the positions file yet; it
+	// is not read until it is (so that a crash cannot give it another id
+	// after some of it was shipped).
+	unsaved bool
+	// stopping: its input was removed by a reload; it is closed once its
+	// batches in flight are acknowledged. switchTo: its file is now matched
+	// by an input of another topic, taken once nothing is in flight.
+	stopping bool
+	switchTo *input
+	// unmatchedSince is when a scan first did not match it (zero: matched).
+	unmatchedSince time.Time
+	stats          sourceStats
+	// guard holds the guardLen bytes just before guardPos, as read last:
+	// before reading on from guardPos, the tailer checks that the file
+	// still has them, which catches a truncation followed by growth past
+	// the read position between two looks (see readSource).
+	guard    [guardMax]byte
+	guardLen int
+	guardPos int64
 	// pendingSince is when unread bytes were first seen (zero: none).
 	pendingSince time.Time
 	nextCheck    time.Time
@@ -61,6 +91,25 @@ type source struct {
 	seen         uint64 // the last scan whose globs matched it
 	reapSize     int64  // size at the previous close check, -1 unknown
 	warnedLong   bool
+}
+
+// sourceStats are a source's metrics, read by Stats from any goroutine.
+type sourceStats struct {
+	topic, path           atomic.Pointer[string]
+	size, read, acked, up atomic.Int64
+}
+
+// publish copies what Stats reports of s that the loop owns.
+func (s *source) publish() {
+	if p := s.stats.path.Load(); p == nil || *p != s.path {
+		path := s.path
+		s.stats.path.Store(&path)
+	}
+	if t := s.stats.topic.Load(); t == nil || *t != s.topic {
+		topic := s.topic
+		s.stats.topic.Store(&topic)
+	}
+	s.stats.acked.Store(s.acked)
 }
 
 // log attributes of a source.
@@ -191,6 +240,7 @@ func (a *Agent) refreshFingerprint(s *source, size int64, now time.Time) {
 // bytes.
 func (a *Agent) truncated(s *source, size int64, now time.Time, why string) {
 	a.log.Info("file truncated: starting a new source at offset 0", s.attrs("reason", why, "size", size, "position", s.readPos, "acked", s.acked)...)
+	a.addGhost(s, now)
 	a.dropFlights(s)
 	s.gen++
 	s.readPos, s.acked = 0, 0
@@ -199,7 +249,9 @@ func (a *Agent) truncated(s *source, size int64, now time.Time, why string) {
 	s.salt = uint64(now.UnixNano()) | 1
 	s.partialSize = 0
 	s.pendingSince = time.Time{}
+	s.guardLen = 0
 	a.posDirty = true
+	a.markUnsaved(s)
 	if size > 0 {
 		if err := a.identify(s, size); err != nil {
 			a.log.Warn("fingerprint failed; will retry", s.attrs("err", err)...)
@@ -207,12 +259,22 @@ func (a *Agent) truncated(s *source, size int64, now time.Time, why string) {
 	}
 }
 
-// closeSource closes s's file and forgets it.
+// closeSource closes s's file and forgets it. The caller removes it from
+// a.order.
 func (a *Agent) closeSource(s *source) {
 	if s.f != nil {
 		s.f.Close()
 		s.f = nil
 	}
-	delete(a.sources, s.key)
+	if a.sources[s.key] == s {
+		delete(a.sources, s.key)
+	}
 	a.posDirty = true
+}
+
+// markUnsaved holds s back from reading until the positions file names its
+// identity (see source.unsaved).
+func (a *Agent) markUnsaved(s *source) {
+	s.unsaved = true
+	a.needSave = true
 }

@@ -37,6 +37,9 @@ func (a *Agent) tailPass(now time.Time) (busy bool) {
 	if a.sess == nil {
 		return false // nothing is read while there is no connection
 	}
+	if a.needSave {
+		a.savePositions() // on failure, the sources it names wait for the next try
+	}
 	n := len(a.order)
 	a.rr++
 	for i := range n {
@@ -56,14 +59,32 @@ func (a *Agent) tailPass(now time.Time) (busy bool) {
 func (a *Agent) service(s *source, now time.Time) {
 	s.busy = false
 	s.nextCheck = now.Add(a.opts.PollInterval)
+	if s.switchTo != nil {
+		if s.inflight > 0 {
+			return // switch at a point where everything sent is acknowledged
+		}
+		a.log.Info("switching file to another topic", s.attrs("to_topic", s.switchTo.Topic, "pos", s.acked)...)
+		s.in, s.topic, s.switchTo = s.switchTo, s.switchTo.Topic, nil
+		s.readPos, s.partialSize = s.acked, 0
+		a.posDirty = true
+		s.publish()
+	}
+	if s.stopping || s.unsaved {
+		return // see reload and savePositions
+	}
 	fi, err := s.f.Stat()
 	if err != nil {
 		a.log.Warn("stat failed", s.attrs("err", err)...)
 		return
 	}
 	size := fi.Size()
+	s.stats.acked.Store(s.acked)
 	if size < s.readPos {
 		a.truncated(s, size, now, "size below read position")
+	}
+	s.stats.size.Store(size)
+	if s.unsaved {
+		return // read once the new identity is saved
 	}
 	if !s.hasID {
 		if size == 0 {
@@ -75,10 +96,31 @@ func (a *Agent) service(s *source, now time.Time) {
 		}
 	} else if s.fpLen < fingerprintMax && size > int64(s.fpLen) {
 		a.refreshFingerprint(s, size, now)
+		if s.unsaved {
+			return
+		}
 	}
-	if size == s.readPos || size == s.partialSize {
-		if size == s.readPos {
-			s.pendingSince = time.Time{}
+	if size == s.readPos {
+		s.pendingSince = time.Time{}
+		return
+	}
+	if size == s.partialSize {
+		// Only held bytes follow readPos: a multiline record waiting for
+		// the line that ends it, and/or a last line without its newline.
+		// Each is shipped when its timeout passes.
+		age := now.Sub(s.heldSince)
+		force := s.heldLines && s.in.ml != nil && age >= s.in.ml.timeout
+		partial := age >= a.opts.PartialTimeout
+		if force || partial {
+			a.readSource(s, now, true, force || partial, partial)
+			return
+		}
+		due := s.heldSince.Add(a.opts.PartialTimeout)
+		if s.heldLines && s.in.ml != nil {
+			due = s.heldSince.Add(s.in.ml.timeout)
+		}
+		if due.Before(s.nextCheck) {
+			s.nextCheck = due
 		}
 		return
 	}
@@ -92,23 +134,41 @@ func (a *Agent) service(s *source, now time.Time) {
 		}
 		return
 	}
-	a.readSource(s, now, byAge)
+	a.readSource(s, now, byAge, false, false)
 }
 
 // readSource reads s from its read position and ships batches, until it
 // reaches the end of the file, the window fills, or it had its fair share.
-// With flushTail, lines that do not fill a batch are shipped too. Batches
-// and records keep to the session's frame limits: a record that would take
-// a batch past rawMax goes to the next batch, and a line longer than
-// lineMax is cut into records of lineMax bytes (nothing is dropped).
-func (a *Agent) readSource(s *source, now time.Time, flushTail bool) {
+// With flushTail, records that do not fill a batch are shipped too. Force
+// and partial are the cutter's (see there): the held bytes at the end of
+// the file are shipped. Batches and records keep to the session's frame
+// limits: a record that would take a batch past rawMax goes to the next
+// batch, and a line longer than the line limit is cut into records of that
+// size (nothing is dropped).
+func (a *Agent) readSource(s *source, now time.Time, flushTail, force, partial bool) {
 	ts := now.UnixNano()
 	b := a.builder
 	lim := &a.sess.limits
+	c := cutter{ml: s.in.ml, lineMax: min(lim.lineMax, a.opts.MaxLineBytes), force: force, partial: partial}
+	bufMax := c.lineMax + 1
+	if c.ml != nil {
+		c.recMax = min(c.ml.maxBytes, lim.lineMax)
+		bufMax += c.recMax + 1
+	}
+	if g := s.guardLen; g > 0 && s.guardPos == s.readPos {
+		var tmp [guardMax]byte
+		if n, _ := s.f.ReadAt(tmp[:g], s.readPos-int64(g)); n < g || !bytes.Equal(tmp[:g], s.guard[:g]) {
+			a.truncated(s, s.stats.size.Load(), now, "the bytes before the read position changed")
+			return
+		}
+	}
 	pos := s.readPos // file offset of the next byte to add
 	start := pos     // range start of the batch being built
+	var bufOff int64 // file offset of a.buf[0]
+	var bufN int
 	budget := fairShare
 	atEOF := false
+	prevHeld := s.partialSize
 	s.partialSize = 0
 read:
 	for budget > 0 {
@@ -117,26 +177,26 @@ read:
 			a.log.Warn("read failed", s.attrs("err", err, "offset", pos)...)
 			break
 		}
+		bufOff, bufN = pos, n
 		budget -= n
 		data := a.buf[:n]
 		full := n == len(a.buf)
-		nl := bytes.IndexByte(data, '\n') // of the next line in data, -1: none
-		for {
-			var rec []byte
-			var adv int // file bytes rec stands for
-			switch {
-			case nl >= 0 && nl <= lim.lineMax:
-				rec, adv = data[:nl], nl+1
-			case nl >= 0 || len(data) >= lim.lineMax:
-				// A line longer than lineMax: cut it, keep every byte.
-				rec, adv = data[:lim.lineMax], lim.lineMax
+		canGrow := full && len(a.buf) < bufMax
+		c.eof = !full
+		for len(data) > 0 {
+			// A timeout forces out the last record of the file only; a
+			// full buffer that cannot grow forces out its first.
+			c.force = (force && !full) || (full && !canGrow && len(data) == n)
+			rec, adv, split := c.next(data)
+			if adv == 0 {
+				break // data is the start of a record not complete yet
+			}
+			if split {
+				a.recordsSplit.Add(1)
 				if !s.warnedLong {
 					s.warnedLong = true
-					a.log.Warn("line longer than the maximum: cut into several records", s.attrs("max", lim.lineMax, "offset", pos)...)
+					a.log.Warn("line or multiline record longer than the maximum: cut into several records", s.attrs("max", len(rec), "offset", pos)...)
 				}
-			}
-			if adv == 0 {
-				break // data is the start of an incomplete line
 			}
 			if b.Count() > 0 && b.RawSize()+len(rec)+recordOverhead > lim.rawMax {
 				a.ship(s, start, pos)
@@ -148,11 +208,6 @@ read:
 			b.Add(ts, rec)
 			pos += int64(adv)
 			data = data[adv:]
-			if nl >= 0 { // else there is no newline in data
-				if nl -= adv; nl < 0 {
-					nl = bytes.IndexByte(data, '\n')
-				}
-			}
 			if b.RawSize() >= lim.batchBytes {
 				a.ship(s, start, pos)
 				start = pos
@@ -165,12 +220,17 @@ read:
 			atEOF = true
 			if len(data) > 0 && flushTail {
 				s.partialSize = pos + int64(len(data))
+				s.heldLines = bytes.IndexByte(data, '\n') >= 0
+				if s.partialSize != prevHeld {
+					s.heldSince = now
+				}
 			}
 			break
 		}
-		if len(data) == n && len(a.buf) < maxLineBytes {
-			// Not one line in a full buffer: read more at once.
-			a.buf = make([]byte, min(2*len(a.buf), maxLineBytes))
+		if len(data) == n && canGrow {
+			// Not one record in a full buffer: read more at once.
+			a.buf = make([]byte, min(2*len(a.buf), bufMax))
+			bufN = 0 // the bytes read are gone with the old buffer
 		}
 	}
 	if b.Count() > 0 {
@@ -180,11 +240,23 @@ read:
 			b.Reset() // read again on a later turn
 		}
 	}
+	// Keep the bytes before the new read position for the next turn's
+	// check, when this read still has them.
+	if g := int(min(s.readPos, guardMax)); s.readPos-int64(g) >= bufOff && s.readPos <= bufOff+int64(bufN) {
+		i := int(s.readPos - bufOff)
+		s.guardLen = copy(s.guard[:], a.buf[i-g:i])
+		s.guardPos = s.readPos
+	} else if s.guardPos != s.readPos {
+		s.guardLen = 0
+	}
 	switch {
 	case !atEOF:
 		s.busy = true // budget or window ran out: more to read
 	case flushTail:
 		s.pendingSince = time.Time{}
+		if s.partialSize > 0 {
+			s.nextCheck = now // set the held bytes' timer
+		}
 	default:
 		// Lines left that do not fill a batch: due when they are old
 		// enough.
@@ -225,6 +297,7 @@ func (a *Agent) ship(s *source, start, end int64) {
 	a.sess.send <- outBatch{seq: a.seq, data: bp}
 	a.lines.Add(int64(lines))
 	a.rawBytes.Add(end - start)
+	s.stats.read.Add(end - start)
 	a.batches.Add(1)
 }
 
@@ -243,7 +316,7 @@ func (a *Agent) getBuf() *[]byte {
 }
 
 func (a *Agent) putBuf(p *[]byte) {
-	if cap(*p) > 4*a.opts.BatchBytes+maxLineBytes {
+	if cap(*p) > 4*a.opts.BatchBytes+a.opts.MaxLineBytes {
 		return // an outsize batch: let it go
 	}
 	a.bufPool.Put(p)

@@ -299,8 +299,8 @@ func TestFrameLimits(t *testing.T) {
 		batchBytes, maxFrame int
 		want                 frameLimits
 	}{
-		{256 << 10, 0, frameLimits{wire.DefaultMaxFrame, 256 << 10, 8 << 20, maxLineBytes}},
-		{maxBatchBytes, wire.DefaultMaxFrame, frameLimits{wire.DefaultMaxFrame, maxBatchBytes, 8 << 20, maxLineBytes}},
+		{256 << 10, 0, frameLimits{wire.DefaultMaxFrame, 256 << 10, 8 << 20, 8<<20 - recordOverhead}},
+		{maxBatchBytes, wire.DefaultMaxFrame, frameLimits{wire.DefaultMaxFrame, maxBatchBytes, 8 << 20, 8<<20 - recordOverhead}},
 		{256 << 10, 64 << 10, frameLimits{64 << 10, 32 << 10, 32 << 10, 32<<10 - recordOverhead}},
 		{4 << 10, 64 << 10, frameLimits{64 << 10, 4 << 10, 32 << 10, 32<<10 - recordOverhead}},
 		{256 << 10, 100, frameLimits{100, minRawMax, minRawMax, minRawMax - recordOverhead}},

@@ -1,0 +1,216 @@
+package agent
+
+import (
+	"bytes"
+	"slices"
+	"time"
+)
+
+// copytruncate while the agent runs (doc.go, "copytruncate"). logrotate's
+// copytruncate copies the file to a new name, then truncates the original
+// in place. The copy is a new file (another inode) holding the source's
+// content; the original goes on as new content from offset 0. So:
+//
+//   - When a source is truncated, its identity and its last position with
+//     a tail fingerprint are kept for a while as a ghost (also in the
+//     positions file, under device and inode 0, so that a restarted agent
+//     can still match the copy).
+//   - A new file that holds a ghost's content (first bytes, length, bytes
+//     before the position: the rule of a restart) resumes the ghost's
+//     source at that position, under its id: what it sends again, the
+//     aggregator drops as duplicates.
+//   - A new file that looks like a copy in progress (its bytes so far are
+//     those of a live source, or the first bytes of a ghost's) is held,
+//     open but unread, while it grows and for copyWait after, so that the
+//     truncation that follows a copy can make the ghost it is matched
+//     against. A held file that turns out to be no copy is then read as a
+//     new source.
+//
+// Everything here runs in the loop goroutine.
+
+// ghost is the identity of a truncated source, for its copy to resume.
+type ghost struct {
+	topic   string
+	e       posEntry // identity, and the position to resume at (its tail fingerprinted)
+	unread  int64    // bytes the file had past the read position when it was truncated
+	expires time.Time
+}
+
+// heldCopy is a new file that may be a copy in progress.
+type heldCopy struct {
+	nf    *newFile
+	since time.Time // when it last grew
+}
+
+// copyWait and ghostTTL bound how long a possible copy is held after it
+// stopped growing, and how long a truncated source waits for its copy.
+func (a *Agent) copyWait() time.Duration { return max(2*a.opts.ScanInterval, time.Second) }
+func (a *Agent) ghostTTL() time.Duration { return max(5*a.opts.ScanInterval, 10*time.Second) }
+
+// addGhost keeps s's identity before a truncation resets it.
+func (a *Agent) addGhost(s *source, now time.Time) {
+	if !s.hasID || s.fpLen == 0 {
+		return
+	}
+	g := &ghost{topic: s.topic, expires: now.Add(a.ghostTTL())}
+	g.e = posEntry{ID: hex64(s.id), Topic: s.topic, Path: s.path, FP: hex64(s.fp), FPLen: s.fpLen, Salt: hex64(s.salt), hasTail: true}
+	if s.tailPos >= 0 {
+		g.e.Pos, g.e.TailFP, g.e.TailLen = s.tailPos, hex64(s.tailFP), s.tailLen
+	}
+	g.unread = max(s.stats.size.Load()-s.readPos, 0)
+	a.ghosts = append(a.ghosts, g)
+	a.posDirty = true
+}
+
+// claimGhost returns, and forgets, the ghost of nf's topic whose content
+// nf holds.
+func (a *Agent) claimGhost(nf *newFile) *ghost {
+	for i, g := range a.ghosts {
+		if g.topic == nf.in.Topic && nf.probe.holds(&g.e) {
+			a.ghosts = slices.Delete(a.ghosts, i, i+1)
+			return g
+		}
+	}
+	return nil
+}
+
+// mayBeCopy reports whether nf may be a copy in progress of a live source
+// or of a ghost of its topic: its bytes so far are theirs.
+func (a *Agent) mayBeCopy(nf *newFile) bool {
+	if nf.size == 0 {
+		return false
+	}
+	for _, g := range a.ghosts {
+		if g.topic != nf.in.Topic || nf.size >= g.e.Pos && nf.size >= int64(g.e.FPLen) {
+			continue // too short to be a ghost's copy, or long enough to be matched already
+		}
+		if nf.size < int64(g.e.FPLen) {
+			return true // cannot tell yet
+		}
+		if fp, ok := nf.probe.fp(g.e.FPLen); ok && fp == uint64(g.e.FP) {
+			return true
+		}
+	}
+	for _, s := range a.order {
+		if s.topic != nf.in.Topic || !s.hasID || s.f == nil || s.key == nf.key {
+			continue
+		}
+		if a.sameBytes(nf, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameBytes reports whether nf's first bytes and last bytes are those of
+// s's file at the same offsets: a copy of s, maybe in progress.
+func (a *Agent) sameBytes(nf *newFile, s *source) bool {
+	k := int(min(nf.size, int64(s.fpLen)))
+	fp, ok := nf.probe.fp(k)
+	if !ok {
+		return false
+	}
+	if k == s.fpLen {
+		if fp != s.fp {
+			return false
+		}
+	} else if sfp, err := fingerprintN(s.f, k, a.fpBuf); err != nil || sfp != fp {
+		return false
+	}
+	n := int(min(nf.size, fingerprintMax))
+	x, y := make([]byte, n), make([]byte, n)
+	off := nf.size - int64(n)
+	if m, _ := nf.f.ReadAt(x, off); m < n {
+		return false
+	}
+	if m, _ := s.f.ReadAt(y, off); m < n {
+		return false
+	}
+	return bytes.Equal(x, y)
+}
+
+// startNew starts the new files of a scan after the first: a file that
+// holds a ghost resumes it, one that may be a copy in progress is held,
+// the others are new sources.
+func (a *Agent) startNew(news []*newFile, now time.Time) {
+	for _, nf := range news {
+		if g := a.claimGhost(nf); g != nil {
+			a.log.Info("copy of a truncated file (copytruncate): resuming its source", "topic", nf.in.Topic, "source", nf.path, "of", g.e.Path, "pos", g.e.Pos)
+			a.startSource(nf, &g.e, nil, now)
+			continue
+		}
+		if a.mayBeCopy(nf) {
+			a.log.Debug("new file looks like a copy in progress: holding it", "topic", nf.in.Topic, "source", nf.path, "size", nf.size)
+			a.held = append(a.held, &heldCopy{nf: nf, since: now})
+			continue
+		}
+		a.startSource(nf, nil, nil, now)
+	}
+}
+
+// reviewHeld decides about the held files again: a ghost's copy resumes
+// it; one that stopped growing copyWait ago without becoming one is a new
+// source.
+func (a *Agent) reviewHeld(now time.Time) {
+	keep := a.held[:0]
+	for _, h := range a.held {
+		nf := h.nf
+		fi, err := nf.f.Stat()
+		if err != nil {
+			nf.f.Close()
+			continue
+		}
+		if size := fi.Size(); size != nf.size {
+			nf.size, h.since = size, now
+			nf.probe = newProbe(nf.f, size, a.fpBuf)
+		}
+		if g := a.claimGhost(nf); g != nil {
+			a.log.Info("copy of a truncated file (copytruncate): resuming its source", "topic", nf.in.Topic, "source", nf.path, "of", g.e.Path, "pos", g.e.Pos)
+			a.startSource(nf, &g.e, nil, now)
+			continue
+		}
+		if now.Sub(h.since) < a.copyWait() && a.mayBeCopy(nf) {
+			keep = append(keep, h)
+			continue
+		}
+		a.startSource(nf, nil, nil, now)
+	}
+	clear(a.held[len(keep):])
+	a.held = keep
+}
+
+// expireGhosts forgets ghosts whose copy did not show up. The bytes their
+// file had past the read position when it was truncated are given up:
+// they were in neither the copy the agent saw nor the truncated file.
+func (a *Agent) expireGhosts(now time.Time) {
+	a.ghosts = slices.DeleteFunc(a.ghosts, func(g *ghost) bool {
+		if now.Before(g.expires) {
+			return false
+		}
+		if g.unread > 0 {
+			a.log.Warn("truncated file had unread bytes and no copy of it was found: giving them up",
+				"topic", g.topic, "source", g.e.Path, "bytes", g.unread)
+			a.givenUp.Add(g.unread)
+		}
+		a.posDirty = true
+		return true
+	})
+}
+
+// closeHeld closes the held files (at shutdown).
+func (a *Agent) closeHeld() {
+	for _, h := range a.held {
+		h.nf.f.Close()
+	}
+	a.held = nil
+}
+
+// heldKey reports whether a held file has key.
+func (a *Agent) heldKey(key fileKey) bool {
+	for _, h := range a.held {
+		if h.nf.key == key {
+			return true
+		}
+	}
+	return false
+}
