@@ -208,9 +208,9 @@ type Agent struct {
 	firstScan     bool
 	lastScan      time.Time
 	inputs        []*input
-	ghosts        []*ghost     // truncated sources waiting for their copy
-	held          []*heldCopy  // new files that may be copies in progress
-	waiting       int          // files the last scan could not open (MaxOpenFiles)
+	ghosts        []*ghost    // truncated sources waiting for their copy
+	held          []*heldCopy // new files that may be copies in progress
+	waiting       int         // files the last scan could not open (MaxOpenFiles)
 	warnedLimit   bool
 	watch         *watcher // nil: polling only
 	lock          *os.File // flock on StateDir/lock, held until Run returns
