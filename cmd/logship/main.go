@@ -37,6 +37,8 @@ func commands() []command {
 		{"aggregator", "receive batches from agents, store them, serve sinks", runAggregator},
 		{"sink", "consume topics from aggregators into files", runSink},
 		{"cat", "print records stored on aggregators", runCat},
+		{"status", "agents, partitions and sinks' lag of aggregators", runStatus},
+		{"offsets", "list sinks' offsets or reset them (replay): logship offsets list|reset", runOffsets},
 		{"config", "config tools: logship config check FILE", runConfig},
 		{"log", "inspect an aggregator's data directory: logship log dump|verify", runLog},
 		{"demo", "run the whole pipeline in one process on sample logs", runDemo},

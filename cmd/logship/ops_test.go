@@ -1,0 +1,207 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startAggregator starts an aggregator process with its data under root
+// and returns it and the address it listens on.
+func startAggregator(t testing.TB, root string, extra string) (*proc, string) {
+	t.Helper()
+	cfg := filepath.Join(root, "aggregator.toml")
+	writeFile(t, cfg, fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = 1\n%s",
+		filepath.Join(root, "data"), extra))
+	p := start(t, "aggregator", "aggregator", "--config", cfg)
+	var addr string
+	waitFor(t, "the aggregator to listen", 20*time.Second, func() bool {
+		m := listenRE.FindStringSubmatch(p.output())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	return p, addr
+}
+
+// epochLines returns the lines of the published files of one epoch (0: the
+// files without +e<N>), in name order.
+func epochLines(t testing.TB, dir string, epoch int) []string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*", "*.log"))
+	sort.Strings(files)
+	var lines []string
+	for _, f := range files {
+		e := 0
+		if i := strings.LastIndex(f, "+e"); i > 0 {
+			fmt.Sscanf(f[i:], "+e%d.log", &e)
+		}
+		if e != epoch {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")...)
+	}
+	return lines
+}
+
+func runCLI(t testing.TB, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(binPath, args...).CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
+// TestReplayByTime ships lines in two phases, lets a running file sink
+// publish them all, then resets the sink to the time between the phases:
+// the sink follows without a restart and re-delivers exactly the second
+// phase, from its first record, into files named with the new epoch. It
+// also runs offsets list and status against the same aggregator, and the
+// CLI's errors.
+func TestReplayByTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	root := t.TempDir()
+	logs := filepath.Join(root, "logs")
+	os.MkdirAll(logs, 0o755)
+	agg, addr := startAggregator(t, root, "")
+
+	out := filepath.Join(root, "archive")
+	sinkCfg := filepath.Join(root, "sinks.toml")
+	writeFile(t, sinkCfg, fmt.Sprintf("aggregators = [%q]\n[[sink]]\nname = \"archive\"\ntype = \"file\"\ntopics = [\"app\"]\ndir = %q\nidle_timeout = \"200ms\"\n", addr, out))
+	sink := start(t, "sink", "sink", "--config", sinkCfg)
+	agentCfg := filepath.Join(root, "agent.toml")
+	writeFile(t, agentCfg, fmt.Sprintf("id = \"web-01\"\nstate_dir = %q\naggregators = [%q]\nbatch_wait = \"20ms\"\nscan_interval = \"100ms\"\npoll_interval = \"20ms\"\n[[input]]\ntopic = \"app\"\npaths = [%q]\n",
+		filepath.Join(root, "agent-state"), addr, filepath.Join(logs, "*.log")))
+	ag := start(t, "agent", "agent", "--config", agentCfg)
+
+	s := &e2eStream{dir: logs, name: "api"}
+	s.write(t, 500)
+	waitFor(t, "phase 1 published", 30*time.Second, func() bool { return len(epochLines(t, out, 0)) == 500 })
+	between := time.Now()
+	s.write(t, 300)
+	waitFor(t, "phase 2 published", 30*time.Second, func() bool { return len(epochLines(t, out, 0)) == 800 })
+
+	// The status shows the partition, the agent and the sink at the end.
+	js, code := runCLI(t, "status", "--aggregator", addr, "--format", "json")
+	if code != 0 {
+		t.Fatalf("status: exit %d: %s", code, js)
+	}
+	var st struct {
+		Agents []struct {
+			ID     string   `json:"id"`
+			Topics []string `json:"topics"`
+		} `json:"agents"`
+		Partitions []struct {
+			Topic, Aggregator string
+			Partition         int
+			StartOffset       *int64 `json:"start_offset"`
+			EndOffset         int64  `json:"end_offset"`
+			Bytes             int64  `json:"bytes"`
+		} `json:"partitions"`
+		Sinks []struct {
+			Sink, Topic, Aggregator string
+			Partition               int
+			Committed               int64 `json:"committed"`
+			Lag                     *int64
+		} `json:"sinks"`
+	}
+	if err := json.Unmarshal([]byte(js), &st); err != nil {
+		t.Fatalf("status json: %v\n%s", err, js)
+	}
+	if len(st.Agents) != 1 || st.Agents[0].ID != "web-01" || len(st.Partitions) != 1 || st.Partitions[0].EndOffset != 800 ||
+		st.Partitions[0].StartOffset == nil || st.Partitions[0].Bytes == 0 || st.Partitions[0].Aggregator != "agg-1" ||
+		len(st.Sinks) != 1 || st.Sinks[0].Sink != "archive" || st.Sinks[0].Committed != 800 || st.Sinks[0].Lag == nil || *st.Sinks[0].Lag != 0 {
+		t.Fatalf("status: %s", js)
+	}
+	table, code := runCLI(t, "status", "--aggregator", addr)
+	if code != 0 || !strings.Contains(table, "web-01") || !strings.Contains(table, "archive") {
+		t.Fatalf("status table: exit %d\n%s", code, table)
+	}
+	list, code := runCLI(t, "offsets", "list", "--aggregator", addr)
+	if code != 0 || !regexpLine(list, `archive\s+app\s+agg-1\s+0\s+800\s+800\s+0\s`) {
+		t.Fatalf("offsets list: exit %d\n%s", code, list)
+	}
+
+	// A dry run changes nothing.
+	at := between.UTC().Format(time.RFC3339Nano)
+	plan, code := runCLI(t, "offsets", "reset", "--aggregator", addr, "--sink", "archive", "--to-time", at)
+	if code != 0 || !regexpLine(plan, `archive\s+app\s+agg-1\s+0\s+800\s+500\s+-300`) || !strings.Contains(plan, "Dry run") {
+		t.Fatalf("dry run: exit %d\n%s", code, plan)
+	}
+	if list2, _ := runCLI(t, "offsets", "list", "--aggregator", addr); list2 != list {
+		t.Fatalf("a dry run changed the offsets:\n%s", list2)
+	}
+	// Executed, the running sink follows and re-delivers phase 2 only.
+	t.Logf("logship status:\n%s\nlogship offsets list:\n%s\nlogship offsets reset (dry run):\n%s", table, list, plan)
+	done, code := runCLI(t, "offsets", "reset", "--aggregator", addr, "--sink", "archive", "--to-time", at, "--execute")
+	if code != 0 || !strings.Contains(done, "Applied") {
+		t.Fatalf("reset: exit %d\n%s", code, done)
+	}
+	waitFor(t, "the replay published", 30*time.Second, func() bool { return len(epochLines(t, out, 1)) == 300 })
+	replayed := epochLines(t, out, 1)
+	first := epochLines(t, out, 0)
+	for i, l := range replayed {
+		if l != first[500+i] {
+			t.Fatalf("replayed line %d = %q, want %q", i, l, first[500+i])
+		}
+	}
+	if !strings.Contains(sink.output(), "offset reset by an operator") {
+		t.Errorf("the sink did not log that it followed the reset")
+	}
+
+	// Errors name what was wrong.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"offsets", "list", "--aggregator", addr, "--sink", "nope"}, `sink "nope" has no committed offsets`},
+		{[]string{"offsets", "reset", "--aggregator", addr, "--sink", "nope", "--to-earliest"}, `sink "nope" has no committed offsets`},
+		{[]string{"offsets", "reset", "--aggregator", addr, "--sink", "archive", "--to-time", "2001-01-01T00:00:00Z"}, "before the earliest record of app/0 on agg-1"},
+		{[]string{"offsets", "reset", "--aggregator", addr, "--sink", "archive", "--to-offset", "9999"}, "outside the stored range [0, 800]"},
+		{[]string{"offsets", "reset", "--aggregator", addr, "--sink", "archive"}, "give exactly one of"},
+		{[]string{"offsets", "reset", "--aggregator", addr, "--sink", "archive", "--by-duration", "2h"}, "want a negative duration"},
+		{[]string{"status", "--aggregator", "127.0.0.1:1"}, "aggregator 127.0.0.1:1"},
+		{[]string{"offsets", "list", "--aggregator", "127.0.0.1:1"}, "connection refused"},
+		{[]string{"offsets", "list"}, "--aggregator is required"},
+	} {
+		got, code := runCLI(t, c.args...)
+		if code != 1 || !strings.Contains(got, c.want) {
+			t.Errorf("%v: exit %d, output %q; want exit 1 containing %q", c.args, code, got, c.want)
+		}
+	}
+	for _, p := range []*proc{ag, sink, agg} {
+		if err := p.stop(syscall.SIGTERM); err != nil {
+			t.Errorf("%s exit after SIGTERM: %v", p.name, err)
+		}
+	}
+}
+
+func regexpLine(s, re string) bool {
+	for _, l := range strings.Split(s, "\n") {
+		if matched, _ := regexpMatch(re, l); matched {
+			return true
+		}
+	}
+	return false
+}
+
+func regexpMatch(re, s string) (bool, error) { return regexp.MatchString(re, s) }
