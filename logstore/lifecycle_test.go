@@ -333,17 +333,23 @@ func TestRetentionByBytes(t *testing.T) {
 		t.Fatalf("Info().Bytes = %d, files hold %d", info.Bytes, total)
 	}
 	// Keep at most the last three segments' bytes: the first three go.
-	p.opts.RetentionBytes = sizes[3] + sizes[4] + sizes[5]
+	// SetRetention changes it on the running Store (a reload).
+	limit := sizes[3] + sizes[4] + sizes[5]
+	if err := s.SetRetention(0, limit); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.EnforceRetention(clk.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := p.Start(), segs[3][0].base; got != want {
 		t.Fatalf("Start = %d, want %d", got, want)
 	}
-	if got := p.Info().Bytes; got > p.opts.RetentionBytes {
-		t.Fatalf("%d bytes left, retention %d", got, p.opts.RetentionBytes)
+	if got := p.Info().Bytes; got > limit {
+		t.Fatalf("%d bytes left, retention %d", got, limit)
 	}
-	p.opts.RetentionBytes = 1 // never the active segment
+	if err := s.SetRetention(0, 1); err != nil { // never the active segment
+		t.Fatal(err)
+	}
 	if err := s.EnforceRetention(clk.Now()); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync/atomic"
 	"time"
 )
 
@@ -92,6 +93,10 @@ type Options struct {
 	// retention. Default 1 minute.
 	RetentionCheckInterval time.Duration
 
+	// live holds the retention limits a running Store uses, which
+	// SetRetention changes; nil outside a Store (tests of parts).
+	live *liveRetention
+
 	// CheckpointInterval is how often the Store's checkpoint goroutine
 	// records every partition's recovery point (it also does so soon after
 	// each roll). Default 1 minute. See doc.go, "Recovery".
@@ -175,4 +180,18 @@ func (o Options) withDefaults() Options {
 		o.Now = time.Now
 	}
 	return o
+}
+
+// liveRetention is the retention a running Store enforces: the Options'
+// values at Open, then SetRetention's.
+type liveRetention struct {
+	age, bytes atomic.Int64
+}
+
+// retention returns the age and byte limits in force.
+func (o *Options) retention() (age time.Duration, bytes int64) {
+	if o.live == nil {
+		return o.RetentionAge, o.RetentionBytes
+	}
+	return time.Duration(o.live.age.Load()), o.live.bytes.Load()
 }

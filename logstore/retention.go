@@ -166,9 +166,10 @@ func (p *Partition) expired(now time.Time) []expired {
 	for _, s := range p.segs {
 		total += s.size.Load()
 	}
+	age, limit := p.opts.retention()
 	cutoff := int64(noTime)
-	if p.opts.RetentionAge > 0 {
-		cutoff = now.Add(-p.opts.RetentionAge).UnixMilli()
+	if age > 0 {
+		cutoff = now.Add(-age).UnixMilli()
 	}
 	var out []expired
 	for _, s := range sealed {
@@ -178,8 +179,8 @@ func (p *Partition) expired(now time.Time) []expired {
 			// segment of records from the future still expires (KAFKA-20609).
 			out = append(out, expired{s, fmt.Sprintf("age: last append %s before %s",
 				time.UnixMilli(s.lastTime.Load()).UTC().Format(time.RFC3339), time.UnixMilli(cutoff).UTC().Format(time.RFC3339))})
-		case p.opts.RetentionBytes > 0 && total > p.opts.RetentionBytes:
-			out = append(out, expired{s, fmt.Sprintf("bytes: partition holds %d, retention %d", total, p.opts.RetentionBytes)})
+		case limit > 0 && total > limit:
+			out = append(out, expired{s, fmt.Sprintf("bytes: partition holds %d, retention %d", total, limit)})
 		default:
 			return out
 		}

@@ -380,7 +380,9 @@ func TestCacheConcurrentReaders(t *testing.T) {
 			p.rw.RLock()
 			size := p.segs[0].size.Load()
 			p.rw.RUnlock()
-			p.opts.RetentionBytes = p.Info().Bytes - size // one segment a time
+			if err := s.SetRetention(0, p.Info().Bytes-size); err != nil { // one segment a time
+				t.Fatal(err)
+			}
 			if err := s.EnforceRetention(fixedNow()); err != nil {
 				t.Fatal(err)
 			}

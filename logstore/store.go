@@ -70,6 +70,9 @@ func open(dir string, opts Options, fsys fileSystem) (_ *Store, err error) {
 		fsys:  fsys,
 		parts: make(map[partKey]*Partition),
 	}
+	s.opts.live = new(liveRetention)
+	s.opts.live.age.Store(int64(s.opts.RetentionAge))
+	s.opts.live.bytes.Store(s.opts.RetentionBytes)
 	s.cache = newSegCache(&s.opts, fsys)
 	if err := fsys.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("logstore: %w", err)
@@ -254,4 +257,21 @@ func (s *Store) flushLoop() {
 			}
 		}
 	}
+}
+
+// SetRetention changes the retention every partition is held to, as
+// Options.RetentionAge and RetentionBytes do at Open (age 0 means the
+// default, negative never by age; bytes 0 unlimited). The next retention
+// check applies it; it is not persisted. Safe for concurrent use.
+func (s *Store) SetRetention(age time.Duration, bytes int64) error {
+	if bytes < 0 {
+		return fmt.Errorf("logstore: RetentionBytes %d is negative", bytes)
+	}
+	if age == 0 {
+		age = DefaultRetentionAge
+	}
+	s.opts.live.age.Store(int64(age))
+	s.opts.live.bytes.Store(bytes)
+	s.opts.Logger.Info("retention changed", "retention_age", age, "retention_bytes", bytes)
+	return nil
 }
