@@ -205,3 +205,41 @@ func regexpLine(s, re string) bool {
 }
 
 func regexpMatch(re, s string) (bool, error) { return regexp.MatchString(re, s) }
+
+// TestAggregatorReload: SIGHUP applies a new retention; a bad config is
+// refused with its file:line errors and the server keeps running; a key
+// that needs a restart is named.
+func TestAggregatorReload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	root := t.TempDir()
+	agg, addr := startAggregator(t, root, "")
+	cfg := filepath.Join(root, "aggregator.toml")
+	base := fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = 1\n", filepath.Join(root, "data"))
+	hup := func(content, want string) {
+		t.Helper()
+		writeFile(t, cfg, content)
+		n := strings.Count(agg.output(), "reloading config")
+		if err := agg.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, want, 10*time.Second, func() bool {
+			out := agg.output()
+			return strings.Count(out, "reloading config") > n && strings.Contains(out[strings.LastIndex(out, "reloading config"):], want)
+		})
+	}
+	hup(base+"retention_bytes = \"10GiB\"\n", "msg=\"reload applied\" retention_age=168h0m0s retention_bytes=10737418240")
+	hup(base+"retention_bytes = \"lots\"\n", "reload refused: the running config stays")
+	if !strings.Contains(agg.output(), cfg+":6: retention_bytes") {
+		t.Errorf("the refusal does not name the file and line:\n%s", agg.output())
+	}
+	hup(strings.Replace(base, "partitions = 1", "partitions = 4", 1)+"retention_bytes = \"10GiB\"\n", "keys=partitions")
+	// Still serving.
+	if out, code := runCLI(t, "status", "--aggregator", addr); code != 0 {
+		t.Fatalf("status after reloads: exit %d\n%s", code, out)
+	}
+	if err := agg.stop(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+}

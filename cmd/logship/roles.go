@@ -54,6 +54,9 @@ func runAggregator(ctx context.Context, args []string, _, stderr io.Writer) erro
 	if err := serveMetrics(ctx, c.MetricsListen, aggregatorCollector(s), log); err != nil {
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
+	r := &aggregatorReloader{path: path, cur: c, s: s, log: log}
+	stopReload := onHangup(ctx, r.reload)
+	defer stopReload()
 	log.Info("listening", "addr", s.Addr(), "id", c.ID, "data_dir", c.DataDir)
 	err = s.Run(ctx)
 	log.Info("stopped")
