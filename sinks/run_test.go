@@ -517,3 +517,32 @@ func TestRunFollowsReset(t *testing.T) {
 	}
 	sinktest.CheckExactlyOnce(t, e1, "app", 0, sinktest.Range(4, 16))
 }
+
+// TestRunStats: the Stats passed in Options count what Run delivered and
+// commits, and hold each partition's position and lag.
+func TestRunStats(t *testing.T) {
+	a := startAgg(t, aggID, "127.0.0.1:0")
+	dir := t.TempDir()
+	fill(t, a, "app", 0, 0, 12, 4)
+	fill(t, a, "app", 1, 0, 3, 3)
+	st := sinks.NewStats()
+	r := start(t, sinks.Options{Aggregators: []string{a.Addr()}, Topics: []string{"app"}, Stats: st}, fileSink(t, file.Options{Dir: dir}))
+	waitCommitted(t, a, "app", 0, 12)
+	waitCommitted(t, a, "app", 1, 3)
+	sinktest.Eventually(t, wait, "stats", func() bool {
+		s := st.Snapshot()
+		return s.Commits >= 2 && len(s.Partitions) == 2 && s.Partitions[0].Committed == 12 && s.Partitions[1].Committed == 3
+	})
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	s := st.Snapshot()
+	if s.Records != 15 || s.Bytes == 0 || s.Fetches == 0 || s.Resets != 0 || s.Gaps != 0 || s.SinkErrors != 0 {
+		t.Fatalf("%+v", s)
+	}
+	for _, p := range s.Partitions {
+		if p.Aggregator != aggID || p.Topic != "app" || p.Lag() != 0 || p.End != p.Next {
+			t.Fatalf("partition %+v, lag %d", p, p.Lag())
+		}
+	}
+}

@@ -119,6 +119,9 @@ type Options struct {
 	// CloseTimeout bounds the time spent, once ctx is done, closing each
 	// writer and committing its offset. Default 30s.
 	CloseTimeout time.Duration
+	// Stats, when set, collects counters and every partition's position
+	// for metrics.
+	Stats *Stats
 }
 
 // maxWaitLimit bounds MaxWait: Tick must run at least every second or so.
@@ -186,6 +189,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Stats == nil {
+		o.Stats = NewStats()
 	}
 	return o, nil
 }

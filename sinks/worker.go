@@ -91,6 +91,7 @@ func isSinkError(err error) bool {
 // dropBroken drops what err broke: the connection, or the writer.
 func (w *worker) dropBroken(ctx context.Context, err error) {
 	if isSinkError(err) {
+		w.r.opts.Stats.sinkErrors.Add(1)
 		w.closeWriter(ctx)
 	}
 	if w.c != nil && w.c.broken() {
@@ -128,16 +129,25 @@ func (w *worker) step(ctx context.Context) error {
 		return err
 	}
 	from := w.next
+	var records, bytes int64
 	err = DecodeRecords(w.dec, w.k.agg, w.k.part, res.Batches, from, func(rec *Record) error {
 		if rec.Offset != w.next {
 			w.log.Warn("gap in the log: records missing", "offset", w.next, "next_present", rec.Offset)
+			w.r.opts.Stats.gaps.Add(rec.Offset - w.next)
 		}
 		if err := w.w.Write(ctx, rec); err != nil {
 			return &sinkError{fmt.Errorf("write offset %d: %w", rec.Offset, err)}
 		}
 		w.next = rec.Offset + 1
+		records++
+		bytes += int64(len(rec.Data))
 		return nil
 	})
+	stats := w.r.opts.Stats
+	stats.fetches.Add(1)
+	stats.records.Add(records)
+	stats.bytes.Add(bytes)
+	stats.update(w.k, func(p *PartitionStats) { p.Next, p.End, p.Epoch = w.next, res.End, w.epoch })
 	if err != nil {
 		return err
 	}
@@ -260,6 +270,7 @@ func (w *worker) followReset(ctx context.Context, force bool) error {
 		return nil
 	}
 	w.log.Info("offset reset by an operator: re-delivering from it", "offset", c.Offset, "epoch", c.Epoch, "was_at", w.next)
+	w.r.opts.Stats.resets.Add(1)
 	if err := w.closeWriter(ctx); err != nil {
 		return err
 	}
@@ -293,6 +304,9 @@ func (w *worker) commit(ctx context.Context) error {
 		}
 		return w.followReset(ctx, true)
 	}
+	if err != nil {
+		w.r.opts.Stats.commitErrors.Add(1)
+	}
 	if errors.Is(err, ErrCommitRefused) {
 		// Not a reason to stop consuming: the sink's output is the truth,
 		// and the commit is tried again after the next fetch.
@@ -306,6 +320,8 @@ func (w *worker) commit(ctx context.Context) error {
 		return err
 	}
 	w.committed, w.pending, w.refused = w.pending, -1, false
+	w.r.opts.Stats.commits.Add(1)
+	w.r.opts.Stats.update(w.k, func(p *PartitionStats) { p.Committed = w.committed })
 	return nil
 }
 
