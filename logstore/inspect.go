@@ -100,6 +100,12 @@ func segmentBases(dir string) ([]int64, error) {
 // CHECKPOINT file and of every source snapshot. Each problem goes to
 // report; the error is only for a failure to read the directory.
 func Verify(dir string, report func(Problem)) (VerifySummary, error) {
+	return VerifyWatched(dir, report, nil)
+}
+
+// VerifyWatched is Verify that also calls watch, when not nil, after each
+// batch with the batch bytes checked so far: a progress bar's feed.
+func VerifyWatched(dir string, report func(Problem), watch func(bytes int64)) (VerifySummary, error) {
 	var sum VerifySummary
 	parts, err := ListPartitions(dir)
 	if err != nil {
@@ -107,7 +113,7 @@ func Verify(dir string, report func(Problem)) (VerifySummary, error) {
 	}
 	for _, pd := range parts {
 		sum.Partitions++
-		if err := verifyPartition(pd, &sum, report); err != nil {
+		if err := verifyPartition(pd, &sum, report, watch); err != nil {
 			return sum, err
 		}
 		if err := verifySnapshots(pd.Path, &sum, report); err != nil {
@@ -158,7 +164,7 @@ func verifySnapshots(dir string, sum *VerifySummary, report func(Problem)) error
 	return nil
 }
 
-func verifyPartition(pd PartitionDir, sum *VerifySummary, report func(Problem)) error {
+func verifyPartition(pd PartitionDir, sum *VerifySummary, report func(Problem), watch func(int64)) error {
 	bases, err := segmentBases(pd.Path)
 	if err != nil {
 		return err
@@ -170,7 +176,7 @@ func verifyPartition(pd PartitionDir, sum *VerifySummary, report func(Problem)) 
 		if next >= 0 && base != next {
 			report(Problem{path, -1, fmt.Errorf("segment starts at offset %d, the previous one ends at %d", base, next)})
 		}
-		end, err := verifySegment(path, base, i == len(bases)-1, sum, report)
+		end, err := verifySegment(path, base, i == len(bases)-1, sum, report, watch)
 		if err != nil {
 			return err
 		}
@@ -181,7 +187,7 @@ func verifyPartition(pd PartitionDir, sum *VerifySummary, report func(Problem)) 
 
 // verifySegment checks one segment and its index, and returns the offset
 // just past its last good batch.
-func verifySegment(path string, base int64, last bool, sum *VerifySummary, report func(Problem)) (int64, error) {
+func verifySegment(path string, base int64, last bool, sum *VerifySummary, report func(Problem), watch func(int64)) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		report(Problem{path, -1, err})
@@ -209,6 +215,9 @@ func verifySegment(path string, base int64, last bool, sum *VerifySummary, repor
 		sum.Batches++
 		sum.Records += int64(h.Count)
 		sum.Bytes += int64(h.Size)
+		if watch != nil {
+			watch(sum.Bytes)
+		}
 	})
 	if res.ioErr != nil {
 		return res.next, fmt.Errorf("read %s: %w", path, res.ioErr)

@@ -87,6 +87,21 @@ func runLogDump(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer dec.Close()
 	w := bufio.NewWriterSize(stdout, 256<<10)
 	defer w.Flush()
+	// A bar only when the records go elsewhere than the terminal.
+	var bar *progress
+	if isTerminal(stdout) {
+		bar = newProgress(io.Discard, "", 0)
+	} else {
+		var total int64
+		for _, pd := range parts {
+			if pd.Topic == *topic && (*part < 0 || pd.ID == *part) {
+				total += segmentBytes(pd.Path)
+			}
+		}
+		bar = newProgress(stderr, "dump", total)
+	}
+	defer bar.finish()
+	var done int64
 	found := false
 	for _, pd := range parts {
 		if pd.Topic != *topic || (*part >= 0 && pd.ID != *part) {
@@ -98,6 +113,8 @@ func runLogDump(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				return err
 			}
 			h := &b.Header
+			done += int64(h.Size)
+			bar.set(done)
 			fmt.Fprintf(w, "batch topic=%s partition=%d offsets=%d-%d records=%d file=%s pos=%d size=%d compression=%s raw=%d append_time=%s agent=%s source=%016x path=%s range=%d-%d\n",
 				b.Topic, b.Partition, h.BaseOffset, h.NextOffset()-1, h.Count, b.Path, b.Pos, h.Size, h.Compression, h.RawLen,
 				time.UnixMilli(h.AppendTime).UTC().Format(time.RFC3339Nano), h.Agent, h.SourceID, strconv.Quote(h.Path), h.RangeStart, h.RangeEnd)
@@ -137,10 +154,13 @@ func runLogVerify(_ context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	root := logDataDir(*dir)
 	n := 0
-	sum, err := logstore.Verify(root, func(p logstore.Problem) {
+	bar := newProgress(stderr, "verify", segmentBytes(root))
+	sum, err := logstore.VerifyWatched(root, func(p logstore.Problem) {
 		n++
+		bar.finish()
 		fmt.Fprintln(stdout, p)
-	})
+	}, bar.set)
+	bar.finish()
 	if err != nil {
 		return err
 	}
