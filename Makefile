@@ -4,7 +4,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-race vet lint bench fuzz demo clean
+PREFIX  ?= /usr/local
+
+.PHONY: all build test test-race vet lint bench fuzz demo clean install
 
 all: build
 
@@ -39,6 +41,17 @@ fuzz:
 
 demo:
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/logship demo
+
+# Installs the binary, the systemd units and, where none exists yet, the
+# example configs (edit them: they point at /tmp) under DESTDIR.
+install: build
+	install -D -m 0755 bin/logship $(DESTDIR)$(PREFIX)/bin/logship
+	install -d $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/logship
+	install -m 0644 cmd/logship/systemd/*.service $(DESTDIR)/etc/systemd/system/
+	@for r in agent aggregator sinks; do \
+	  if [ -e $(DESTDIR)/etc/logship/$$r.toml ]; then echo "keeping $(DESTDIR)/etc/logship/$$r.toml"; \
+	  else install -m 0644 testdata/config/$$r.toml $(DESTDIR)/etc/logship/$$r.toml; fi; \
+	done
 
 clean:
 	rm -rf bin

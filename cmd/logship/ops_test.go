@@ -243,3 +243,41 @@ func TestAggregatorReload(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSystemdUnits: every unit runs a role that exists with the flags it
+// passes, and checks the config it names first.
+func TestSystemdUnits(t *testing.T) {
+	units, _ := filepath.Glob("systemd/*.service")
+	if len(units) != 3 {
+		t.Fatalf("units: %v", units)
+	}
+	for _, u := range units {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var start, pre string
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "ExecStart="); ok {
+				start = v
+			}
+			if v, ok := strings.CutPrefix(l, "ExecStartPre="); ok {
+				pre = v
+			}
+		}
+		f := strings.Fields(start)
+		if len(f) != 4 || f[0] != "/usr/local/bin/logship" || f[2] != "--config" {
+			t.Fatalf("%s: ExecStart=%s", u, start)
+		}
+		if want := "/usr/local/bin/logship config check " + f[3]; pre != want {
+			t.Errorf("%s: ExecStartPre=%s, want %s", u, pre, want)
+		}
+		if out, code := runCLI(t, f[1], "--help"); code != 0 || !strings.Contains(out, "--config") {
+			t.Errorf("%s: logship %s --help: exit %d\n%s", u, f[1], code, out)
+		}
+		example := filepath.Join("../../testdata/config", filepath.Base(f[3]))
+		if out, code := runCLI(t, "config", "check", example); code != 0 {
+			t.Errorf("%s: the example %s does not check: %s", u, example, out)
+		}
+	}
+}
