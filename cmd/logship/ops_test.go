@@ -281,3 +281,20 @@ func TestSystemdUnits(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpEverySubcommand: --help of every command and subcommand exits 0
+// and shows an example.
+func TestHelpEverySubcommand(t *testing.T) {
+	var all [][]string
+	for _, c := range commands() {
+		all = append(all, []string{c.name})
+	}
+	all = append(all, []string{"offsets", "list"}, []string{"offsets", "reset"}, []string{"config", "check"},
+		[]string{"log", "dump"}, []string{"log", "verify"})
+	for _, args := range all {
+		out, code := runCLI(t, append(args, "--help")...)
+		if code != 0 || !strings.Contains(out, "Example") {
+			t.Errorf("logship %s --help: exit %d\n%s", strings.Join(args, " "), code, out)
+		}
+	}
+}
