@@ -616,10 +616,28 @@ func (a *Agent) loop(ctx context.Context) {
 	}
 }
 
-// fileEvents applies the watcher's hints: written files are checked now,
-// and a file created, renamed or removed starts a scan.
+// fileEvents applies the watcher's hints: written files are checked now;
+// a file renamed from a name the globs match (or from a tracked file's
+// name) is followed to its new name, even one no glob matches, so that a
+// file created and rotated away between two scans (a second rotation while
+// the agent is behind) is still found; a file created, renamed or removed
+// starts a scan.
 func (a *Agent) fileEvents(now time.Time) {
-	written, rescan := a.watch.take()
+	written, moves, rescan := a.watch.take()
+	var news []*newFile
+	for _, m := range moves {
+		in := a.inputOf(m.from)
+		if in == nil {
+			continue
+		}
+		if nf := a.consider(in, m.to, news, now); nf != nil {
+			a.log.Info("file found by its rename from a name the globs match", "topic", in.Topic, "source", m.to, "from", m.from)
+			news = append(news, nf)
+		}
+	}
+	if len(news) > 0 {
+		a.startNew(news, now)
+	}
 	if rescan {
 		a.scan(now)
 	}
@@ -634,6 +652,24 @@ func (a *Agent) fileEvents(now time.Time) {
 	if len(a.held) > 0 && !rescan {
 		a.reviewHeld(now) // a copy in progress grew
 	}
+}
+
+// inputOf returns the input whose globs match path (not excluded), or that
+// of the source whose current path it is; nil if none.
+func (a *Agent) inputOf(path string) *input {
+	for _, in := range a.inputs {
+		for _, p := range in.Paths {
+			if matchPath(p, path) && !excluded(in.Exclude, path) {
+				return in
+			}
+		}
+	}
+	for _, s := range a.order {
+		if s.path == path && !s.stopping {
+			return s.in
+		}
+	}
+	return nil
 }
 
 // drain waits, bounded by drainTimeout, for the acks of the batches in

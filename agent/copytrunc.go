@@ -102,8 +102,10 @@ func (a *Agent) mayBeCopy(nf *newFile) bool {
 	return false
 }
 
-// sameBytes reports whether nf's first bytes and last bytes are those of
-// s's file at the same offsets: a copy of s, maybe in progress.
+// sameBytes reports whether nf may be a copy of s, maybe in progress: its
+// first bytes are s's, and its last bytes are those of s's file at the
+// same offsets, or s's file is shorter now (it may be being truncated: the
+// copy is then held until the truncation is seen).
 func (a *Agent) sameBytes(nf *newFile, s *source) bool {
 	k := int(min(nf.size, int64(s.fpLen)))
 	fp, ok := nf.probe.fp(k)
@@ -114,7 +116,9 @@ func (a *Agent) sameBytes(nf *newFile, s *source) bool {
 		if fp != s.fp {
 			return false
 		}
-	} else if sfp, err := fingerprintN(s.f, k, a.fpBuf); err != nil || sfp != fp {
+	} else if sfp, err := fingerprintN(s.f, k, a.fpBuf); err != nil {
+		return true // s shrank below k bytes: truncated
+	} else if sfp != fp {
 		return false
 	}
 	n := int(min(nf.size, fingerprintMax))
@@ -124,7 +128,7 @@ func (a *Agent) sameBytes(nf *newFile, s *source) bool {
 		return false
 	}
 	if m, _ := s.f.ReadAt(y, off); m < n {
-		return false
+		return true // s is shorter than nf: truncated
 	}
 	return bytes.Equal(x, y)
 }

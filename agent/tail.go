@@ -104,6 +104,18 @@ func (a *Agent) service(s *source, now time.Time) {
 		s.pendingSince = time.Time{}
 		return
 	}
+	if s.readPos == 0 && s.hasID && !a.sameStart(s, size) {
+		// Rewritten (truncated and written again) before any of it was
+		// read: nothing was shipped under the old identity, but a copy of
+		// the old content must be able to match it, so the identity must
+		// be that of what is read.
+		a.log.Info("file rewritten before it was read: new identity", s.attrs("size", size)...)
+		if err := a.identify(s, size); err != nil {
+			return
+		}
+		a.markUnsaved(s)
+		return
+	}
 	if size == s.partialSize {
 		// Only held bytes follow readPos: a multiline record waiting for
 		// the line that ends it, and/or a last line without its newline.
@@ -135,6 +147,16 @@ func (a *Agent) service(s *source, now time.Time) {
 		return
 	}
 	a.readSource(s, now, byAge, false, false)
+}
+
+// sameStart reports whether s's file still begins with the bytes its
+// fingerprint covers.
+func (a *Agent) sameStart(s *source, size int64) bool {
+	if size < int64(s.fpLen) {
+		return false
+	}
+	fp, err := fingerprintN(s.f, s.fpLen, a.fpBuf)
+	return err != nil || fp == s.fp
 }
 
 // readSource reads s from its read position and ships batches, until it

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"fmt"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/fsnotify/fsnotify"
@@ -23,6 +26,13 @@ import (
 // under mu; it wakes the loop through kick, which holds at most one signal,
 // so a burst of events costs the loop one wake-up. The loop goroutine owns
 // the set of watched directories (sync) and takes the hints (take).
+// move is a rename seen by the watcher.
+type move struct{ from, to string }
+
+// maxMoves bounds the renames kept between two takes; past it they are
+// dropped (and a scan is due): polling is the safety net.
+const maxMoves = 4096
+
 type watcher struct {
 	w    *fsnotify.Watcher
 	log  *slog.Logger
@@ -31,6 +41,7 @@ type watcher struct {
 
 	mu      sync.Mutex
 	written map[string]struct{}
+	moves   []move // renames within watched directories, in order
 	rescan  bool
 
 	dirs map[string]bool // watched; owned by the loop goroutine
@@ -62,6 +73,9 @@ func (w *watcher) run() {
 			w.mu.Lock()
 			if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 				w.rescan = true
+				if from, ok := renamedFrom(ev); ok && len(w.moves) < maxMoves {
+					w.moves = append(w.moves, move{from, ev.Name})
+				}
 			} else if ev.Has(fsnotify.Write) {
 				w.written[ev.Name] = struct{}{}
 			}
@@ -83,17 +97,36 @@ func (w *watcher) run() {
 	}
 }
 
-// take returns the paths written since the last call and whether a scan
-// is due. Loop goroutine.
-func (w *watcher) take() (written map[string]struct{}, rescan bool) {
+// take returns the paths written and the renames seen since the last
+// call, and whether a scan is due. Loop goroutine.
+func (w *watcher) take() (written map[string]struct{}, moves []move, rescan bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.written) > 0 {
 		written = w.written
 		w.written = make(map[string]struct{})
 	}
+	moves, w.moves = w.moves, nil
 	rescan, w.rescan = w.rescan, false
-	return written, rescan
+	return written, moves, rescan
+}
+
+// renamedFrom returns the old name of a Create event that is the new name
+// of a rename within the watched directories. fsnotify pairs the two
+// halves of a rename by the inotify cookie but does not export the old
+// name; Event.String shows it as `CREATE "new" ← "old"`, which is what is
+// read here (and checked against the event's own name and op).
+func renamedFrom(ev fsnotify.Event) (string, bool) {
+	if !ev.Has(fsnotify.Create) {
+		return "", false
+	}
+	prefix := fmt.Sprintf("%-13s %q ← ", ev.Op.String(), ev.Name)
+	rest, ok := strings.CutPrefix(ev.String(), prefix)
+	if !ok {
+		return "", false
+	}
+	from, err := strconv.Unquote(rest)
+	return from, err == nil && from != ""
 }
 
 // sync makes the watched directories the given ones. A directory that

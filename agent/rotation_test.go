@@ -1,0 +1,253 @@
+package agent
+
+// The cases of PITFALLS.md, "Tailing", one named test each, against the
+// real aggregator: files written with numbered lines, rotated, truncated
+// or deleted while the agent reads them, and every line checked to be
+// stored exactly once, in order within each source.
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// rig is an agent's options and a real aggregator.
+type rig struct {
+	t       testing.TB
+	dir     string
+	dataDir string
+	agg     *realAgg
+	opts    Options
+}
+
+func newRig(t testing.TB, globs ...string) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	r := &rig{t: t, dir: dir, dataDir: filepath.Join(dir, "agg")}
+	r.agg = startRealAgg(t, r.dataDir, "127.0.0.1:0")
+	r.opts = testOpts(t, dir, r.agg.addr)
+	os.MkdirAll(filepath.Join(dir, "logs"), 0o755)
+	var paths []string
+	for _, g := range globs {
+		paths = append(paths, filepath.Join(dir, "logs", g))
+	}
+	r.opts.Inputs = []Input{{Topic: "app", Paths: paths}}
+	return r
+}
+
+func (r *rig) path(name string) string { return filepath.Join(r.dir, "logs", name) }
+
+// stored counts the records the aggregator holds.
+func (r *rig) stored() int {
+	n := 0
+	for _, s := range readAggregator(r.t, r.agg.addr) {
+		n += len(s.records)
+	}
+	return n
+}
+
+// waitStored waits until the agent is idle and the aggregator holds n
+// records, and returns them by source.
+func (r *rig) waitStored(ag *runningAgent, n int) map[uint64]*fakeSource {
+	r.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !(ag.Idle() && r.stored() >= n) {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("timed out: %d records stored, want %d", r.stored(), n)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition
+	}
+	return readAggregator(r.t, r.agg.addr)
+}
+
+// Rename + create, while lines are written and the rotated name matches
+// the glob: the old file is drained through its descriptor (late lines
+// included) and not read again under its new name; the new file is a new
+// source from 0.
+func TestRotateRenameAndCreate(t *testing.T) {
+	r := newRig(t, "app.log*")
+	w := newLogWriter(t, r.path("app.log"), "app")
+	ag := startAgent(t, r.opts)
+	for i := range 5 {
+		for range 10 {
+			w.write(40)
+		}
+		for j := i; j >= 1; j-- { // logrotate's shift: .1 -> .2 ...
+			os.Rename(r.path("app.log."+itoa(j)), r.path("app.log."+itoa(j+1)))
+		}
+		w.rotate(r.path("app.log.1"), 13)
+	}
+	w.write(100)
+	srcs := r.waitStored(ag, w.seq)
+	checkStreams(t, srcs, map[string]int{"app": w.seq}, nil)
+	if len(srcs) != 6 {
+		t.Errorf("%d sources, want 6 (one per file)", len(srcs))
+	}
+	if st := r.agg.s.Stats(); st.Gaps != 0 {
+		t.Errorf("aggregator stats %+v: gaps", st)
+	}
+}
+
+// copytruncate while lines are written: the copy is recognised while the
+// agent runs and resumes the source where it was; the truncated file is a
+// new source from 0. No line is lost or repeated. The writer pauses for
+// the copy and the truncation: lines written between the end of the copy
+// and the truncation would be in neither file (doc.go, "copytruncate").
+func TestCopytruncateWhileWriting(t *testing.T) {
+	r := newRig(t, "app.log*")
+	w := newLogWriter(t, r.path("app.log"), "app")
+	w.write(200)
+	ag := startAgent(t, r.opts)
+	for i := range 4 {
+		for range 10 {
+			w.write(30)
+		}
+		if i%2 == 0 {
+			// Let the agent catch up sometimes, and sometimes not.
+			waitFor(t, "caught up", ag.Idle)
+		}
+		copyFile(t, w.path, r.path("app.log."+itoa(i+1)))
+		if err := w.f.Truncate(0); err != nil {
+			t.Fatal(err)
+		}
+		w.write(20)
+	}
+	srcs := r.waitStored(ag, w.seq)
+	checkStreams(t, srcs, map[string]int{"app": w.seq}, nil)
+	if st := ag.Stats(); st.GivenUpBytes != 0 {
+		t.Errorf("stats %+v: bytes given up", st)
+	}
+}
+
+// Truncation in place, with new lines written at once: the new content,
+// whose first bytes are the same as the old one's, is a new source; the
+// truncation is seen even when the file grows past the old read position
+// before the agent looks again (the bytes before the read position
+// changed).
+func TestTruncationInPlace(t *testing.T) {
+	r := newRig(t, "*.log")
+	header := "ts,level,msg"
+	w := newLogWriter(t, r.path("app.csv.log"), "before")
+	w.writeRaw(header + "\n")
+	w.write(300)
+	ag := startAgent(t, r.opts)
+	r.waitStored(ag, 301)
+
+	// Truncate and write more than before, in one go.
+	if err := w.f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	w.stream, w.seq = "after", 0
+	w.writeRaw(header + "\n")
+	w.write(600)
+	srcs := r.waitStored(ag, 301+601)
+	checkStreams(t, srcs, map[string]int{"before": 300, "after": 600}, func(s string) bool { return s == header })
+	if len(srcs) != 2 {
+		t.Errorf("%d sources, want 2", len(srcs))
+	}
+}
+
+// A file deleted while the agent is behind (the aggregator is down): it is
+// drained through its descriptor, then closed.
+func TestDeleteWhileOpen(t *testing.T) {
+	r := newRig(t, "*.log")
+	w := newLogWriter(t, r.path("app.log"), "app")
+	w.write(100)
+	ag := startAgent(t, r.opts)
+	r.waitStored(ag, 100)
+	r.agg.stop(t)
+	w.write(500)
+	if err := os.Remove(w.path); err != nil {
+		t.Fatal(err)
+	}
+	w.write(50) // the writer still holds it
+	w.f.Close()
+	r.agg = startRealAgg(t, r.dataDir, r.agg.addr)
+	srcs := r.waitStored(ag, 650)
+	checkStreams(t, srcs, map[string]int{"app": 650}, nil)
+	waitFor(t, "deleted file closed", func() bool { return ag.Stats().OpenFiles == 0 })
+}
+
+// A second rotation while the aggregator is down: both rotated files stay
+// open until drained, whatever their names; nothing is lost.
+func TestSecondRotationWhileAggregatorDown(t *testing.T) {
+	r := newRig(t, "*.log") // rotated names leave the glob
+	w := newLogWriter(t, r.path("app.log"), "app")
+	w.write(100)
+	ag := startAgent(t, r.opts)
+	r.waitStored(ag, 100)
+	r.agg.stop(t)
+	w.write(300)
+	w.rotate(r.path("app.log.1"), 20)
+	w.write(300)
+	os.Rename(r.path("app.log.1"), r.path("app.log.2"))
+	w.rotate(r.path("app.log.1"), 20)
+	w.write(300)
+	waitFor(t, "three files open", func() bool { return ag.Stats().OpenFiles == 3 })
+	r.agg = startRealAgg(t, r.dataDir, r.agg.addr)
+	srcs := r.waitStored(ag, w.seq)
+	checkStreams(t, srcs, map[string]int{"app": w.seq}, nil)
+	waitFor(t, "rotated files closed", func() bool { return ag.Stats().OpenFiles == 1 })
+}
+
+// Files that begin with the same CSV header (shorter than the
+// fingerprint), created while the agent runs, are distinct sources, and
+// ship.
+func TestCSVFilesWithTheSameHeader(t *testing.T) {
+	r := newRig(t, "*.csv")
+	const header = "ts,level,msg"
+	ag := startAgent(t, r.opts)
+	want := map[string]int{}
+	for _, name := range []string{"a", "b", "c"} {
+		w := newLogWriter(t, r.path(name+".csv"), name)
+		w.writeRaw(header + "\n")
+		w.write(50)
+		want[name] = 50
+	}
+	srcs := r.waitStored(ag, 153)
+	checkStreams(t, srcs, want, func(s string) bool { return s == header })
+	if len(srcs) != 3 {
+		t.Errorf("%d sources, want 3", len(srcs))
+	}
+}
+
+// A file shorter than the fingerprint ships within a few batch waits,
+// not held back for being short.
+func TestShortFileShipsPromptly(t *testing.T) {
+	r := newRig(t, "*.log")
+	r.opts.ScanInterval = time.Hour // found by its file event alone
+	ag := startAgent(t, r.opts)
+	waitFor(t, "first scan", func() bool { return ag.loopIters.Load() > 1 })
+	w := newLogWriter(t, r.path("short.log"), "s")
+	start := time.Now()
+	w.write(1)
+	r.waitStored(ag, 1)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("a one-line file took %v to ship", d)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// copyFile copies src to dst the way logrotate's copytruncate does.
+func copyFile(t testing.TB, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
