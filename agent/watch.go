@@ -2,9 +2,9 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
-	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
