@@ -1,0 +1,129 @@
+// Package cassandra is logship's Cassandra sink: one row per record, with a
+// primary key that makes every write idempotent, so that at-least-once
+// delivery has an exactly-once effect (decision 7 of DESIGN.md).
+//
+// # Schema
+//
+// Created by create_schema (keyspace with the configured replication, then
+// the table; both only when missing), checked otherwise: Open fails until
+// the table can be read with these columns. Do not change: a new layout is
+// a new table.
+//
+//	CREATE TABLE <keyspace>.<table> (
+//	    topic      text,       -- the record's topic
+//	    host       text,       -- the agent id of the host that read it
+//	    bucket     timestamp,  -- ts rounded down to the bucket (default 1h)
+//	    ts         timestamp,  -- the record's time as the agent read it, ms
+//	    aggregator text,       -- the aggregator that stores it
+//	    "partition" int,       -- its partition there
+//	    "offset"   bigint,     -- its offset in that partition
+//	    source     text,       -- the file it was read from
+//	    line       text,       -- the record, without its newline
+//	    raw        blob,       -- the record's bytes, only when not valid UTF-8
+//	    PRIMARY KEY ((topic, host, bucket), ts, aggregator, "partition", "offset")
+//	) WITH compaction = {'class': 'TimeWindowCompactionStrategy', ...1 day windows}
+//
+// The partition key (topic, host, bucket) is what logs are read by: one
+// host's records of one topic in one time span, in time order. The
+// clustering key starts with ts for that order; aggregator, partition and
+// offset follow because they name the record: two records never share them
+// (an offset is unique per aggregator, topic and partition), and a record
+// delivered again (a retry, a restart before the commit, an operator's
+// replay) always maps to the same row, whose cells it overwrites with the
+// same values. Every value comes from what the aggregator stores (the
+// agent's time included), never from the sink's clock.
+//
+// Changes from the sketch, and why:
+//   - raw: Cassandra refuses text that is not UTF-8, and log files hold any
+//     bytes. Such a record is written with the bad bytes replaced by U+FFFD
+//     in line and its exact bytes in raw; for the usual valid record raw is
+//     left unset (not null: no tombstone).
+//   - "partition" and "offset" are quoted in CQL (keywords in some
+//     versions); the quoted lower-case names are plain columns.
+//   - A source path that is not UTF-8 is written with U+FFFD.
+//
+// Sizing: a partition holds one host's records of one topic for one
+// bucket. Cassandra prefers partitions below ~100 MB: a host writing 1,000
+// lines of 200 bytes a second fills 720 MB an hour, so set bucket to 5m or
+// less for such hosts. TTL: the ttl key sets it on every write (USING TTL);
+// a replay writes the rows again and so restarts their TTL.
+//
+// # Writes
+//
+// A partition's writer (one per aggregator, topic and partition) groups
+// records by partition key into unlogged batches: never a batch of two
+// partition keys (Cassandra's "batch too large" and its poor throughput
+// are a multi-partition batch's), each below batch_max_bytes by the
+// estimate rowSize (text bytes plus a fixed overhead), a record larger
+// than that in a batch of its own. Single-partition batches are exempt
+// from Cassandra's batch_size_fail_threshold (CASSANDRA-10876). A batch
+// is sent when it is full, when the writer holds more than 8 ×
+// batch_max_bytes unsent, and at every Tick (the runtime ticks after every
+// fetch). The sink's concurrency goroutines write them: at most that many
+// batches are in flight for the whole sink, retries included, and Write
+// waits only while all of them are busy. The driver routes each batch to a
+// replica of its partition key (token-aware), preferring local_dc when set.
+//
+// # Offsets
+//
+// The sink keeps no position: Open returns -1, and the runtime resumes at
+// the aggregator's committed offset. A writer remembers, in offset order,
+// which batch each run of records went into. Batches complete in any
+// order; Tick and Close report the offset below which every record is
+// written (or dead-lettered), so the commit never passes a batch that is
+// still being tried. A crash re-delivers from the commit: rewritten rows,
+// no loss.
+//
+// An operator's reset (logship offsets reset, a higher epoch) makes the
+// runtime reopen the writer at the reset offset; the replayed records
+// simply rewrite the same rows, so a replay never duplicates a row.
+//
+// # Failures
+//
+// Each failed try is counted by kind (Stats.Errors) and sorted by the
+// driver's error type or code, never by message:
+//
+//	timeout, unavailable,    retried with exponential backoff (retry_min to
+//	overloaded, connection,  retry_max, equal jitter), forever unless
+//	other                    max_retries is set; each retry counted
+//	config                   unauthorized, syntax, a table that cannot be
+//	                         read: retried the same way, logged as ERROR
+//	rejected                 invalid request: the batch is split in halves
+//	                         until the refused record is alone; if a read
+//	                         of its partition then succeeds, the record is
+//	                         dead-lettered, else the table is at fault
+//	                         (config)
+//	too_large                a record above max_record_bytes (default
+//	                         8 MiB): dead-lettered without being sent
+//	retries_exhausted        max_retries reached: dead-lettered
+//	dead_letter_io           the dead-letter file cannot be written:
+//	                         retried; the records wait, never dropped
+//
+// Retries log the first failure of each kind and then one per 10 s; the
+// counters have them all. Retries never block shutdown: Close(ctx) of a
+// writer waits for its batches until ctx ends, then cancels their retries
+// and returns the written prefix (and an error naming what was not
+// written, which the runtime delivers again after a restart).
+//
+// # Dead letters
+//
+// A record Cassandra can never accept goes to the file
+// <dead_letter_dir>/<sink>.deadletter.jsonl, and the sink logs an ERROR
+// naming its offsets; the partition goes on. Format version 1, one JSON
+// object per line (DeadLetter):
+//
+//	{"v":1,"time":"2025-01-02T03:04:05.123456789Z","sink":"cassandra-main",
+//	 "aggregator":"agg-1","topic":"app","partition":0,"offset":1234,
+//	 "ts":"2025-01-02T03:04:01.5Z","host":"web-1","source":"/var/log/app.log",
+//	 "kind":"rejected","error":"...","line":"the record"}
+//
+// kind is too_large, rejected or retries_exhausted; line holds the record
+// when it is valid UTF-8, line_base64 (standard base64) otherwise. Lines
+// are appended and fsynced before the records count as handled, the file
+// is created (and its directory fsynced) when missing, and it is opened
+// for each write: rename it away to process it. A record may appear twice
+// (a crash before the commit, a replay): (aggregator, topic, partition,
+// offset) identifies it. A line cut by a crash is ended with a newline
+// before the next append: a line that does not parse is such a torn line,
+// and its records follow again in whole lines.
+package cassandra
