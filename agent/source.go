@@ -211,6 +211,7 @@ func (a *Agent) identify(s *source, size int64) error {
 	s.id = sourceID(fp, k, s.key, b, s.salt)
 	s.hasID = true
 	a.posDirty = true
+	a.markUnsaved(s) // saved before anything is shipped under it
 	return nil
 }
 
