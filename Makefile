@@ -6,7 +6,7 @@ FUZZTIME ?= 30s
 
 PREFIX  ?= /usr/local
 
-.PHONY: all build test test-race vet lint bench fuzz demo clean install
+.PHONY: all build test test-race vet lint bench bench-e2e fuzz demo clean install
 
 all: build
 
@@ -23,6 +23,7 @@ test-race: test
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
+	$(GO) vet -tags e2ebench ./cmd/logship
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -30,6 +31,15 @@ lint: vet
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# The end-to-end benchmark: agent and aggregator processes on generated
+# logs, beside cat | nc, for fsync always/interval and zstd/s2. Installs
+# netcat for the baseline when it can. BENCH_ARGS="-lines 1000000 -sink".
+BENCH_ARGS ?=
+bench-e2e:
+	@command -v nc >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get install -y -qq netcat-openbsd >/dev/null 2>&1; } || echo "no nc: the baseline uses bash's /dev/tcp"
+	$(GO) test -tags e2ebench -run TestBenchE2E -v -timeout 60m ./cmd/logship -args $(BENCH_ARGS)
 
 # Runs every fuzz target for FUZZTIME each.
 fuzz:

@@ -1,0 +1,317 @@
+//go:build e2ebench
+
+package main
+
+// The end-to-end benchmark (make bench-e2e): realistic logs shipped by an
+// agent process to an aggregator process (and optionally on to a file
+// sink process), timed until every line is acknowledged and durable,
+// beside `cat files | nc` in the same run. It prints one table. Run:
+//
+//	make bench-e2e
+//	go test -tags e2ebench -run TestBenchE2E -v -timeout 60m ./cmd/logship -args -lines 5000000 -files 8
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"logship/sinks"
+)
+
+var (
+	benchLines   = flag.Int("lines", 5_000_000, "lines to ship in all")
+	benchFiles   = flag.Int("files", 8, "log files (the last one is a multi-line app log when there are several)")
+	benchLineLen = flag.Int("line-len", 150, "approximate bytes per access-log line")
+	benchSink    = flag.Bool("sink", false, "also run a file sink and time until every line is published")
+	benchModes   = flag.String("modes", "always/zstd,always/s2,interval/zstd,interval/s2", "fsync/compression runs")
+)
+
+// benchResult is one row of the table.
+type benchResult struct {
+	name                string
+	lines               int64
+	rawBytes, wireBytes int64
+	elapsed             time.Duration
+	agentCPU, aggCPU    time.Duration
+	sinkCPU             time.Duration
+	agentRSS, aggRSS    int64 // KiB
+	sinkRSS             int64
+	sinkElapsed         time.Duration
+}
+
+func TestBenchE2E(t *testing.T) {
+	root := t.TempDir()
+	logs := filepath.Join(root, "logs")
+	lines, joined, raw := generateLogs(t, logs, *benchFiles, *benchLines, *benchLineLen)
+	t.Logf("generated %d lines (%d records when stack traces are joined), %d MB in %d files", lines, joined, raw/1e6, *benchFiles)
+	records := lines
+	if appMultiline != "" {
+		records = joined
+	}
+
+	var rows []benchResult
+	base := baseline(t, logs, lines, raw)
+	rows = append(rows, base)
+	for _, m := range strings.Split(*benchModes, ",") {
+		fsync, comp, _ := strings.Cut(m, "/")
+		rows = append(rows, shipOnce(t, filepath.Join(root, strings.ReplaceAll(m, "/", "-")), logs, fsync, comp, lines, records, raw))
+	}
+	printBench(os.Stdout, rows, base)
+}
+
+// generateLogs writes n lines over files: nginx-style access lines, and in
+// the last file (when there are several) a Java-style app log where one
+// record in ten carries a stack trace. It returns the lines, the records
+// once each stack trace is joined to its first line, and the bytes.
+func generateLogs(t *testing.T, dir string, files, n, lineLen int) (lines, records, bytes int64) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	paths := []string{"/", "/api/v1/users", "/api/v1/orders", "/static/app.js", "/login", "/api/v1/search", "/healthz"}
+	agents := []string{"Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "Go-http-client/1.1", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2)"}
+	t0 := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	for f := range files {
+		app := files > 1 && f == files-1
+		name := fmt.Sprintf("access-%d.log", f)
+		if app {
+			name = "app.log"
+		}
+		fh, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := bufio.NewWriterSize(fh, 1<<20)
+		per := n / files
+		if f == files-1 {
+			per = n - per*(files-1)
+		}
+		for i := 0; i < per; {
+			ts := t0.Add(time.Duration(i) * time.Millisecond)
+			var line string
+			if app {
+				line = fmt.Sprintf("%s INFO  [worker-%d] com.example.orders.Service - processed order %d in %dms for customer %d",
+					ts.Format("2006-01-02 15:04:05.000"), r.IntN(32), r.IntN(1e9), r.IntN(500), r.IntN(1e6))
+				if r.IntN(10) == 0 && i+4 < per {
+					line = fmt.Sprintf("%s ERROR [worker-%d] com.example.orders.Service - order %d failed\n"+
+						"java.lang.IllegalStateException: inventory %d is negative\n"+
+						"\tat com.example.orders.Inventory.take(Inventory.java:%d)\n"+
+						"\tat com.example.orders.Service.process(Service.java:%d)",
+						ts.Format("2006-01-02 15:04:05.000"), r.IntN(32), r.IntN(1e9), r.IntN(1e4), r.IntN(400), r.IntN(400))
+					i += 3
+				}
+			} else {
+				line = fmt.Sprintf(`10.%d.%d.%d - - [%s] "GET %s?id=%d HTTP/1.1" %d %d "-" "%s"`,
+					r.IntN(256), r.IntN(256), r.IntN(256), ts.Format("02/Jan/2006:15:04:05 -0700"), paths[r.IntN(len(paths))],
+					r.IntN(1e6), []int{200, 200, 200, 304, 404, 500}[r.IntN(6)], r.IntN(1e5), agents[r.IntN(len(agents))])
+				if pad := lineLen - len(line) - 1; pad > 0 {
+					line += " rt=" + strings.Repeat("0", max(pad-4, 0))
+				}
+			}
+			w.WriteString(line)
+			w.WriteByte('\n')
+			bytes += int64(len(line) + 1)
+			i++
+			lines += int64(strings.Count(line, "\n") + 1)
+			records++
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		fh.Close()
+	}
+	return lines, records, bytes
+}
+
+// baseline times `cat files | nc 127.0.0.1 port` into a reader that
+// discards: the floor of moving these bytes over loopback. CPU and RSS
+// are those of the shell that runs the pipeline, which includes both.
+func baseline(t *testing.T, logs string, lines, raw int64) benchResult {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, c)
+		c.Close()
+		got <- n
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	name := "cat | nc (baseline)"
+	script := fmt.Sprintf("cat %s/* | nc -N 127.0.0.1 %d", logs, port)
+	if _, err := exec.LookPath("nc"); err != nil {
+		// No netcat: bash's /dev/tcp does the same without nc's copy.
+		name, script = "cat > /dev/tcp (baseline)", fmt.Sprintf("cat %s/* > /dev/tcp/127.0.0.1/%d", logs, port)
+	}
+	cmd := exec.Command("bash", "-c", script)
+	begin := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("baseline: %v: %s", err, out)
+	}
+	n := <-got
+	el := time.Since(begin)
+	if n != raw {
+		t.Fatalf("baseline moved %d bytes, want %d", n, raw)
+	}
+	return benchResult{name: name, lines: lines, rawBytes: raw, wireBytes: raw, elapsed: el,
+		agentCPU: cpuOf(cmd.ProcessState), agentRSS: rssOf(cmd.ProcessState)}
+}
+
+func cpuOf(ps *os.ProcessState) time.Duration {
+	if ps == nil {
+		return 0
+	}
+	return ps.UserTime() + ps.SystemTime()
+}
+
+func rssOf(ps *os.ProcessState) int64 {
+	if ps == nil {
+		return 0
+	}
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		return ru.Maxrss
+	}
+	return 0
+}
+
+// shipOnce runs an aggregator and an agent on logs with one fsync policy
+// and compression, and times until the aggregator's partitions hold every
+// line durably.
+func shipOnce(t *testing.T, dir, logs, fsync, comp string, lines, records, raw int64) benchResult {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	aggCfg := filepath.Join(dir, "aggregator.toml")
+	writeFile(t, aggCfg, fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = 4\nfsync = %q\n", filepath.Join(dir, "data"), fsync))
+	agg := start(t, "aggregator", "aggregator", "--config", aggCfg)
+	var addr string
+	waitFor(t, "the aggregator to listen", 20*time.Second, func() bool {
+		m := listenRE.FindStringSubmatch(agg.output())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	agentCfg := filepath.Join(dir, "agent.toml")
+	writeFile(t, agentCfg, fmt.Sprintf(`id = "bench"
+state_dir = %q
+aggregators = [%q]
+compression = %q
+batch_bytes = "1MiB"
+window_bytes = "16MiB"
+[[input]]
+topic = "access"
+paths = [%q]
+[[input]]
+topic = "app"
+paths = [%q]
+%s`, filepath.Join(dir, "agent"), addr, comp, filepath.Join(logs, "access-*.log"), filepath.Join(logs, "app.log"), appMultiline))
+	var sink *proc
+	out := filepath.Join(dir, "archive")
+	if *benchSink {
+		sinkCfg := filepath.Join(dir, "sinks.toml")
+		writeFile(t, sinkCfg, fmt.Sprintf("aggregators = [%q]\n[[sink]]\nname = \"bench\"\ntype = \"file\"\ntopics = [\"access\", \"app\"]\ndir = %q\nidle_timeout = \"200ms\"\n", addr, out))
+		sink = start(t, "sink", "sink", "--config", sinkCfg)
+	}
+	c, err := sinks.Dial(context.Background(), addr, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	begin := time.Now()
+	ag := start(t, "agent", "agent", "--config", agentCfg)
+	var stored int64
+	waitFor(t, "every line stored", 10*time.Minute, func() bool {
+		st, err := c.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = 0
+		for _, p := range st.Partitions {
+			stored += p.EndOffset
+		}
+		return stored >= records
+	})
+	elapsed := time.Since(begin)
+	st, _ := c.Status(context.Background())
+	var wire int64
+	for _, p := range st.Partitions {
+		wire += p.Bytes
+	}
+	res := benchResult{name: fsync + " / " + comp, lines: lines, rawBytes: raw, wireBytes: wire, elapsed: elapsed}
+	if sink != nil {
+		waitFor(t, "every line published", 10*time.Minute, func() bool { return countLines(out) >= lines })
+		res.sinkElapsed = time.Since(begin)
+		sink.stop(syscall.SIGTERM)
+		res.sinkCPU, res.sinkRSS = cpuOf(sink.cmd.ProcessState), rssOf(sink.cmd.ProcessState)
+	}
+	if err := ag.stop(syscall.SIGTERM); err != nil {
+		t.Errorf("agent: %v", err)
+	}
+	if err := agg.stop(syscall.SIGTERM); err != nil {
+		t.Errorf("aggregator: %v", err)
+	}
+	res.agentCPU, res.agentRSS = cpuOf(ag.cmd.ProcessState), rssOf(ag.cmd.ProcessState)
+	res.aggCPU, res.aggRSS = cpuOf(agg.cmd.ProcessState), rssOf(agg.cmd.ProcessState)
+	if stored != records {
+		t.Errorf("%s: %d records stored, want %d", res.name, stored, records)
+	}
+	return res
+}
+
+// appMultiline is the app input's multiline rule: a record starts with a
+// date. Empty: every line is a record.
+const appMultiline = ""
+
+// countLines counts the lines of the published files under dir.
+func countLines(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == "_tmp" {
+			return filepath.SkipDir
+		}
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".log") {
+			b, _ := os.ReadFile(p)
+			n += int64(strings.Count(string(b), "\n"))
+		}
+		return nil
+	})
+	return n
+}
+
+func printBench(w io.Writer, rows []benchResult, base benchResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tlines/s\traw MB/s\tvs baseline\twire MB\tratio\tagent CPU-s/GB\tagent RSS MiB\taggregator CPU-s/GB\taggregator RSS MiB\tsink lines/s\tsink CPU-s/GB\t")
+	gb := func(d time.Duration, raw int64) string { return fmt.Sprintf("%.2f", d.Seconds()/(float64(raw)/1e9)) }
+	for _, r := range rows {
+		ls := float64(r.lines) / r.elapsed.Seconds()
+		sinkLS, sinkCPU := "-", "-"
+		if r.sinkElapsed > 0 {
+			sinkLS, sinkCPU = fmt.Sprintf("%.0f", float64(r.lines)/r.sinkElapsed.Seconds()), gb(r.sinkCPU, r.rawBytes)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2fx\t%.0f\t%.1f\t%s\t%.1f\t%s\t%.1f\t%s\t%s\t\n", r.name, ls, float64(r.rawBytes)/1e6/r.elapsed.Seconds(),
+			ls/(float64(base.lines)/base.elapsed.Seconds()), float64(r.wireBytes)/1e6, float64(r.rawBytes)/float64(r.wireBytes),
+			gb(r.agentCPU, r.rawBytes), float64(r.agentRSS)/1024, gb(r.aggCPU, r.rawBytes), float64(r.aggRSS)/1024, sinkLS, sinkCPU)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "CPU and RSS of the baseline row are the pipeline's (shell, cat and nc). Wire MB: bytes stored by the aggregator (the batches as sent).")
+}
