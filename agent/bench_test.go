@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,4 +62,72 @@ func BenchmarkShip(b *testing.B) {
 			fa.mu.Unlock()
 		})
 	}
+}
+
+// BenchmarkAgentAlone measures the agent by itself, in a child process (so
+// that its CPU time and peak RSS are its own), shipping 8 files of 150-byte
+// lines with zstd to an aggregator that only counts the bytes it gets and
+// acks. It reports lines/s (wall clock, GOMAXPROCS=1: one core), CPU
+// seconds per GB of file bytes, and the child's peak RSS.
+//
+//	go test -run '^$' -bench AgentAlone -benchtime 3x ./agent/
+func BenchmarkAgentAlone(b *testing.B) {
+	const files, lineLen, fileBytes = 8, 150, 64 << 20
+	dir := b.TempDir()
+	var lines int64
+	for i := range files {
+		p := filepath.Join(dir, fmt.Sprintf("app-%d.log", i))
+		f, err := os.Create(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		w := bufio.NewWriterSize(f, 1<<20)
+		for n := 0; n < fileBytes; n += lineLen {
+			line := fmt.Sprintf("2024-05-01T12:00:%02d.%06dZ INFO request id=%08x path=/api/v1/items/%d status=200 bytes=%d user=%d",
+				n%60, n%1000000, uint32(n*2654435761), n%5000, n%70000, n%9000)
+			line += strings.Repeat("-", lineLen-1-len(line)) + "\n"
+			w.WriteString(line)
+			lines++
+		}
+		if err := w.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+	total := int64(files) * int64((fileBytes+lineLen-1)/lineLen*lineLen)
+	fa := newFakeAgg(b)
+	fa.countOnly = true
+	var wall time.Duration
+	var cpu time.Duration
+	var rss int64
+	for i := 0; b.Loop(); i++ {
+		fa.mu.Lock()
+		fa.rawIn = 0
+		fa.mu.Unlock()
+		cfg := childConfig{
+			ID: "bench", StateDir: filepath.Join(dir, fmt.Sprintf("state-%d", i)),
+			Aggregators: []string{fa.addr()}, Compression: batch.Zstd,
+			Inputs: []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}},
+		}
+		start := time.Now()
+		cmd := startChild(b, dir, cfg, "GOMAXPROCS=1")
+		fa.mu.Lock()
+		for fa.rawIn < total {
+			fa.cond.Wait()
+		}
+		fa.mu.Unlock()
+		wall += time.Since(start)
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		cpu += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		rss = max(rss, ru.Maxrss) // KiB on Linux
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(lines)*n/wall.Seconds(), "lines/s")
+	b.ReportMetric(cpu.Seconds()/n/(float64(total)/1e9), "CPU-s/GB")
+	b.ReportMetric(float64(rss)/1024, "peak-RSS-MiB")
+	b.ReportMetric(float64(total)*n/wall.Seconds()/1e6, "MB/s")
 }

@@ -19,6 +19,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if cfg := os.Getenv(childEnv); cfg != "" {
+		os.Exit(runChild(cfg)) // this process is an agent started by a test
+	}
 	goleak.VerifyTestMain(m)
 }
 
