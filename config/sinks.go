@@ -26,6 +26,8 @@ type Sink struct {
 	IdleTimeout  Duration `toml:"idle_timeout"`  // default 1m: a file is published when no record arrived for this long; at most roll_interval
 	FetchBytes   Size     `toml:"fetch_bytes"`   // default 4MiB: bytes asked for per fetch
 	Start        string   `toml:"start"`         // "earliest" (default) or "latest": where a sink with no committed offset starts
+
+	CassandraSink // type "cassandra": its keys, in sink_cassandra.go
 }
 
 // SinkTypes returns the valid values of Sink.Type.
@@ -33,7 +35,7 @@ type Sink struct {
 // Adding a type means: its name here, its keys in Sink (with defaults in
 // Sink.setDefaults when it has any), and a case in Sink.checkType that
 // checks them.
-func SinkTypes() []string { return []string{"file"} }
+func SinkTypes() []string { return []string{"file", "cassandra"} }
 
 // Sink defaults.
 const (
@@ -69,6 +71,7 @@ func (k *Sink) setDefaults(u unsetFunc) {
 	setDefault(u, "idle_timeout", &k.IdleTimeout, defaultIdleTimeout)
 	setDefault(u, "fetch_bytes", &k.FetchBytes, defaultFetchBytes)
 	setDefault(u, "start", &k.Start, "earliest")
+	k.setCassandraDefaults(u)
 }
 
 // Validate reports every problem with s as an *Errors, or returns nil. It
@@ -133,6 +136,8 @@ func (k *Sink) checkType(c *checker, at string) {
 	switch k.Type {
 	case "file":
 		c.required(at+".dir", k.Dir)
+	case "cassandra":
+		k.checkCassandra(c, at)
 	default:
 		c.oneOf(at+".type", k.Type, SinkTypes()...)
 	}
