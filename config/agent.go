@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"regexp"
 	"time"
 )
 
@@ -19,6 +20,10 @@ type Agent struct {
 	ScanInterval      Duration `toml:"scan_interval"`      // default 1s: how often globs are evaluated again
 	PollInterval      Duration `toml:"poll_interval"`      // default 250ms: how often idle files are checked for new data
 	PositionsInterval Duration `toml:"positions_interval"` // default 1s: how often acknowledged positions are written
+	MaxOpenFiles      int      `toml:"max_open_files"`     // default 1024: files held open at once; more wait
+	DrainTimeout      Duration `toml:"drain_timeout"`      // default 24h: how long a rotated or deleted file is kept open to be drained; the rest is given up, logged and counted
+	MaxLineBytes      Size     `toml:"max_line_bytes"`     // default 1MiB; 1KiB to 8MiB: a longer line is cut into records of this size, counted
+	PartialTimeout    Duration `toml:"partial_timeout"`    // default 5s: how long a last line without its newline is held back before it is shipped as it is
 	MetricsListen     string   `toml:"metrics_listen"`     // optional host:port for /metrics
 	Inputs            []Input  `toml:"input"`              // at least one [[input]]
 }
@@ -29,6 +34,21 @@ type Input struct {
 	Paths   []string `toml:"paths"`    // required: absolute filepath.Match globs
 	Exclude []string `toml:"exclude"`  // optional globs of files to leave out, like paths
 	StartAt string   `toml:"start_at"` // "beginning" (default) or "end": where to start in a file seen for the first time
+	// IgnoreOlder skips files seen for the first time whose last change is
+	// older than this; unset: none are skipped.
+	IgnoreOlder Duration  `toml:"ignore_older"`
+	Multiline   Multiline `toml:"multiline"` // optional: join lines into records
+}
+
+// Multiline is the [input.multiline] table of an input: lines joined into
+// one record (a Java stack trace). It is in use when Pattern is set.
+type Multiline struct {
+	Pattern  string   `toml:"pattern"`   // required in the table: an RE2 regular expression
+	Match    string   `toml:"match"`     // "start" (default): a matching line starts a record; "continuation": a matching line continues one
+	Negate   bool     `toml:"negate"`    // invert the match
+	MaxLines int      `toml:"max_lines"` // default 500: a longer record is cut, counted
+	MaxBytes Size     `toml:"max_bytes"` // default max_line_bytes; at most 8MiB
+	Timeout  Duration `toml:"timeout"`   // default 1s: how long the last record of a file waits for the line that ends it
 }
 
 // Agent defaults and bounds.
@@ -41,6 +61,14 @@ const (
 	defaultPositionsInterval = Duration(time.Second)
 	minBatchBytes            = KiB
 	maxBatchBytes            = 8 * MiB // the agent's own limit (agent.maxBatchBytes); well below the aggregator's default max_frame_bytes
+	defaultMaxOpenFiles      = 1024
+	defaultDrainTimeout      = Duration(24 * time.Hour)
+	defaultMaxLineBytes      = MiB
+	defaultPartialTimeout    = Duration(5 * time.Second)
+	minMaxLineBytes          = KiB
+	maxMaxLineBytes          = 8 * MiB // the agent's own limit
+	defaultMultilineLines    = 500
+	defaultMultilineTimeout  = Duration(time.Second)
 )
 
 // LoadAgent reads the agent config at path, applies defaults to the keys
@@ -69,13 +97,24 @@ func (a *Agent) setDefaults(u unsetFunc) {
 	setDefault(u, "scan_interval", &a.ScanInterval, defaultScanInterval)
 	setDefault(u, "poll_interval", &a.PollInterval, defaultPollInterval)
 	setDefault(u, "positions_interval", &a.PositionsInterval, defaultPositionsInterval)
+	setDefault(u, "max_open_files", &a.MaxOpenFiles, defaultMaxOpenFiles)
+	setDefault(u, "drain_timeout", &a.DrainTimeout, defaultDrainTimeout)
+	setDefault(u, "max_line_bytes", &a.MaxLineBytes, defaultMaxLineBytes)
+	setDefault(u, "partial_timeout", &a.PartialTimeout, defaultPartialTimeout)
 	for i := range a.Inputs {
-		a.Inputs[i].setDefaults(within(u, indexKey("input", i)))
+		a.Inputs[i].setDefaults(within(u, indexKey("input", i)), a.MaxLineBytes)
 	}
 }
 
-func (in *Input) setDefaults(u unsetFunc) {
+func (in *Input) setDefaults(u unsetFunc, maxLine Size) {
 	setDefault(u, "start_at", &in.StartAt, "beginning")
+	if in.Multiline.Pattern != "" {
+		m, mu := &in.Multiline, within(u, "multiline")
+		setDefault(mu, "match", &m.Match, "start")
+		setDefault(mu, "max_lines", &m.MaxLines, defaultMultilineLines)
+		setDefault(mu, "max_bytes", &m.MaxBytes, maxLine)
+		setDefault(mu, "timeout", &m.Timeout, defaultMultilineTimeout)
+	}
 }
 
 // Validate reports every problem with a as an *Errors, or returns nil. It
@@ -101,6 +140,12 @@ func (a *Agent) check(c *checker) {
 	positive(c, "scan_interval", a.ScanInterval)
 	positive(c, "poll_interval", a.PollInterval)
 	positive(c, "positions_interval", a.PositionsInterval)
+	if a.MaxOpenFiles < 1 {
+		c.errorf("max_open_files", "must be at least 1, got %d", a.MaxOpenFiles)
+	}
+	positive(c, "drain_timeout", a.DrainTimeout)
+	c.sizeRange("max_line_bytes", a.MaxLineBytes, minMaxLineBytes, maxMaxLineBytes)
+	positive(c, "partial_timeout", a.PartialTimeout)
 	if a.MetricsListen != "" {
 		c.address("metrics_listen", a.MetricsListen, false)
 	}
@@ -118,4 +163,25 @@ func (in *Input) check(c *checker, at string) {
 	}
 	c.globs(at+".exclude", in.Exclude)
 	c.oneOf(at+".start_at", in.StartAt, "beginning", "end")
+	if c.given[at+".ignore_older"] {
+		positive(c, at+".ignore_older", in.IgnoreOlder)
+	} else if in.IgnoreOlder < 0 {
+		c.errorf(at+".ignore_older", "must not be negative, got %v", in.IgnoreOlder)
+	}
+	m, mk := &in.Multiline, at+".multiline"
+	if m.Pattern == "" {
+		if c.given[mk] {
+			c.required(mk+".pattern", "")
+		}
+		return
+	}
+	if _, err := regexp.Compile(m.Pattern); err != nil {
+		c.errorf(mk+".pattern", "invalid regular expression %q: %v", m.Pattern, err)
+	}
+	c.oneOf(mk+".match", m.Match, "start", "continuation")
+	if m.MaxLines < 1 {
+		c.errorf(mk+".max_lines", "must be at least 1, got %d", m.MaxLines)
+	}
+	c.sizeRange(mk+".max_bytes", m.MaxBytes, 1, maxMaxLineBytes)
+	positive(c, mk+".timeout", m.Timeout)
 }

@@ -148,8 +148,10 @@ func TestLoadValues(t *testing.T) {
 			Compression: "zstd", BatchBytes: 256 * KiB, BatchWait: Duration(200 * time.Millisecond),
 			WindowBytes: 16 * MiB, ScanInterval: Duration(time.Second), PollInterval: Duration(250 * time.Millisecond),
 			PositionsInterval: Duration(time.Second), MetricsListen: "127.0.0.1:9400",
+			MaxOpenFiles: 1024, DrainTimeout: Duration(24 * time.Hour), MaxLineBytes: MiB, PartialTimeout: Duration(5 * time.Second),
 			Inputs: []Input{
-				{Topic: "app", Paths: []string{"/tmp/logship/logs/app/*.log"}, Exclude: []string{"/tmp/logship/logs/app/*.gz"}, StartAt: "beginning"},
+				{Topic: "app", Paths: []string{"/tmp/logship/logs/app/*.log"}, Exclude: []string{"/tmp/logship/logs/app/*.gz"}, StartAt: "beginning",
+					IgnoreOlder: Duration(168 * time.Hour), Multiline: Multiline{Pattern: `^\d{4}-\d{2}-\d{2}`, Match: "start", MaxLines: 500, MaxBytes: MiB, Timeout: Duration(time.Second)}},
 				{Topic: "nginx-access", Paths: []string{"/tmp/logship/logs/nginx/access.log", "/tmp/logship/logs/nginx/access-*.log"}, StartAt: "end"},
 			},
 		}},
@@ -158,7 +160,8 @@ func TestLoadValues(t *testing.T) {
 			Compression: "zstd", BatchBytes: 256 * KiB, BatchWait: Duration(200 * time.Millisecond),
 			WindowBytes: 16 * MiB, ScanInterval: Duration(time.Second), PollInterval: Duration(250 * time.Millisecond),
 			PositionsInterval: Duration(time.Second),
-			Inputs:            []Input{{Topic: "app", Paths: []string{"/tmp/logship/logs/app/*.log"}, StartAt: "beginning"}},
+			MaxOpenFiles:      1024, DrainTimeout: Duration(24 * time.Hour), MaxLineBytes: MiB, PartialTimeout: Duration(5 * time.Second),
+			Inputs: []Input{{Topic: "app", Paths: []string{"/tmp/logship/logs/app/*.log"}, StartAt: "beginning"}},
 		}},
 		{"aggregator.toml", &Aggregator{
 			ID: "demo-aggregator", Listen: "127.0.0.1:7450", DataDir: "/tmp/logship/aggregator", Partitions: 4,

@@ -69,6 +69,10 @@ config: window_bytes: must be positive, got 0B
 config: scan_interval: must be positive, got 0s
 config: poll_interval: must be positive, got 0s
 config: positions_interval: must be positive, got 0s
+config: max_open_files: must be at least 1, got 0
+config: drain_timeout: must be positive, got 0s
+config: max_line_bytes: 0B is out of range: want 1KiB to 8MiB
+config: partial_timeout: must be positive, got 0s
 config: missing [[input]]: want at least one`},
 		{"bad topic", func(a *Agent) {
 			a.Inputs = append(a.Inputs, Input{Topic: "a/b", Paths: []string{"/x"}, StartAt: "end"})
