@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // FS is the little the sink needs from a filesystem. Paths are
@@ -19,10 +20,13 @@ type FS interface {
 	// Create creates a new, empty file for writing. It fails when name
 	// exists.
 	Create(name string) (File, error)
-	// Rename moves oldname to newname. The sink checks with Stat that
-	// newname does not exist first, so an implementation may either fail
-	// or replace when it does.
+	// Rename moves oldname to newname, replacing newname atomically when
+	// it exists (markers are replaced that way; before publishing a file,
+	// the sink checks with Stat that its name is free).
 	Rename(oldname, newname string) error
+	// ReadFile returns a whole (small) file: a marker. A missing name is
+	// an error that satisfies errors.Is(err, fs.ErrNotExist).
+	ReadFile(name string) ([]byte, error)
 	// ReadDir returns the names of the entries of dir, in any order. A
 	// missing dir is an error that satisfies errors.Is(err, fs.ErrNotExist).
 	ReadDir(dir string) ([]string, error)
@@ -41,10 +45,18 @@ type FS interface {
 // File is a file being written.
 type File interface {
 	io.Writer
-	// Sync makes everything written so far durable (fsync; HDFS: hsync).
+	// Sync makes everything written so far durable (fsync; HDFS: the
+	// data is flushed to every datanode of the pipeline; the file is
+	// complete and durable once Close returns).
 	Sync() error
 	// Close closes the file. After a failed Sync the caller still calls it.
 	Close() error
+}
+
+// Deadliner is a File whose operations can be bounded in time: the sink
+// sets the deadline of its Close (shutdown) on the file it publishes.
+type Deadliner interface {
+	SetDeadline(t time.Time) error
 }
 
 // OSFS is the local filesystem.
@@ -76,6 +88,9 @@ func (OSFS) ReadDir(dir string) ([]string, error) {
 	// thousands of published files.
 	return f.Readdirnames(-1)
 }
+
+// ReadFile implements FS.
+func (OSFS) ReadFile(name string) ([]byte, error) { return os.ReadFile(filepath.FromSlash(name)) }
 
 // Stat implements FS.
 func (OSFS) Stat(name string) (fs.FileInfo, error) { return os.Stat(filepath.FromSlash(name)) }

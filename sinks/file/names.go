@@ -11,11 +11,15 @@ import (
 // Naming, version 1. See doc.go. Format: do not change; a new layout gets
 // a new suffix.
 const (
-	// Suffix ends every published file name of version 1.
+	// Suffix ends every published file name of version 1 in the plain
+	// lines format without compression; see also the Suffix* constants.
 	Suffix = ".log"
 	// TmpDir is the directory, under Options.Dir, of the files being
 	// written. It is not a possible topic of this sink.
 	TmpDir = "_tmp"
+	// StateDir is the directory, under Options.Dir, of the partitions'
+	// markers. It is not a possible topic of this sink either.
+	StateDir = "_state"
 
 	tmpSuffix    = ".tmp"
 	sep          = "+" // cannot appear in a topic or aggregator id
@@ -23,6 +27,19 @@ const (
 	randDigits   = 16  // hex digits of a temporary file's random part
 	epochPrefix  = "e" // starts the optional sixth field
 )
+
+// Suffixes of published files besides Suffix: the record format and the
+// compression (doc.go). Names: do not change.
+const (
+	SuffixGzip     = ".log.gz"
+	SuffixZstd     = ".log.zst"
+	SuffixJSON     = ".json"
+	SuffixJSONGzip = ".json.gz"
+	SuffixJSONZstd = ".json.zst"
+)
+
+// suffixes lists every suffix a published file may end with.
+var suffixes = []string{Suffix, SuffixGzip, SuffixZstd, SuffixJSON, SuffixJSONGzip, SuffixJSONZstd}
 
 // FileName is what a published file's name says.
 type FileName struct {
@@ -32,18 +49,73 @@ type FileName struct {
 	First      int64  // offset of the first record, inclusive
 	Last       int64  // offset of the last record, inclusive
 	Epoch      uint64 // the reset epoch it was written under; 0 until an operator's first reset
+	// Ext is the file's suffix when it is not Suffix (".log", plain
+	// lines): one of the Suffix* constants. "" means Suffix.
+	Ext string
+}
+
+// Format is the record format the name says: FormatLines or FormatJSON.
+func (n FileName) Format() string {
+	if strings.HasPrefix(n.suffix(), SuffixJSON) {
+		return FormatJSON
+	}
+	return FormatLines
+}
+
+// Compression is the compression the name says: CompressionNone,
+// CompressionGzip or CompressionZstd.
+func (n FileName) Compression() string {
+	switch {
+	case strings.HasSuffix(n.suffix(), ".gz"):
+		return CompressionGzip
+	case strings.HasSuffix(n.suffix(), ".zst"):
+		return CompressionZstd
+	}
+	return CompressionNone
+}
+
+func (n FileName) suffix() string {
+	if n.Ext == "" {
+		return Suffix
+	}
+	return n.Ext
+}
+
+// suffixFor returns the suffix of the files of a format and compression,
+// both already checked.
+func suffixFor(format, compression string) string {
+	s := Suffix
+	if format == FormatJSON {
+		s = SuffixJSON
+	}
+	switch compression {
+	case CompressionGzip:
+		s += ".gz"
+	case CompressionZstd:
+		s += ".zst"
+	}
+	return s
+}
+
+// extFor is the FileName.Ext of a suffix.
+func extFor(suffix string) string {
+	if suffix == Suffix {
+		return ""
+	}
+	return suffix
 }
 
 // String returns the file's base name:
 // <topic>+<aggregator>+<partition>+<first>+<last>.log with both offsets
 // in 20 zero-padded digits, so that names sort by offset, and
-// +e<epoch> before the suffix when Epoch is not 0.
+// +e<epoch> before the suffix when Epoch is not 0. The suffix is Ext, or
+// Suffix when Ext is empty.
 func (n FileName) String() string {
 	e := ""
 	if n.Epoch > 0 {
 		e = sep + epochPrefix + strconv.FormatUint(n.Epoch, 10)
 	}
-	return fmt.Sprintf("%s+%s+%d+%0*d+%0*d%s%s", n.Topic, n.Aggregator, n.Partition, offsetDigits, n.First, offsetDigits, n.Last, e, Suffix)
+	return fmt.Sprintf("%s+%s+%d+%0*d+%0*d%s%s", n.Topic, n.Aggregator, n.Partition, offsetDigits, n.First, offsetDigits, n.Last, e, n.suffix())
 }
 
 // Next is the offset just past the file's last record.
@@ -56,12 +128,18 @@ func ParseName(name string) (FileName, error) {
 	bad := func(why string) (FileName, error) {
 		return FileName{}, fmt.Errorf("file: %q is not a published file name: %s", name, why)
 	}
-	rest, ok := strings.CutSuffix(name, Suffix)
+	var n FileName
+	rest, ok := "", false
+	for _, sfx := range suffixes {
+		if rest, ok = strings.CutSuffix(name, sfx); ok {
+			n.Ext = extFor(sfx)
+			break
+		}
+	}
 	if !ok {
-		return bad("no " + Suffix + " suffix")
+		return bad("no " + Suffix + " (or other published file) suffix")
 	}
 	f := strings.Split(rest, sep)
-	var n FileName
 	if len(f) == 6 {
 		e, ok := strings.CutPrefix(f[5], epochPrefix)
 		v, vok := parseDecimal(e)

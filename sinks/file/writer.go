@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"path"
@@ -16,45 +17,71 @@ import (
 // errClosed is returned by a writer used after Close.
 var errClosed = errors.New("file: writer closed")
 
+// encoderHeld bounds the uncompressed bytes a compressor may hold before
+// it emits them (a zstd block is 128 KiB, a deflate window 32 KiB plus its
+// lookahead): RollSize is checked against the compressed bytes out plus
+// this much.
+const encoderHeld = 256 << 10
+
 // writer is the PartitionWriter of one partition. One goroutine uses it.
 //
 // A file goes through these steps, and resume (in Open) undoes or
 // completes each of them after a crash (doc.go):
 //
-//	create  Dir/_tmp/<prefix><first>.<random>.tmp
-//	write   records, through a buffer of BufferSize
-//	flush   the buffer
-//	sync    fsync the file: its bytes are durable
-//	close
-//	check   the final name does not exist: never overwrite a published file
-//	rename  to Dir/<topic>/<topic>+<agg>+<partition>+<first>+<last>.log
-//	syncdir fsync Dir/<topic>: the rename is durable; only now is the
-//	        file's next offset reported (Tick, Close) and committed
+//	create   Dir/_tmp/<prefix><first>.<random>.tmp
+//	write    records, through the compressor if any and a buffer of BufferSize
+//	flush    the compressor's end and the buffer
+//	sync     fsync the file (HDFS: flush to the datanodes)
+//	close    (HDFS: complete the file; its lease ends)
+//	mkdir    the final directory, from the template and the first record's time
+//	check    the final name does not exist: never overwrite a published file
+//	intent   the marker, rewritten with the final name as pending
+//	rename   to Dir/<dir>/<topic>+<agg>+<partition>+<first>+<last>[+e<epoch>]<suffix>
+//	syncdir  fsync the final directory: the rename is durable
+//	marker   the marker, rewritten with the file as the newest; only now is
+//	         the file's next offset reported (Tick, Close) and committed
+//
+// The steps from mkdir on touch only names, so they are retried in place
+// (Options.Retries); a failure before is final for the file: it is thrown
+// away and its records are fetched and written again.
 type writer struct {
-	s        *Sink
-	log      *slog.Logger
-	topic    string
-	agg      string
-	part     int
-	prefix   string
-	topicDir string
-	tmpDir   string
-	epoch    uint64 // the reset epoch the files it publishes are named with
+	s      *Sink
+	log    *slog.Logger
+	topic  string
+	agg    string
+	part   int
+	prefix string
+	tmpDir string
+	marker string // path of the partition's marker
+	epoch  uint64 // the reset epoch the files it publishes are named with
+	// state is where the published files stand: the marker as last
+	// written or read (never with Pending set).
+	state   marker
+	lastDir string // the final directory last made sure of
 
 	// The open file, if any: f and bw are nil between files. tmp stays set
 	// until the file is renamed or removed.
-	f     File
-	bw    *bufio.Writer
-	tmp   string
-	first int64     // offset of the file's first record
-	size  int64     // bytes written to the file
-	start time.Time // when the file's first record arrived
-	at    time.Time // when its last record arrived
+	f       File
+	bw      *bufio.Writer
+	cw      countWriter // counts the bytes into bw
+	enc     encoder     // nil without compression
+	dst     io.Writer   // where records go: enc, or &cw
+	tmp     string
+	dir     string    // its final directory, relative to Dir
+	first   int64     // offset of the file's first record
+	size    int64     // uncompressed bytes written to the file
+	records int64     // records written to the file
+	start   time.Time // when the file's first record arrived
+	at      time.Time // when its last record arrived
+
+	line []byte // the json line being built
 
 	last int64 // offset of the last record written by this writer, -1 before any
 	pub  int64 // next offset published and not yet reported, -1 if none
 	err  error // sticky: the writer failed (or was closed); Close abandons the file
 }
+
+var newline = []byte{'\n'}
 
 // Write implements sinks.PartitionWriter.
 func (w *writer) Write(ctx context.Context, r *sinks.Record) error {
@@ -64,44 +91,87 @@ func (w *writer) Write(ctx context.Context, r *sinks.Record) error {
 	if r.Offset <= w.last {
 		return fmt.Errorf("BUG: file: offset %d written after %d", r.Offset, w.last)
 	}
-	n := int64(len(r.Data)) + 1
-	if w.f != nil && w.size+n > w.s.opts.RollSize {
-		if err := w.publish(); err != nil {
+	json := w.s.opts.Format == FormatJSON
+	var n int64
+	if json {
+		w.line = appendJSON(w.line[:0], r)
+		n = int64(len(w.line))
+	} else {
+		n = int64(len(r.Data)) + 1
+	}
+	if w.f != nil && w.wouldPass(n) {
+		if err := w.publish(ctx); err != nil {
 			return err
 		}
 	}
 	now := time.Now()
 	if w.f == nil {
-		if err := w.create(r.Offset, now); err != nil {
+		if err := w.create(r, now); err != nil {
 			return err
 		}
 	}
-	// bufio copies large records straight through: no extra allocation.
-	if _, err := w.bw.Write(r.Data); err != nil {
-		return w.fail("write", err)
+	var err error
+	if json {
+		_, err = w.dst.Write(w.line)
+	} else if _, err = w.dst.Write(r.Data); err == nil {
+		// bufio copies large records straight through: no extra allocation.
+		_, err = w.dst.Write(newline)
 	}
-	if err := w.bw.WriteByte('\n'); err != nil {
+	if err != nil {
 		return w.fail("write", err)
 	}
 	w.size += n
+	w.records++
 	w.last = r.Offset
 	w.at = now
 	return nil
 }
 
-// create starts a new temporary file whose first record is at first.
-func (w *writer) create(first int64, now time.Time) error {
-	w.tmp = w.newTmpName(first)
+// wouldPass reports whether n more bytes would take the open file past
+// RollSize. With compression, the compressed size is bounded from above by
+// what the compressor emitted plus what it may still hold.
+func (w *writer) wouldPass(n int64) bool {
+	if w.enc == nil {
+		return w.size+n > w.s.opts.RollSize
+	}
+	const trailer = 64 // gzip and zstd ends, block headers
+	held := min(w.size, encoderHeld)
+	return w.cw.n+held+n+n/64+trailer > w.s.opts.RollSize
+}
+
+// create starts a new temporary file whose first record is r.
+func (w *writer) create(r *sinks.Record, now time.Time) error {
+	w.tmp = w.newTmpName(r.Offset)
 	f, err := w.s.fs.Create(w.tmp)
 	if err != nil {
 		w.tmp = ""
 		return w.fail("create", err)
 	}
+	w.s.stats.open.Add(1)
 	w.f = f
 	w.bw = w.s.bufs.Get().(*bufio.Writer)
 	w.bw.Reset(f)
-	w.first, w.size, w.start = first, 0, now
+	w.cw = countWriter{w: w.bw}
+	w.dst = &w.cw
+	if w.s.encs != nil {
+		w.enc = w.s.encs.get(&w.cw)
+		w.dst = w.enc
+	}
+	w.dir = w.s.tmpl.Render(w.topic, w.agg, w.part, recordTime(r, now))
+	w.first, w.size, w.records, w.start = r.Offset, 0, 0, now
 	return nil
+}
+
+// recordTime is the time a record gives the path template: when the agent
+// read it, else when the aggregator stored it, else now.
+func recordTime(r *sinks.Record, now time.Time) time.Time {
+	switch {
+	case r.Time > 0:
+		return time.Unix(0, r.Time)
+	case r.AppendTime > 0:
+		return time.UnixMilli(r.AppendTime)
+	}
+	return now
 }
 
 // Tick implements sinks.PartitionWriter: it publishes the open file once
@@ -111,7 +181,7 @@ func (w *writer) Tick(ctx context.Context, now time.Time) (int64, error) {
 		return -1, w.err
 	}
 	if w.f != nil && (now.Sub(w.start) >= w.s.opts.RollInterval || now.Sub(w.at) >= w.s.opts.IdleTimeout) {
-		if err := w.publish(); err != nil {
+		if err := w.publish(ctx); err != nil {
 			return -1, err
 		}
 	}
@@ -120,14 +190,19 @@ func (w *writer) Tick(ctx context.Context, now time.Time) (int64, error) {
 
 // Close implements sinks.PartitionWriter: it publishes the open file, or
 // abandons it when the writer failed earlier (its records are fetched and
-// written again by the next writer).
+// written again by the next writer). ctx's deadline bounds the publish.
 func (w *writer) Close(ctx context.Context) (int64, error) {
 	if w.err == errClosed {
 		return -1, errClosed
 	}
 	var err error
 	if w.err == nil && w.f != nil {
-		err = w.publish()
+		if dl, ok := ctx.Deadline(); ok {
+			if d, ok := w.f.(Deadliner); ok {
+				d.SetDeadline(dl)
+			}
+		}
+		err = w.publish(ctx)
 	}
 	if w.err != nil {
 		w.abandon()
@@ -144,11 +219,15 @@ func (w *writer) report() int64 {
 	return off
 }
 
-// publish makes the open file durable and publishes it by rename; see the
-// steps on writer. On error the writer is failed: Close abandons the file.
-func (w *writer) publish() error {
-	name := FileName{Topic: w.topic, Aggregator: w.agg, Partition: w.part, First: w.first, Last: w.last, Epoch: w.epoch}
-	final := path.Join(w.topicDir, name.String())
+// publish makes the open file durable and publishes it; see the steps on
+// writer. On error the writer is failed: Close abandons the file.
+func (w *writer) publish(ctx context.Context) error {
+	root, fsys := w.s.opts.Dir, w.s.fs
+	if w.enc != nil {
+		if err := w.enc.Close(); err != nil {
+			return w.fail("flush", err)
+		}
+	}
 	if err := w.bw.Flush(); err != nil {
 		return w.fail("flush", err)
 	}
@@ -157,26 +236,100 @@ func (w *writer) publish() error {
 	}
 	err := w.f.Close()
 	w.f = nil
+	w.s.stats.open.Add(-1)
 	if err != nil {
 		return w.fail("close", err)
 	}
-	if _, err := w.s.fs.Stat(final); err == nil {
-		return w.fail("publish", fmt.Errorf("%s exists already: not overwriting a published file", final))
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	// The file is complete. From here on only names change: each step is
+	// retried in place, and a failure leaves the marker saying what a
+	// restart must check.
+	name := FileName{Topic: w.topic, Aggregator: w.agg, Partition: w.part, First: w.first, Last: w.last, Epoch: w.epoch, Ext: extFor(w.s.suffix)}
+	rel := path.Join(w.dir, name.String())
+	final := path.Join(root, rel)
+	finalDir := path.Dir(final)
+	if err := w.retry(ctx, "mkdir", func() error { return w.ensureDir(finalDir) }); err != nil {
+		return w.fail("mkdir", err)
+	}
+	if err := w.retry(ctx, "publish", func() error {
+		_, err := fsys.Stat(final)
+		switch {
+		case err == nil:
+			return fmt.Errorf("%s %w", final, errExists)
+		case errors.Is(err, fs.ErrNotExist):
+			return nil
+		}
+		return err
+	}); err != nil {
 		return w.fail("publish", err)
 	}
-	if err := w.s.fs.Rename(w.tmp, final); err != nil {
+	intent := w.state
+	intent.Topic, intent.Aggregator, intent.Partition = w.topic, w.agg, w.part
+	intent.Pending = &pendingFile{Tmp: path.Join(TmpDir, path.Base(w.tmp)), File: rel, Next: w.last + 1}
+	if err := w.retry(ctx, "marker", func() error { return w.writeMarker(&intent) }); err != nil {
+		return w.fail("marker", err)
+	}
+	if err := w.retry(ctx, "rename", func() error { return w.rename(final) }); err != nil {
 		return w.fail("rename", err)
 	}
 	w.tmp = ""
-	if err := w.s.fs.SyncDir(w.topicDir); err != nil {
+	if err := w.retry(ctx, "syncdir", func() error { return fsys.SyncDir(finalDir) }); err != nil {
 		// The file is visible but perhaps not durable: it is not reported.
-		// The next Open makes the directory durable before resuming.
-		return w.fail("sync directory", err)
+		// The next Open makes its directory durable before resuming.
+		return w.fail("syncdir", err)
 	}
-	w.putBuffer()
+	done := marker{Topic: w.topic, Aggregator: w.agg, Partition: w.part, Epoch: w.epoch, Next: w.last + 1, File: rel}
+	if err := w.retry(ctx, "marker", func() error { return w.writeMarker(&done) }); err != nil {
+		// Published, but the marker still names it as pending: the next
+		// Open finds it and reports it. Not reported now.
+		return w.fail("marker", err)
+	}
+	w.state = done
+	w.s.stats.files.Add(1)
+	w.s.stats.records.Add(uint64(w.records))
+	w.s.stats.bytes.Add(uint64(w.cw.n))
+	w.putBuffers()
 	w.pub = w.last + 1
-	w.log.Debug("published", "file", final, "offset", w.first, "records_to", w.last, "bytes", w.size)
+	w.log.Debug("published", "file", final, "offset", w.first, "records_to", w.last, "bytes", w.cw.n)
+	return nil
+}
+
+// rename moves the temporary file to final. A retried rename whose first
+// try went through (the reply was lost) finds the file already there.
+func (w *writer) rename(final string) error {
+	err := w.s.fs.Rename(w.tmp, final)
+	if err == nil {
+		return nil
+	}
+	if _, serr := w.s.fs.Stat(w.tmp); errors.Is(serr, fs.ErrNotExist) {
+		if _, ferr := w.s.fs.Stat(final); ferr == nil {
+			return nil // done by the try whose reply was lost
+		}
+	}
+	return err
+}
+
+// ensureDir makes dir (a final directory) exist and durable: on a local
+// filesystem, a new directory's entry lives in its parent, which is
+// synced up to the sink's root.
+func (w *writer) ensureDir(dir string) error {
+	if dir == w.lastDir {
+		return nil
+	}
+	if _, err := w.s.fs.Stat(dir); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := w.s.fs.MkdirAll(dir); err != nil {
+			return err
+		}
+		root := path.Clean(w.s.opts.Dir)
+		for d := dir; d != root && d != "/" && d != "."; d = path.Dir(d) {
+			if err := w.s.fs.SyncDir(path.Dir(d)); err != nil {
+				return err
+			}
+		}
+	}
+	w.lastDir = dir
 	return nil
 }
 
@@ -185,8 +338,9 @@ func (w *writer) publish() error {
 func (w *writer) fail(step string, err error) error {
 	f := w.tmp
 	if f == "" {
-		f = w.topicDir
+		f = path.Join(w.s.opts.Dir, w.dir)
 	}
+	w.s.stats.failed(step)
 	w.err = fmt.Errorf("file: %s %s: %w", step, f, err)
 	return w.err
 }
@@ -197,8 +351,10 @@ func (w *writer) abandon() {
 	if w.f != nil {
 		w.f.Close()
 		w.f = nil
+		w.s.stats.open.Add(-1)
 	}
 	if w.tmp != "" {
+		w.s.stats.abandoned.Add(1)
 		if err := w.s.fs.Remove(w.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			// Harmless: the next Open of the partition deletes it.
 			w.log.Warn("removing abandoned temporary file", "file", w.tmp, "err", err)
@@ -207,13 +363,18 @@ func (w *writer) abandon() {
 		}
 		w.tmp = ""
 	}
-	w.putBuffer()
+	w.putBuffers()
 }
 
-func (w *writer) putBuffer() {
+func (w *writer) putBuffers() {
+	if w.enc != nil {
+		w.s.encs.put(w.enc)
+		w.enc = nil
+	}
 	if w.bw != nil {
 		w.bw.Reset(nil)
 		w.s.bufs.Put(w.bw)
 		w.bw = nil
 	}
+	w.dst = nil
 }
