@@ -200,7 +200,7 @@ func (s *Sink) Open(ctx context.Context, p sinks.Partition) (sinks.PartitionWrit
 		tmpDir: path.Join(s.opts.Dir, TmpDir),
 		marker: path.Join(s.opts.Dir, StateDir, markerName(topic, aggregator, partition)),
 		last:   -1, pub: -1,
-		log:    s.log.With("aggregator", aggregator, "topic", topic, "partition", partition),
+		log: s.log.With("aggregator", aggregator, "topic", topic, "partition", partition),
 	}
 	st, err := w.resume(ctx)
 	if err != nil {

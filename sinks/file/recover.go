@@ -249,7 +249,9 @@ func Scan(fsys FS, dir string, tmpl Template, topic, agg string, partition int) 
 // isDirLike reports whether n, found beside published files, is no cause
 // for a warning: with the root as the template, the topics' directories of
 // an older layout.
-func isDirLike(tmpl Template, n string) bool { return len(tmpl.segs) == 0 && batch.ValidName(n) && !strings.Contains(n, sep) }
+func isDirLike(tmpl Template, n string) bool {
+	return len(tmpl.segs) == 0 && batch.ValidName(n) && !strings.Contains(n, sep)
+}
 
 // readDirIfDir lists dir: nothing when it is missing or is not a directory.
 func readDirIfDir(fsys FS, dir string) ([]string, error) {
