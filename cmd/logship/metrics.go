@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,8 @@ import (
 
 	"logship/agent"
 	"logship/aggregator"
+	"logship/sinks"
+	"logship/sinks/cassandra"
 )
 
 // serveMetrics serves Prometheus /metrics and /healthz on addr until ctx is
@@ -72,6 +75,39 @@ func (c *funcCollector) Collect(ch chan<- prometheus.Metric) {
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+// sinkCollectors gathers the metrics of the sinks runSinks makes, which
+// exist only after the metrics server started: it is an unchecked
+// collector. Each sink type with stats has a case in add.
+type sinkCollectors struct {
+	mu sync.Mutex
+	cs []prometheus.Collector
+}
+
+func (c *sinkCollectors) add(name string, s sinks.Sink) {
+	var col prometheus.Collector
+	switch s := s.(type) {
+	case *cassandra.Sink:
+		col = cassandraCollector(name, s)
+	}
+	if col == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cs = append(c.cs, col)
+}
+
+func (c *sinkCollectors) Describe(chan<- *prometheus.Desc) {}
+
+func (c *sinkCollectors) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	cs := c.cs
+	c.mu.Unlock()
+	for _, col := range cs {
+		col.Collect(ch)
+	}
 }
 
 func aggregatorCollector(s *aggregator.Server) prometheus.Collector {

@@ -146,23 +146,25 @@ func runSink(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := serveMetrics(ctx, c.MetricsListen, nil, log); err != nil {
+	stats := &sinkCollectors{}
+	if err := serveMetrics(ctx, c.MetricsListen, stats, log); err != nil {
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
 	log.Info("sinks starting", "sinks", len(c.Sinks), "aggregators", c.Aggregators)
-	err = runSinks(ctx, c, log)
+	err = runSinks(ctx, c, log, stats)
 	log.Info("stopped", "err", err)
 	return err
 }
 
 // runSinks runs every configured sink until ctx is done.
-func runSinks(ctx context.Context, c *config.Sinks, log *slog.Logger) error {
+func runSinks(ctx context.Context, c *config.Sinks, log *slog.Logger, stats *sinkCollectors) error {
 	errc := make(chan error, len(c.Sinks))
 	for _, sc := range c.Sinks {
 		s, o, err := newSink(c, sc, log)
 		if err != nil {
 			return err
 		}
+		stats.add(sc.Name, s)
 		go func() {
 			err := sinks.Run(ctx, o, s)
 			if cerr := s.Close(); err == nil {
@@ -200,6 +202,9 @@ func newSink(c *config.Sinks, sc config.Sink, log *slog.Logger) (sinks.Sink, sin
 			IdleTimeout:  sc.IdleTimeout.D(),
 			Logger:       log,
 		})
+		return s, o, err
+	case "cassandra":
+		s, err := newCassandraSink(sc, log)
 		return s, o, err
 	}
 	return nil, o, fmt.Errorf("sink %s: unknown type %q", sc.Name, sc.Type)

@@ -66,7 +66,7 @@ type fakeSession struct {
 	rows     map[rowID]stored
 	writes   int // rows written, overwrites included
 	attempts []attempt
-	closed   bool
+	closes   int // sessions closed: the sink does not use one after
 	// fail, when set, is asked before every write: a non-nil error fails
 	// it (nothing is stored).
 	fail func(rows []Row) error
@@ -107,9 +107,6 @@ func (f *fakeSession) WriteBatch(ctx context.Context, rows []Row) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed {
-		err = gocql.ErrSessionClosed
-	}
 	a.err = err
 	f.attempts = append(f.attempts, a)
 	if err != nil {
@@ -132,7 +129,7 @@ func (f *fakeSession) Probe(ctx context.Context, k Key) error {
 
 func (f *fakeSession) Close() {
 	f.mu.Lock()
-	f.closed = true
+	f.closes++
 	f.mu.Unlock()
 }
 
