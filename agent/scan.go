@@ -264,6 +264,13 @@ func (a *Agent) reap(now time.Time) {
 		}
 		if s.unmatchedSince.IsZero() {
 			s.unmatchedSince = now
+			// Renamed away from the globs: follow its name, for logs,
+			// batches and metrics.
+			if p, ok := currentPath(s.f); ok && p != s.path {
+				a.log.Info("file renamed", s.attrs("to", p)...)
+				s.path = p
+				a.posDirty = true
+			}
 		}
 		if s.stopping {
 			if s.inflight == 0 {

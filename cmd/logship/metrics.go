@@ -155,9 +155,17 @@ func agentCollector(a *agent.Agent) prometheus.Collector {
 		acked      = desc("logship_agent_acked_batches_total", "Batches acknowledged as stored.")
 		ackedBytes = desc("logship_agent_acked_bytes_total", "File bytes of acknowledged batches.")
 		open       = desc("logship_agent_open_files", "Files open now.")
+		waiting    = desc("logship_agent_files_waiting", "Files found that wait for max_open_files.")
+		split      = desc("logship_agent_records_split_total", "Lines or multiline records cut at max_line_bytes or a multiline limit.")
+		givenUp    = desc("logship_agent_given_up_bytes_total", "File bytes never shipped: rotated or deleted files past drain_timeout, truncated files whose unread bytes no copy kept.")
+		srcRead    = desc("logship_agent_source_read_bytes_total", "File bytes of one open file put in batches since it was opened.", "topic", "path")
+		srcAcked   = desc("logship_agent_source_acked_position_bytes", "Acknowledged position in one open file.", "topic", "path")
+		srcSize    = desc("logship_agent_source_size_bytes", "Size of one open file at the agent's last look.", "topic", "path")
+		srcLag     = desc("logship_agent_source_lag_bytes", "Size minus acknowledged position of one open file.", "topic", "path")
+		srcUp      = desc("logship_agent_source_given_up_bytes_total", "Bytes of one open file given up.", "topic", "path")
 	)
 	return &funcCollector{
-		descs: []*prometheus.Desc{lines, raw, wire, batches, acked, ackedBytes, open},
+		descs: []*prometheus.Desc{lines, raw, wire, batches, acked, ackedBytes, open, waiting, split, givenUp, srcRead, srcAcked, srcSize, srcLag, srcUp},
 		collect: func(emit func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
 			st := a.Stats()
 			emit(lines, prometheus.CounterValue, float64(st.Lines))
@@ -167,6 +175,25 @@ func agentCollector(a *agent.Agent) prometheus.Collector {
 			emit(acked, prometheus.CounterValue, float64(st.AckedBatches))
 			emit(ackedBytes, prometheus.CounterValue, float64(st.AckedBytes))
 			emit(open, prometheus.GaugeValue, float64(st.OpenFiles))
+			emit(waiting, prometheus.GaugeValue, float64(st.FilesWaiting))
+			emit(split, prometheus.CounterValue, float64(st.RecordsSplit))
+			emit(givenUp, prometheus.CounterValue, float64(st.GivenUpBytes))
+			seen := make(map[[2]string]bool, len(st.Sources))
+			for _, s := range st.Sources {
+				// Two open files can share a path for a moment (a rotated
+				// file whose rename the agent has not seen yet): report the
+				// first, as a registry refuses duplicate series.
+				k := [2]string{s.Topic, s.Path}
+				if seen[k] {
+					continue
+				}
+				seen[k] = true
+				emit(srcRead, prometheus.CounterValue, float64(s.ReadBytes), s.Topic, s.Path)
+				emit(srcAcked, prometheus.GaugeValue, float64(s.AckedPos), s.Topic, s.Path)
+				emit(srcSize, prometheus.GaugeValue, float64(s.Size), s.Topic, s.Path)
+				emit(srcLag, prometheus.GaugeValue, float64(s.Lag), s.Topic, s.Path)
+				emit(srcUp, prometheus.CounterValue, float64(s.GivenUpBytes), s.Topic, s.Path)
+			}
 		},
 	}
 }

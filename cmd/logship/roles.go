@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"logship/agent"
 	"logship/aggregator"
@@ -104,10 +105,14 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	if err := serveMetrics(ctx, c.MetricsListen, agentCollector(a), log); err != nil {
+		a.Close()
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
 	log.Info("agent starting", "id", c.ID, "aggregators", c.Aggregators, "inputs", len(c.Inputs))
+	r := &agentReloader{path: path, cur: c, a: a, log: log}
+	stopReload := onHangup(ctx, r.reload)
 	err = a.Run(ctx)
+	stopReload()
 	st := a.Stats()
 	log.Info("stopped", "lines", st.Lines, "raw_bytes", st.RawBytes, "wire_bytes", st.WireBytes)
 	return err
@@ -129,12 +134,74 @@ func agentOptions(c *config.Agent, log *slog.Logger) (agent.Options, error) {
 		ScanInterval:      c.ScanInterval.D(),
 		PollInterval:      c.PollInterval.D(),
 		PositionsInterval: c.PositionsInterval.D(),
+		MaxOpenFiles:      c.MaxOpenFiles,
+		DrainTimeout:      c.DrainTimeout.D(),
+		MaxLineBytes:      int(c.MaxLineBytes),
+		PartialTimeout:    c.PartialTimeout.D(),
 		Logger:            log,
 	}
-	for _, in := range c.Inputs {
-		o.Inputs = append(o.Inputs, agent.Input{Topic: in.Topic, Paths: in.Paths, Exclude: in.Exclude, StartAt: in.StartAt})
-	}
+	o.Inputs = agentInputs(c)
 	return o, nil
+}
+
+func agentInputs(c *config.Agent) []agent.Input {
+	var ins []agent.Input
+	for _, in := range c.Inputs {
+		ai := agent.Input{Topic: in.Topic, Paths: in.Paths, Exclude: in.Exclude, StartAt: in.StartAt, IgnoreOlder: in.IgnoreOlder.D()}
+		if m := in.Multiline; m.Pattern != "" {
+			ai.Multiline = &agent.Multiline{
+				Pattern: m.Pattern, Match: m.Match, Negate: m.Negate,
+				MaxLines: m.MaxLines, MaxBytes: int(m.MaxBytes), Timeout: m.Timeout.D(),
+			}
+		}
+		ins = append(ins, ai)
+	}
+	return ins
+}
+
+// agentReloader applies, on SIGHUP, the [[input]] tables of a changed
+// agent config to the running agent (agent.Reload), and says which other
+// changes need a restart. A config that does not load, or inputs the agent
+// refuses, are refused with their errors, and the running config stays.
+type agentReloader struct {
+	path string
+	cur  *config.Agent
+	a    *agent.Agent
+	log  *slog.Logger
+}
+
+func (r *agentReloader) reload() {
+	r.log.Info("reloading config (SIGHUP)", "config", r.path)
+	c, err := config.LoadAgent(r.path)
+	if err != nil {
+		r.log.Error("reload refused: the running config stays", "config", r.path, "err", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return
+	}
+	var restart []string
+	inputs := false
+	for _, k := range changedKeys(r.cur, c) {
+		if k == "input" {
+			inputs = true
+		} else {
+			restart = append(restart, k)
+		}
+	}
+	if inputs {
+		if err := r.a.Reload(agentInputs(c)); err != nil {
+			r.log.Error("reload refused: the running config stays", "config", r.path, "err", strings.ReplaceAll(err.Error(), "\n", "; "))
+			return
+		}
+		next := *r.cur
+		next.Inputs = c.Inputs
+		r.cur = &next
+		r.log.Info("reload applied", "inputs", len(c.Inputs))
+	}
+	if len(restart) > 0 {
+		r.log.Warn("reload: these keys changed but take effect only after a restart", "keys", strings.Join(restart, ","))
+	}
+	if !inputs && len(restart) == 0 {
+		r.log.Info("reload: nothing changed")
+	}
 }
 
 func runSink(ctx context.Context, args []string, _, stderr io.Writer) error {
