@@ -17,152 +17,128 @@ import (
 	"logship/internal/statefile"
 )
 
-// A file rotated while the agent was stopped, and a new file at its path
-// that begins with the same bytes: the rotated file keeps its entry (and is
-// read on from its position), the new one is a new source.
-func TestRotationWhileStoppedWithSharedHeader(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "app.log*")}}}
+// What a restarted agent makes of a file changed while it was stopped
+// (rotated, truncated, copied, replaced), when the old and the new
+// content begin with the same 1500-byte header: the old content resumes
+// where it was (its rotated file or its copy holds the bytes before the
+// stored position), and the new content is a new source from 0, so nothing
+// is lost or sent twice.
+func TestRestartAfterChangesWhileStopped(t *testing.T) {
 	header := "HEADER " + strings.Repeat("h", 1500)
-	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
-	w.writeRaw(header + "\n")
-	w.write(200)
-	a1 := startAgent(t, opts)
-	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
-	a1.stop(t)
+	for _, tc := range []struct {
+		name string
+		glob string
+		// change changes the file while the agent is stopped and returns
+		// the lines the aggregator must hold in the end.
+		change  func(t *testing.T, dir string, w *logWriter) map[string]int
+		wantLog string // logged by the second agent
+	}{
+		{
+			// The rotated file keeps its entry and is read on; the new
+			// file at its path, longer than the old one was, is new.
+			name: "rotated, rotated name in the glob", glob: "app.log*",
+			change: func(t *testing.T, dir string, w *logWriter) map[string]int {
+				w.rotate(filepath.Join(dir, "app.log.1"), 30)
+				w.stream, w.seq = "new", 0
+				w.writeRaw(header + "\n")
+				w.write(400)
+				return map[string]int{"old": 230, "new": 400}
+			},
+		},
+		{
+			// The rotated file is not seen; the new file must not take its
+			// entry by its first bytes alone (it would resume at the old
+			// position and its first lines would never be shipped).
+			name: "rotated out of the glob", glob: "*.log",
+			change: func(t *testing.T, dir string, w *logWriter) map[string]int {
+				w.rotate(filepath.Join(dir, "app.log.1"), 0)
+				w.stream, w.seq = "new", 0
+				w.writeRaw(header + "\n")
+				w.write(400)
+				return map[string]int{"old": 200, "new": 400}
+			},
+		},
+		{
+			// Same inode, same first bytes, but not the bytes before the
+			// stored position.
+			name: "truncated and grown again", glob: "*.log",
+			change: func(t *testing.T, dir string, w *logWriter) map[string]int {
+				if err := w.f.Truncate(0); err != nil {
+					t.Fatal(err)
+				}
+				w.stream, w.seq = "new", 0
+				w.writeRaw(header + "\n")
+				w.write(400)
+				return map[string]int{"old": 200, "new": 400}
+			},
+			wantLog: "level=INFO msg=\"file truncated while the agent was stopped",
+		},
+		{
+			// The copy holds the old content and resumes it; the truncated
+			// file is new.
+			name: "copytruncate", glob: "app.log*",
+			change: func(t *testing.T, dir string, w *logWriter) map[string]int {
+				w.write(30) // not shipped yet
+				copyFile(t, w.path, filepath.Join(dir, "app.log.1"))
+				if err := w.f.Truncate(0); err != nil {
+					t.Fatal(err)
+				}
+				w.stream, w.seq = "new", 0
+				w.writeRaw(header + "\n")
+				w.write(100)
+				return map[string]int{"old": 230, "new": 100}
+			},
+		},
+		{
+			// Deleted and created again under the same name.
+			name: "replaced", glob: "*.log",
+			change: func(t *testing.T, dir string, w *logWriter) map[string]int {
+				w.f.Close()
+				if err := os.Remove(w.path); err != nil {
+					t.Fatal(err)
+				}
+				w.open()
+				w.stream, w.seq = "new", 0
+				w.writeRaw(header + "\n")
+				w.write(400)
+				return map[string]int{"old": 200, "new": 400}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fa := newFakeAgg(t)
+			opts := testOpts(t, dir, fa.addr())
+			opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, tc.glob)}}}
+			w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+			w.writeRaw(header + "\n")
+			w.write(200)
+			a1 := startAgent(t, opts)
+			waitFor(t, "first lines", func() bool { return fa.records() == 201 })
+			a1.stop(t)
 
-	w.rotate(filepath.Join(dir, "app.log.1"), 30)
-	w.stream, w.seq = "new", 0
-	w.writeRaw(header + "\n")
-	w.write(400) // longer than the old file at the time of the stop
-	a2 := startAgent(t, opts)
-	waitFor(t, "all lines", func() bool { return fa.records() == 201+30+401 })
-	waitFor(t, "idle", a2.Idle)
-	srcs := fa.snapshot()
-	checkStreams(t, srcs, map[string]int{"old": 230, "new": 400}, func(r string) bool { return r == header })
-	if len(srcs) != 2 {
-		t.Errorf("%d sources, want 2", len(srcs))
-	}
-	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
-		t.Errorf("counts %+v", c)
-	}
-}
-
-// The same, but the rotated name no longer matches the glob ("*.log" and
-// "app.log.1"): the rotated file is not seen at all, and the new file,
-// which begins with the same 1 KiB, must not take its entry (by
-// fingerprint alone it would: it would resume at the old file's position
-// under the old id, and its first lines would never be shipped). The bytes
-// before the stored position differ, so it is a new source.
-func TestRotationWhileStoppedRotatedOutOfGlob(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
-	header := "HEADER " + strings.Repeat("h", 1500)
-	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
-	w.writeRaw(header + "\n")
-	w.write(200)
-	a1 := startAgent(t, opts)
-	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
-	a1.stop(t)
-
-	w.rotate(filepath.Join(dir, "app.log.1"), 0)
-	w.stream, w.seq = "new", 0
-	w.writeRaw(header + "\n")
-	w.write(400) // longer than the old file
-	a2 := startAgent(t, opts)
-	waitFor(t, "new lines", func() bool { return fa.records() > 201 && a2.Idle() })
-	srcs := fa.snapshot()
-	checkStreams(t, srcs, map[string]int{"old": 200, "new": 400}, func(r string) bool { return r == header })
-	if len(srcs) != 2 {
-		t.Errorf("%d sources, want 2", len(srcs))
-	}
-	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
-		t.Errorf("counts %+v", c)
-	}
-}
-
-// A file truncated while the agent was stopped, and grown again past the
-// stored position with new lines after the same 1 KiB header: same inode,
-// same first bytes, but not the bytes before the stored position. It is a
-// new source from 0, logged.
-func TestTruncatedAndRegrownWhileStoppedIsANewSource(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
-	header := "HEADER " + strings.Repeat("h", 1500)
-	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
-	w.writeRaw(header + "\n")
-	w.write(200)
-	a1 := startAgent(t, opts)
-	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
-	a1.stop(t)
-
-	if err := w.f.Truncate(0); err != nil {
-		t.Fatal(err)
-	}
-	w.stream, w.seq = "new", 0
-	w.writeRaw(header + "\n")
-	w.write(400) // longer than the old file
-	log, tl := newTestLog(t)
-	opts.Logger = log
-	a2 := startAgent(t, opts)
-	waitFor(t, "new lines", func() bool { return fa.records() > 201 && a2.Idle() })
-	srcs := fa.snapshot()
-	checkStreams(t, srcs, map[string]int{"old": 200, "new": 400}, func(r string) bool { return r == header })
-	if len(srcs) != 2 {
-		t.Errorf("%d sources, want 2", len(srcs))
-	}
-	if !strings.Contains(tl.String(), "level=INFO msg=\"file truncated while the agent was stopped") {
-		t.Error("truncation while stopped not logged at INFO")
-	}
-}
-
-// copytruncate while the agent was stopped: the copy holds the old content
-// (first bytes and the bytes before the stored position) and resumes the
-// old source where it was; the truncated file, grown again with the same
-// header, is a new source from 0. Nothing is lost or sent twice.
-func TestCopytruncateWhileStopped(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "app.log*")}}}
-	header := "HEADER " + strings.Repeat("h", 1500)
-	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
-	w.writeRaw(header + "\n")
-	w.write(200)
-	a1 := startAgent(t, opts)
-	waitFor(t, "first lines", func() bool { return fa.records() == 201 })
-	a1.stop(t)
-
-	w.write(30) // not shipped yet
-	data, err := os.ReadFile(w.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "app.log.1"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.f.Truncate(0); err != nil {
-		t.Fatal(err)
-	}
-	w.stream, w.seq = "new", 0
-	w.writeRaw(header + "\n")
-	w.write(100)
-	a2 := startAgent(t, opts)
-	waitFor(t, "all lines", func() bool { return fa.records() == 201+30+101 })
-	waitFor(t, "idle", a2.Idle)
-	srcs := fa.snapshot()
-	checkStreams(t, srcs, map[string]int{"old": 230, "new": 100}, func(r string) bool { return r == header })
-	if len(srcs) != 2 {
-		t.Errorf("%d sources, want 2", len(srcs))
-	}
-	if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
-		t.Errorf("counts %+v", c)
+			want := tc.change(t, dir, w)
+			log, tl := newTestLog(t)
+			opts.Logger = log
+			a2 := startAgent(t, opts)
+			total := 1 // the new file's header
+			for _, n := range want {
+				total += n
+			}
+			total++ // the old file's header
+			waitFor(t, "all lines", func() bool { return fa.records() == total && a2.Idle() })
+			srcs := fa.snapshot()
+			checkStreams(t, srcs, want, func(r string) bool { return r == header })
+			if len(srcs) != 2 {
+				t.Errorf("%d sources, want 2", len(srcs))
+			}
+			if c := fa.counts(); c.dups != 0 || c.resyncs != 0 {
+				t.Errorf("counts %+v: something was sent twice", c)
+			}
+			if tc.wantLog != "" && !strings.Contains(tl.String(), tc.wantLog) {
+				t.Errorf("log does not say %q", tc.wantLog)
+			}
+		})
 	}
 }
 
