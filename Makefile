@@ -20,6 +20,13 @@ test: lint
 
 test-race: test
 
+# The agent killed with SIGKILL at random points while 50,000 lines/s are
+# written: SOAK_ROUNDS rounds (make test runs 2).
+.PHONY: soak
+SOAK_ROUNDS ?= 10
+soak:
+	LOGSHIP_SOAK_ROUNDS=$(SOAK_ROUNDS) $(GO) test -race -count=1 -run '^TestSIGKILLSoak$$' -v ./agent/
+
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
