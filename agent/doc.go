@@ -62,17 +62,30 @@
 //   - Rotation by rename: the old file keeps being read through its open
 //     descriptor to its end, whatever its name now; the new file at the old
 //     path is a new source read from 0. A file is closed once no glob
-//     matched it at a scan (renamed away or deleted), it has no complete
-//     line left, everything read is acknowledged, and its size did not
-//     change since the previous scan (a writer that still holds it gets one
-//     scan interval of grace). An incomplete last line is then dropped with
-//     a warning.
-//   - Truncation: an open file whose size falls below the read position (or
-//     whose first bytes change, above) restarts as a new source at offset
-//     0, logged at INFO. Its batches in flight stop counting. The new id
-//     has a random salt (the time), so that new content that begins like
-//     the old one still gets a new id: otherwise the aggregator would take
-//     it for a duplicate and drop it.
+//     matched it at a scan (renamed away or deleted), it has nothing left
+//     to read (an incomplete last line is shipped after PartialTimeout),
+//     everything read is acknowledged, and its size did not change since
+//     the previous scan (a writer that still holds it gets one scan
+//     interval of grace). A file rotated twice between two scans (created
+//     and renamed out of the globs before a scan saw it) is found through
+//     the rename's file event: a file renamed from a name the globs match,
+//     or from a tracked file's name, is followed to its new name, whatever
+//     it is. Without file events (polling only) such a file is not seen.
+//   - Truncation: an open file whose size falls below the read position,
+//     whose first bytes change (above), or whose 64 bytes just before the
+//     read position are no longer those the tailer read there (a
+//     truncation followed by growth past the read position between two
+//     looks; checked before every read and at every scan) restarts as a
+//     new source at offset 0, logged at INFO. Its batches in flight stop
+//     counting. The new id has a random salt (the time), so that new
+//     content that begins like the old one still gets a new id: otherwise
+//     the aggregator would take it for a duplicate and drop it. A file
+//     rewritten before any of it was read gets the identity of what it
+//     holds now (nothing was shipped under the old one).
+//   - A new identity (a file seen for the first time, a truncation) is
+//     written to the positions file before any byte is shipped under it:
+//     a crash cannot then give the same content another id after a
+//     restart (which would send it twice).
 //
 // Limits of this rule, by design: only the first 1 KiB and the 1 KiB
 // before the stored position are compared, so a file that matches both is
@@ -83,19 +96,53 @@
 // first seen with at least 1024 bytes, never truncated, on a file system
 // that gives birth times; see "Losing the positions file".
 //
+// # copytruncate
+//
+// logrotate's copytruncate copies the file to a new name and then
+// truncates the original in place. While the agent runs:
+//
+//   - When a source is truncated, its identity and its last position whose
+//     tail was fingerprinted (at the last positions write) are kept for
+//     max(5×ScanInterval, 10s) as a ghost, also written to the positions
+//     file (device and inode 0: only a copy can claim it after a restart).
+//   - A new file of the same topic that holds the ghost's content (first
+//     bytes, length, the bytes before the position: the restart rule)
+//     resumes the ghost's source there, under its id; what it sends again
+//     up to what was acknowledged, the aggregator drops as duplicates.
+//   - A new file whose bytes so far are a live source's (its first bytes,
+//     and its last bytes at the same offsets, or the source's file is now
+//     shorter), or the first bytes of a ghost, may be a copy in progress:
+//     it is held open and unread while it grows and for max(2×ScanInterval,
+//     1s) after, so that the truncation that follows a copy can turn the
+//     source into the ghost it is matched against. Each scan looks for
+//     truncations before it looks at new files. A held file that turns
+//     out to be no copy is then a new source (a file that begins like a
+//     live one, such as a CSV file with the same header, can thus wait up
+//     to that long before it is read, but only while its bytes are the
+//     other file's).
+//   - A ghost whose copy never shows up (the rotated name is outside the
+//     globs, or a plain truncation) is forgotten; the bytes the file had
+//     past the read position when it was truncated are given up: logged
+//     with the file name and counted in Stats.GivenUpBytes.
+//
+// The unavoidable window: lines the application writes after the copy has
+// read the file's end and before the truncation are in neither file. No
+// reader can get them back; logrotate's own documentation says so. The
+// window is as long as the copy's last read plus the truncate call; keep
+// it small by letting the glob match the rotated name (so nothing else
+// depends on the agent having read the original before the truncation),
+// or use rename rotation, which has no window.
+//
 // # Reading and batching
 //
 // One goroutine, the loop, owns the sources, the batches in flight and the
 // window. It round-robins the sources; a source is read when a batch is
 // due (BatchBytes unread, or its first unread bytes were seen BatchWait
 // ago), with big positional reads into one shared buffer; every complete
-// line (its bytes as they are, without the newline) is added to one shared
-// batch.Builder. A batch covers a contiguous range [RangeStart, RangeEnd)
-// of the source, ends at a line boundary (or at a cut of a long line) and
-// is built as soon as it holds BatchBytes. An incomplete last line is held
-// back (not shipped) until it is complete. A line longer than 1 MiB (less
-// under the frame cap, below) is cut into records of 1 MiB (nothing
-// dropped). Lines read but not yet due are
+// record (see Records) is added to one shared batch.Builder. A batch
+// covers a contiguous range [RangeStart, RangeEnd) of the source, ends at
+// a record boundary and is built as soon as it holds BatchBytes. Records
+// read but not yet due are
 // forgotten and read again later: the files are the buffer, the agent
 // keeps no lines in memory between turns. When nothing is due the loop
 // sleeps on a timer until the next check (PollInterval for idle files).
@@ -112,6 +159,33 @@
 // 16 KiB (aggregators take no less than 64 KiB). With the default max
 // frame this changes nothing. Batches are rebuilt for each session, so a
 // failover to an aggregator with a smaller max frame is covered.
+//
+// # Records
+//
+// A record is a contiguous range of the file: its bytes as they are,
+// without the newline that ends it (the range of a batch is its records'
+// bytes plus one newline per record that had one).
+//
+//   - One line is one record. A line longer than MaxLineBytes (default 1
+//     MiB; less under the frame cap, below) is cut into records of that
+//     size: nothing is dropped, each cut is counted in
+//     Stats.RecordsSplit, and the first per file is logged.
+//   - A last line without its newline is held back, unread, until it is
+//     complete, or until the file has not changed for PartialTimeout
+//     (default 5s): it is then shipped as it is, and what completes it
+//     later is a record of its own.
+//   - Multiline (per input): with Match "start", a line that matches the
+//     pattern (or does not, with Negate) starts a record and the lines
+//     that follow and do not start one join it; with "continuation", a
+//     line that matches continues the record before it. The lines of a
+//     record keep their newlines between them. A record is closed by the
+//     next line that does not continue it, or, for the last record of a
+//     file, when the file has not changed for the rule's Timeout (default
+//     1s). A record that would pass MaxLines (default 500) or MaxBytes
+//     (default MaxLineBytes) is cut there (counted); the rest starts the
+//     next record. A line longer than MaxLineBytes is never joined. Like
+//     everything else, a pending record is not kept in memory: it is read
+//     again on the next turn.
 //
 // # Window and acks
 //
@@ -177,6 +251,9 @@
 // entries that no file matches at the first scan after a start are removed
 // too, with a warning (not those whose own file is still there, emptied or
 // truncated: see above).
+// The positions file is also written, at once, before anything is shipped
+// under a new identity (see above), and it holds the ghosts of truncated
+// files (see copytruncate) as entries with device and inode 0.
 //
 // Version 1 files (no tail fingerprint, written by older agents) are read:
 // their entries are resumed by (dev, inode) and first bytes as before, but
@@ -200,6 +277,59 @@
 // without birth times (their random salt is lost). Sources first seen by
 // an agent older than the birth-time rule also get a new id, once.
 //
+// # Discovery, file events and bounds
+//
+//   - Globs are expanded every ScanInterval. With file events (fsnotify,
+//     on by default; NoWatch turns them off) the directories of the globs'
+//     literal prefixes and of the open files are watched: a file created,
+//     renamed or removed starts a scan at once, a written file is read at
+//     once instead of at its next poll, and renames are followed (above).
+//     Polling (PollInterval) and the periodic scan stay, as the fallback
+//     where events are not available (inotify limits, network file
+//     systems) and as the safety net for events lost in an overflow.
+//   - Symbolic links matched by a glob are followed to their target; a
+//     target matched twice (directly and through a link) is one source,
+//     matched by its (device, inode). A "**" walk does not descend into
+//     links to directories.
+//   - IgnoreOlder (per input) skips a file seen for the first time whose
+//     modification time is older; it is picked up when written again. A
+//     file with a positions entry of its own is always resumed.
+//   - MaxOpenFiles (default 1024) bounds the open files, held copies
+//     included. Files found beyond it are not opened: they wait, counted
+//     in Stats.FilesWaiting and logged once, until others are closed.
+//   - DrainTimeout (default 24h) bounds how long a file no glob matches
+//     any more (rotated away, deleted) is kept open to be drained. Past
+//     it, the bytes not acknowledged are given up: logged at WARN with the
+//     file name and counted (Stats.GivenUpBytes, and per source), never
+//     silently; the file is closed, which frees a deleted file's space.
+//
+// # The state directory lock
+//
+// New takes an exclusive flock(2) on StateDir/lock, and fails naming the
+// directory if another process holds it: two agents sharing a state
+// directory would overwrite each other's positions. The lock goes with the
+// process (a crash releases it); Run releases it when it returns.
+//
+// # Reload
+//
+// Reload (SIGHUP in cmd/logship) replaces the inputs of a running agent:
+// files of added inputs are new files; files of kept inputs (same topic
+// and paths) keep their sources and positions and take the new settings;
+// files of removed inputs are read no further, and are closed (and leave
+// the positions file) once their batches in flight are acknowledged; a
+// file now matched first by an input of another topic goes on under that
+// topic from its acknowledged position once nothing of it is in flight.
+// Invalid inputs are refused with every problem and the running ones stay.
+// Other options need a restart.
+//
+// # Metrics
+//
+// Stats holds the totals and, per open file (Stats.Sources), the bytes
+// read into batches, the acknowledged position, the size at the last look,
+// the lag (size minus acknowledged position) and the bytes given up. The
+// loop publishes them when it looks at a file; Stats reads them with
+// atomics, from any goroutine.
+//
 // # Shutdown
 //
 // When Run's context is done, reading stops, the agent waits up to 5s for
@@ -210,15 +340,12 @@
 //
 // # Not yet
 //
-// This first version polls (no fsnotify), does not recognise copytruncate
-// while it runs (the copy is read as a new file and the truncated file
-// starts a new source: the copied lines are sent twice; only a restarted
-// agent resumes a copy at its original's position), has no multiline rules, no limit on open
-// files, no timeout for incomplete last lines, no drain timeout for
-// deleted files held open under backpressure, no ack timeout beyond TCP
-// keepalive, no lock on the state directory, and no metrics besides Stats.
+// No ack timeout beyond TCP keepalive. Without file events (polling
+// only), a file created and renamed out of the globs between two scans is
+// not seen.
+//
 // nxadm/tail is not used: it tracks files by path and offset, not by
 // (device, inode) and fingerprint, cannot read a file from an exact offset
 // again after a rewind, and reads line by line through a channel, which
-// the performance model rules out.
+// the performance model rules out. The agent owns its reader.
 package agent
