@@ -203,8 +203,9 @@ type Sink struct {
 	work   chan *job // unbuffered: a send waits for a free goroutine
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex // guards sess, closed
+	mu     sync.Mutex // guards sess, conn, closed
 	sess   Session
+	conn   *connecting // the connection attempt under way, if any
 	closed bool
 
 	st counters
@@ -243,23 +244,59 @@ func New(opts Options) (*Sink, error) {
 	return s, nil
 }
 
-// session returns the sink's session, connecting when it has none.
+// session returns the sink's session, connecting when it has none. One
+// connection attempt runs at a time, in a goroutine of the sink; every
+// Open waits for it, or for its own ctx, so that a cluster that cannot be
+// reached never holds up a shutdown.
 func (s *Sink) session(ctx context.Context) (Session, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, errClosed
 	}
 	if s.sess != nil {
+		defer s.mu.Unlock()
 		return s.sess, nil
 	}
-	sess, err := s.opts.NewSession(ctx)
-	if err != nil {
-		return nil, err
+	c := s.conn
+	if c == nil {
+		c = &connecting{done: make(chan struct{})}
+		s.conn = c
+		s.wg.Go(func() { s.connect(c) })
 	}
-	s.log.Info("connected to cassandra", "hosts", s.opts.Hosts, "keyspace", s.opts.Keyspace, "table", s.opts.Table)
-	s.sess = sess
-	return sess, nil
+	s.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.sess, c.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// connecting is a connection attempt: done is closed when sess or err is set.
+type connecting struct {
+	done chan struct{}
+	sess Session
+	err  error
+}
+
+func (s *Sink) connect(c *connecting) {
+	sess, err := s.opts.NewSession(s.ctx)
+	s.mu.Lock()
+	switch {
+	case err != nil:
+		s.log.Warn("cannot connect to cassandra; retrying at the next open", "hosts", s.opts.Hosts, "err", err)
+	case s.closed:
+		sess.Close()
+		sess, err = nil, errClosed
+	default:
+		s.sess = sess
+		s.log.Info("connected to cassandra", "hosts", s.opts.Hosts, "keyspace", s.opts.Keyspace, "table", s.opts.Table)
+	}
+	c.sess, c.err = sess, err
+	s.conn = nil
+	s.mu.Unlock()
+	close(c.done)
 }
 
 var errClosed = errors.New("cassandra: sink closed")

@@ -131,7 +131,7 @@ func NewGocqlSession(ctx context.Context, o Options) (Session, error) {
 		s: s, cons: c.Consistency, ttl: int(o.TTL.Seconds()),
 		insert: insertCQL(o.Keyspace, o.Table), probe: probeCQL(o.Keyspace, o.Table),
 	}
-	if err := g.Probe(ctx, Key{}); err != nil {
+	if err := g.Probe(ctx, Key{Topic: "_probe", Host: "_probe"}); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("cassandra: table %s.%s cannot be read with the columns the sink writes (%s): %w", o.Keyspace, o.Table, columns, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -398,4 +399,45 @@ func TestSchemaCQL(t *testing.T) {
 	if tc := TableCQL("logship", "logs"); !strings.Contains(tc, `PRIMARY KEY ((topic, host, bucket), ts, aggregator, "partition", "offset")`) {
 		t.Fatalf("table CQL without the documented key:\n%s", tc)
 	}
+}
+
+// TestOpenConnects: Open connects once, in the background; a failed
+// attempt is tried again by the next Open, and an Open whose context ends
+// while the cluster does not answer returns at once.
+func TestOpenConnects(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake()
+		var attempts atomic.Int32
+		s := newTestSink(t, f, Options{NewSession: func(ctx context.Context) (Session, error) {
+			switch attempts.Add(1) {
+			case 1:
+				return nil, gocql.ErrNoConnectionsStarted
+			case 2:
+				<-ctx.Done() // a cluster that does not answer, until the sink closes
+				return nil, ctx.Err()
+			}
+			return f, nil
+		}})
+		p := sinks.Partition{Aggregator: "agg-1", Topic: "app", Committed: -1}
+		if _, _, err := s.Open(t.Context(), p); !errors.Is(err, gocql.ErrNoConnectionsStarted) {
+			t.Fatalf("first Open: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		start := time.Now()
+		if _, _, err := s.Open(ctx, p); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != time.Second {
+			t.Fatalf("Open while connecting: %v after %s", err, time.Since(start))
+		}
+		cancel()
+		// The attempt under way is shared, not repeated.
+		ctx, cancel = context.WithTimeout(t.Context(), time.Second)
+		s.Open(ctx, p)
+		cancel()
+		if n := attempts.Load(); n != 2 {
+			t.Fatalf("%d connection attempts, want 2", n)
+		}
+		s.Close() // ends the hanging attempt
+		if _, _, err := s.Open(t.Context(), p); !errors.Is(err, errClosed) {
+			t.Fatalf("Open after Close: %v", err)
+		}
+	})
 }
