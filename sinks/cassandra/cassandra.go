@@ -44,7 +44,7 @@ const (
 	openFactor = 8
 )
 
-// Options configure a Sink. The names of the config keys are in doc.go.
+// Options configure a Sink; doc.go names the config key of each.
 type Options struct {
 	// Name is the sink's name: it names the dead-letter file. Required.
 	Name string

@@ -126,4 +126,16 @@
 // offset) identifies it. A line cut by a crash is ended with a newline
 // before the next append: a line that does not parse is such a torn line,
 // and its records follow again in whole lines.
+//
+// # Config
+//
+// A [[sink]] with type = "cassandra" (config.CassandraSink; the example is
+// testdata/config/sinks-cassandra.toml) sets Options: hosts, keyspace,
+// table, consistency, ttl, create_schema, replication, username,
+// password or password_file, tls_ca_file, tls_cert_file, tls_key_file,
+// tls_server_name, local_dc, concurrency, batch_max_bytes,
+// max_record_bytes, bucket, request_timeout (Timeout), retry_min,
+// retry_max, max_retries and dead_letter_dir. The sink connects at the
+// first Open, in the background: a cluster that cannot be reached makes
+// Open fail (the runtime retries it with backoff), never the process.
 package cassandra

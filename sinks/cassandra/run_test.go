@@ -163,6 +163,7 @@ func TestRunEndToEnd(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	s.Close()
+	checkBatches(t, f, 2000)
 	checkRows(t, f, "app", 0, 3000)
 	checkRows(t, f, "app", 1, 3000)
 	checkRows(t, f, "web", 0, 2500)
