@@ -90,23 +90,9 @@ func PublishedAt(tb testing.TB, fsys file.FS, read ReadFunc, dir, tmpl, topic, a
 	return out
 }
 
-// JSONRecord is a record of the json format.
-type JSONRecord struct {
-	Aggregator string    `json:"aggregator"`
-	Topic      string    `json:"topic"`
-	Partition  int       `json:"partition"`
-	Offset     int64     `json:"offset"`
-	Time       time.Time `json:"time"`
-	AppendTime time.Time `json:"append_time"`
-	Host       string    `json:"host"`
-	Source     string    `json:"source"`
-	Data       string    `json:"data"`
-}
-
-// Decode decompresses a published file's bytes as its name says and
-// returns its records' data, and for the json format their offsets
-// (checking that each record names the file's partition).
-func Decode(tb testing.TB, n file.FileName, b []byte) (data []string, offsets []int64) {
+// Decompress returns a published file's bytes decompressed as its name
+// says.
+func Decompress(tb testing.TB, n file.FileName, b []byte) []byte {
 	tb.Helper()
 	switch n.Compression() {
 	case file.CompressionGzip:
@@ -128,6 +114,28 @@ func Decode(tb testing.TB, n file.FileName, b []byte) (data []string, offsets []
 			tb.Fatalf("%s: %v", n, err)
 		}
 	}
+	return b
+}
+
+// JSONRecord is a record of the json format.
+type JSONRecord struct {
+	Aggregator string    `json:"aggregator"`
+	Topic      string    `json:"topic"`
+	Partition  int       `json:"partition"`
+	Offset     int64     `json:"offset"`
+	Time       time.Time `json:"time"`
+	AppendTime time.Time `json:"append_time"`
+	Host       string    `json:"host"`
+	Source     string    `json:"source"`
+	Data       string    `json:"data"`
+}
+
+// Decode decompresses a published file's bytes as its name says and
+// returns its records' data, and for the json format their offsets
+// (checking that each record names the file's partition).
+func Decode(tb testing.TB, n file.FileName, b []byte) (data []string, offsets []int64) {
+	tb.Helper()
+	b = Decompress(tb, n, b)
 	s := string(b)
 	if !strings.HasSuffix(s, "\n") {
 		tb.Fatalf("%s does not end with a newline: %q", n, s[max(0, len(s)-100):])
