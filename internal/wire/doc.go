@@ -14,9 +14,50 @@
 //	6  2  reserved, zero
 //
 // The server picks the highest version both speak and answers the Hello
-// frame with Welcome (carrying that version) or Error.
+// frame with Welcome (carrying that version) or Error. A client whose
+// range the server does not meet gets an Error frame (code 2, "no common
+// protocol version: client speaks 3..4, server 1..2") and the connection
+// is closed. Versions:
 //
-// # Frames, version 1
+//	1  the frames below except Heartbeat
+//	2  adds Heartbeat (type 19); nothing else changes
+//
+// # TLS
+//
+// With TLS on (crypto/tls, TLS 1.2 at least), the TLS handshake comes first
+// and everything above and below travels inside it. With mutual TLS the
+// aggregator refuses a client whose certificate is missing, expired or not
+// signed by its CA during the TLS handshake, before any logship byte. A
+// plain client on a TLS listener, or a TLS client on a plain one, is told
+// so in the aggregator's log (and, where the protocol allows, to the
+// client). DescribeTLSError words certificate failures for operators.
+//
+// # Authentication
+//
+// Hello carries a token (empty when the client has none). When the
+// aggregator has tokens configured, a Hello whose token is unknown, or
+// whose token lacks the role the Hello asks for (agent or consumer), gets
+// Error code 3 (auth) and the connection is closed; the message never says
+// which tokens exist. A token may also be limited to some client ids (an
+// agent's own token). OffsetReset needs a token with the admin role: from
+// any other token it gets Error code 3 and the connection is closed. With
+// no tokens configured every Hello is accepted, as are resets. Tokens are
+// secrets: without TLS they cross the network in clear.
+//
+// # Timeouts and heartbeats
+//
+// A server bounds the wait for the first byte of each frame (idle timeout)
+// and the time a frame may take once it began (read timeout), so that a
+// client that sends nothing, or trickles a byte a second, is cut with a
+// logged reason. A version 2 client that has nothing to send sends a
+// Heartbeat well within the server's idle timeout; the server answers each
+// Heartbeat with one carrying the same nonce, in order with its other
+// answers. A client that hears nothing for a while (no ack, no heartbeat)
+// gives the connection up: that is how an agent notices an aggregator that
+// vanished behind a live route. A version 1 client sends no heartbeats, so
+// an idle one is cut at the idle timeout and reconnects when it has data.
+//
+// # Frames, version 1 and 2
 //
 // All integers are big-endian.
 //
@@ -48,6 +89,7 @@
 //	16    OffsetTime      server → consumer u64 req, u8 status (0 ok, 1 unknown partition, 2 failed), i64 offset, str message
 //	17    Status          consumer → server u64 req
 //	18    StatusResult    server → consumer u64 req, then a JSON document (wire.Status, "version": 1) to the end of the frame
+//	19    Heartbeat       either            u64 nonce; version 2; a client sends it, the server echoes it
 //
 // Committed offsets carry a reset epoch: 0 at the first commit, one more
 // at each OffsetReset (an operator's replay). A sink commits under the
@@ -84,4 +126,32 @@
 //
 // An ack is only sent once the batch (or, for Duplicate, everything stored
 // before it) is durable per the aggregator's fsync policy.
+//
+// # Failover and exactly-once across aggregators
+//
+// The dedup state above is per aggregator: aggregators share nothing. So
+// exactly-once holds for every batch an agent sends again to the same
+// aggregator (after a reconnect, a crash of either side, a cut
+// connection), and does not hold across aggregators. When an agent loses
+// its connection with batches unacknowledged, it cannot know whether the
+// aggregator stored them (it may have stored and fsynced them, and died
+// before the ack left). If it then sends them to another aggregator, that
+// one stores them too: those records are in the log twice, once on each
+// aggregator, with different (aggregator, partition, offset), so even an
+// idempotent sink writes them twice. At most the agent's window of
+// unacknowledged bytes (window_bytes) is duplicated per failover; nothing
+// is lost. If the agent later comes back to the first aggregator, that one
+// sees the source continue after a gap (logged at INFO, counted in
+// logship_aggregator_gaps_total) and stores nothing twice itself.
+//
+// What limits it, in the agent (agent/conn.go):
+//   - Each agent has a home aggregator: the list entry picked by a hash of
+//     its id, so a fleet spreads across the list and an agent restarting
+//     goes back where its data is.
+//   - It sticks to the aggregator it is connected to while that one is
+//     healthy, and retries the same aggregator once (with backoff) before
+//     it fails over, since a lost connection to a live aggregator (a
+//     network blip, an aggregator restart) costs no duplicate there.
+//   - It fails over only after failures in a row; backoff is exponential
+//     with jitter, so a fleet does not move (or come back) all at once.
 package wire

@@ -450,3 +450,25 @@ func (m *Offsets) Decode(p []byte) error {
 	}
 	return d.Done()
 }
+
+// Heartbeat (version 2) keeps a quiet connection alive and proves the
+// peer is still there: a client sends one when it has sent nothing for a
+// while, and the server answers each with a Heartbeat carrying the same
+// Nonce, in order with the answers to the frames before it.
+type Heartbeat struct {
+	Nonce uint64
+}
+
+// Encode appends the payload.
+func (m *Heartbeat) Encode(b []byte) []byte {
+	e := Enc{B: b}
+	e.U64(m.Nonce)
+	return e.B
+}
+
+// Decode reads the payload.
+func (m *Heartbeat) Decode(p []byte) error {
+	d := Dec{B: p}
+	m.Nonce = d.U64()
+	return d.Done()
+}

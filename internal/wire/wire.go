@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Wire format: do not change. A new layout gets a new Version.
@@ -14,7 +17,8 @@ const (
 	// Magic opens every connection.
 	Magic = "LSHP"
 	// Version is the newest protocol version this package speaks.
-	Version = 1
+	// Version 2 adds the Heartbeat frame.
+	Version = 2
 	// MinVersion is the oldest protocol version this package speaks.
 	MinVersion = 1
 	// PreambleSize is the size of the client's preamble.
@@ -49,6 +53,7 @@ const (
 	TypeOffsetTime      Type = 16
 	TypeStatus          Type = 17
 	TypeStatusResult    Type = 18
+	TypeHeartbeat       Type = 19 // version 2
 )
 
 var typeNames = map[Type]string{
@@ -57,7 +62,7 @@ var typeNames = map[Type]string{
 	TypeMetadata: "Metadata", TypeMetadataResult: "MetadataResult", TypeOffsetCommit: "OffsetCommit",
 	TypeOffsetCommitted: "OffsetCommitted", TypeOffsetFetch: "OffsetFetch", TypeOffsets: "Offsets",
 	TypeOffsetReset: "OffsetReset", TypeOffsetForTime: "OffsetForTime", TypeOffsetTime: "OffsetTime",
-	TypeStatus: "Status", TypeStatusResult: "StatusResult",
+	TypeStatus: "Status", TypeStatusResult: "StatusResult", TypeHeartbeat: "Heartbeat",
 }
 
 func (t Type) String() string {
@@ -94,6 +99,8 @@ var (
 	ErrMalformed    = errors.New("wire: malformed frame")
 	ErrUnexpected   = errors.New("wire: unexpected frame")
 	ErrRemote       = errors.New("wire: refused by peer")
+	ErrIdle         = errors.New("wire: idle timeout: no frame")
+	ErrSlowFrame    = errors.New("wire: read timeout: frame not complete in time")
 	errShortPayload = fmt.Errorf("%w: payload too short", ErrMalformed)
 )
 
@@ -157,38 +164,163 @@ func CheckPreamble(p []byte) (uint8, error) {
 
 // Conn reads and writes frames on one connection. Reads and writes may run
 // in two goroutines at once (one reader, one writer); neither side is safe
-// for concurrent use by several goroutines.
+// for concurrent use by several goroutines. Interrupt and SetMaxFrame's
+// counterpart Version may be called from any goroutine.
+//
+// Memory: a Conn holds two buffers of ConnBufferSize and a payload buffer
+// of at most smallFrame bytes. A frame larger than that is read into a
+// buffer borrowed from a pool shared by every Conn of the process, and
+// given back when the next ReadFrame starts, before it waits for data: so
+// a connection that once got a large frame and then sits idle holds none.
 type Conn struct {
 	c        net.Conn
 	r        *bufio.Reader
 	w        *bufio.Writer
 	maxFrame int
-	rbuf     []byte
+	rbuf     []byte  // frames up to smallFrame bytes; kept
+	big      *[]byte // the last frame's buffer when it was larger; pooled
 	hdr      [5]byte
+	version  atomic.Uint32 // negotiated protocol version, 0 before the handshake
+
+	// Read timeouts (SetReadTimeouts), owned by the reader.
+	idleTimeout, frameTimeout time.Duration
+	armed                     bool // a read deadline is set
+
+	// mu orders Interrupt against the reader's deadline changes, so that a
+	// deadline set after an Interrupt cannot undo it.
+	mu          sync.Mutex
+	interrupted bool
+
 	// Counters of bytes read and written, owned by the reading and the
 	// writing goroutine respectively.
 	ReadBytes, WrittenBytes int64
 }
+
+// ConnBufferSize is the size of a Conn's read and of its write buffer.
+// Frames larger than that are read and written without a copy through
+// them, so it bounds a connection's fixed cost, not its throughput.
+const ConnBufferSize = 16 << 10
+
+// smallFrame is the largest payload read into the Conn's own buffer.
+const smallFrame = 16 << 10
 
 // NewConn wraps c. maxFrame bounds frames read (DefaultMaxFrame when 0).
 func NewConn(c net.Conn, maxFrame int) *Conn {
 	if maxFrame <= 0 {
 		maxFrame = DefaultMaxFrame
 	}
-	return &Conn{c: c, r: bufio.NewReaderSize(c, 64<<10), w: bufio.NewWriterSize(c, 64<<10), maxFrame: maxFrame}
+	return &Conn{c: c, r: bufio.NewReaderSize(c, ConnBufferSize), w: bufio.NewWriterSize(c, ConnBufferSize), maxFrame: maxFrame}
 }
 
-// NetConn returns the underlying connection (for deadlines and Close).
+// NetConn returns the underlying connection (for deadlines and Close): a
+// *tls.Conn on a TLS connection.
 func (c *Conn) NetConn() net.Conn { return c.c }
 
 // SetMaxFrame changes the bound on frames read.
 func (c *Conn) SetMaxFrame(n int) { c.maxFrame = n }
 
+// Version is the protocol version the handshake settled on (0 before it).
+// Safe for concurrent use.
+func (c *Conn) Version() uint8 { return uint8(c.version.Load()) }
+
+// SetReadTimeouts bounds ReadFrame: idle is how long it waits for the
+// first byte of a frame, frame how long the rest of the frame may take once
+// it began (0: no bound). Past idle ReadFrame returns an error wrapping
+// ErrIdle; past frame, one wrapping ErrSlowFrame: so a peer that sends
+// nothing, or trickles one byte a second, is told apart from a dead one.
+// Call it from the reading goroutine.
+func (c *Conn) SetReadTimeouts(idle, frame time.Duration) {
+	c.idleTimeout, c.frameTimeout = idle, frame
+	if idle == 0 && frame == 0 && c.armed {
+		c.setReadDeadline(time.Time{})
+		c.armed = false
+	}
+}
+
+// Interrupt makes the blocked ReadFrame, and every later one, fail at once
+// (with a timeout error), whatever deadlines the reader sets after it.
+// Writes are not affected. Safe for concurrent use; used at shutdown.
+func (c *Conn) Interrupt() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.interrupted = true
+	c.c.SetReadDeadline(longAgo)
+}
+
+// Interrupted reports whether Interrupt was called.
+func (c *Conn) Interrupted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.interrupted
+}
+
+// longAgo is a deadline in the past: setting it makes blocked reads return.
+var longAgo = time.Unix(1, 0)
+
+// setReadDeadline sets the read deadline unless the Conn was interrupted.
+func (c *Conn) setReadDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.interrupted {
+		t = longAgo
+	}
+	c.c.SetReadDeadline(t)
+}
+
+// deadline is now+d, or no deadline for d == 0.
+func deadline(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
+}
+
+// timeoutErr wraps a read error that is a timeout with sentinel.
+func timeoutErr(err, sentinel error, d time.Duration) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w (%s): %w", sentinel, d, err)
+	}
+	return err
+}
+
+// release gives the last large frame's buffer back to the pool.
+func (c *Conn) release() {
+	if c.big != nil {
+		putBuf(c.big)
+		c.big = nil
+	}
+}
+
 // ReadFrame reads one frame. The payload aliases a buffer that the next
-// ReadFrame reuses. A length above the max frame size is ErrFrameTooBig and
-// nothing more is read: the caller must close the connection.
+// ReadFrame reuses or gives away. A length above the max frame size is
+// ErrFrameTooBig and nothing more is read: the caller must close the
+// connection.
 func (c *Conn) ReadFrame() (Type, []byte, error) {
+	c.release()
+	timed := c.idleTimeout > 0 || c.frameTimeout > 0
+	if timed {
+		c.armed = true
+		if c.r.Buffered() == 0 {
+			c.setReadDeadline(deadline(c.idleTimeout))
+			if _, err := c.r.Peek(1); err != nil {
+				return 0, nil, timeoutErr(err, ErrIdle, c.idleTimeout)
+			}
+		}
+		c.setReadDeadline(deadline(c.frameTimeout))
+	}
+	t, p, err := c.readFrame()
+	if err != nil && timed {
+		err = timeoutErr(err, ErrSlowFrame, c.frameTimeout)
+	}
+	return t, p, err
+}
+
+func (c *Conn) readFrame() (Type, []byte, error) {
 	if _, err := io.ReadFull(c.r, c.hdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			err = fmt.Errorf("truncated frame header: %w", err)
+		}
 		return 0, nil, err
 	}
 	n := int(binary.BigEndian.Uint32(c.hdr[:4]))
@@ -200,10 +332,16 @@ func (c *Conn) ReadFrame() (Type, []byte, error) {
 	}
 	t := Type(c.hdr[4])
 	n--
-	if cap(c.rbuf) < n {
-		c.rbuf = make([]byte, n)
+	var p []byte
+	if n <= smallFrame {
+		if cap(c.rbuf) < n {
+			c.rbuf = make([]byte, max(n, 512))
+		}
+		p = c.rbuf[:n]
+	} else {
+		c.big = getBuf(n)
+		p = (*c.big)[:n]
 	}
-	p := c.rbuf[:n]
 	if _, err := io.ReadFull(c.r, p); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF

@@ -130,63 +130,6 @@ func (f fakeConn) SetDeadline(time.Time) error      { return nil }
 func (f fakeConn) SetReadDeadline(time.Time) error  { return nil }
 func (f fakeConn) SetWriteDeadline(time.Time) error { return nil }
 
-func FuzzServerHandshake(f *testing.F) {
-	f.Add(append(Preamble(), frame(TypeHello, (&Hello{Role: RoleAgent, ID: "a"}).Encode(nil))...))
-	f.Add([]byte("LSHP\x01\x01\x00\x00\x00\x00\x00\x01\x01"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		c := NewConn(fakeConn{bytes.NewBuffer(b)}, 1<<20)
-		if _, err := c.ServerHandshake(0); err != nil {
-			return
-		}
-		for {
-			typ, p, err := c.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch typ {
-			case TypeProduce:
-				DecodeProduce(p)
-			case TypeFetch:
-				new(Fetch).Decode(p)
-			case TypeMetadata:
-				new(Metadata).Decode(p)
-			case TypeOffsetCommit:
-				new(OffsetCommit).Decode(p)
-			case TypeOffsetFetch:
-				new(OffsetFetch).Decode(p)
-			case TypeOffsetReset:
-				new(OffsetReset).Decode(p)
-			}
-		}
-	})
-}
-
-func FuzzClientFrames(f *testing.F) {
-	f.Add(frame(TypeProduceAck, (&ProduceAck{Seq: 1}).Encode(nil)))
-	f.Add(frame(TypeMetadataResult, (&MetadataResult{Partitions: []PartitionInfo{{"a", 1, 2, 3}}}).Encode(nil)))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		c := NewConn(fakeConn{bytes.NewBuffer(b)}, 1<<20)
-		for {
-			typ, p, err := c.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch typ {
-			case TypeProduceAck:
-				new(ProduceAck).Decode(p)
-			case TypeFetchResult:
-				new(FetchResult).Decode(p)
-			case TypeMetadataResult:
-				new(MetadataResult).Decode(p)
-			case TypeOffsets:
-				new(Offsets).Decode(p)
-			case TypeError:
-				DecodeError(p)
-			}
-		}
-	})
-}
-
 func frame(t Type, p []byte) []byte {
 	var buf bytes.Buffer
 	c := NewConn(fakeConn{&buf}, 0)
