@@ -201,6 +201,7 @@ type Sink struct {
 	ctx    context.Context // cancelled by Close: stops every retry
 	cancel context.CancelFunc
 	work   chan *job // unbuffered: a send waits for a free goroutine
+	bufs   sync.Pool // *jobBufs
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex // guards sess, conn, closed

@@ -19,6 +19,7 @@ func (s *Sink) loop() {
 		select {
 		case j := <-s.work:
 			ok := s.run(j.w.ctx, j)
+			j.release()
 			j.w.finished(j, ok)
 		case <-s.ctx.Done():
 			return

@@ -38,7 +38,35 @@ func (j *job) seal() {
 			r.Raw = j.buf[sp.raw:sp.end:sp.end]
 		}
 	}
-	j.spans = nil
+}
+
+// jobBufs are the slices of a finished job, kept for the next one: the
+// sink's pool saves an allocation of each per batch.
+type jobBufs struct {
+	rows  []Row
+	spans []span
+	buf   []byte
+}
+
+// newJob returns an open job for key, with buffers from the pool.
+func (w *writer) newJob(key Key) *job {
+	j := &job{w: w, key: key}
+	if b, ok := w.s.bufs.Get().(*jobBufs); ok {
+		j.rows, j.spans, j.buf = b.rows, b.spans, b.buf
+	}
+	return j
+}
+
+// release gives j's buffers back to the pool. The sink's goroutine calls it
+// once it is done with the rows: the writer never reads them after send.
+func (j *job) release() {
+	if cap(j.buf) > 2*j.w.s.opts.BatchMaxBytes {
+		j.rows, j.spans, j.buf = nil, nil, nil // a large record's: not kept
+		return
+	}
+	clear(j.rows) // no references to strings of old records
+	j.w.s.bufs.Put(&jobBufs{rows: j.rows[:0], spans: j.spans[:0], buf: j.buf[:0]})
+	j.rows, j.spans, j.buf = nil, nil, nil
 }
 
 // seg is a run of consecutive records (in offset order) that went into the
@@ -136,7 +164,8 @@ func (w *writer) Write(ctx context.Context, r *sinks.Record) error {
 	size := rowSize(r, valid)
 	key := w.keyOf(r)
 	if size > w.s.opts.MaxRecordBytes {
-		j := &job{w: w, key: key, size: size, tooLarge: true}
+		j := w.newJob(key)
+		j.size, j.tooLarge = size, true
 		j.add(r, valid, size)
 		w.track(r.Offset, j)
 		w.last = r.Offset + 1
@@ -152,7 +181,7 @@ func (w *writer) Write(ctx context.Context, r *sinks.Record) error {
 		j = nil
 	}
 	if j == nil {
-		j = &job{w: w, key: key}
+		j = w.newJob(key)
 		w.groups[key] = j
 	}
 	j.add(r, valid, size)
