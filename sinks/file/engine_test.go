@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -462,5 +463,82 @@ func TestInjectedErrors(t *testing.T) {
 				t.Fatalf("temporary files left: %v", names)
 			}
 		})
+	}
+}
+
+// TestRecoveryWithMarker: with a time template, a restart learns where
+// the partition stands from its marker and one Stat, without listing a
+// single directory of published files; a damaged marker is set aside and
+// the partition's directories listed instead; a file moved away by
+// someone else is logged and not written again.
+func TestRecoveryWithMarker(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.ToSlash(t.TempDir())
+	tmpl := "{topic}/{yyyy}/{mm}/{dd}/{hh}"
+	log, logger := sinktest.New(t)
+	ff := faultfs.Wrap(file.OSFS{})
+	o := file.Options{Dir: dir, FS: ff, Path: tmpl, RollSize: 5 * lineSize, Logger: logger}
+	s := newSink(t, o)
+	w, _ := open(t, s, 0)
+	for off := int64(0); off < 40; off++ {
+		if err := w.Write(ctx, trec(0, off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close(ctx)
+
+	var listed []string
+	ff.SetHook(func(op crashfs.Op, name string) error {
+		if op == crashfs.OpReadDir {
+			listed = append(listed, strings.TrimPrefix(name, dir))
+		}
+		return nil
+	})
+	w, next := open(t, s, 0)
+	w.Close(ctx)
+	if next != 40 {
+		t.Fatalf("next %d, want 40", next)
+	}
+	if want := []string{"/_tmp", "/_state"}; !slices.Equal(listed, want) {
+		t.Fatalf("listed %q, want only %q", listed, want)
+	}
+
+	// Damage the marker: it is set aside, the directories are listed.
+	mk := filepath.Join(dir, file.StateDir, "app+agg-1+0.marker")
+	b, err := os.ReadFile(mk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-3] ^= 1
+	mustWrite(t, mk, string(b))
+	listed = nil
+	w, next = open(t, s, 0)
+	if next != 40 || len(listed) < 5 {
+		t.Fatalf("next %d after listing %q", next, listed)
+	}
+	if _, err := os.Stat(mk + ".broken"); err != nil {
+		t.Fatalf("damaged marker not kept: %v", err)
+	}
+	if len(log.Find(slog.LevelError, "damaged marker")) == 0 {
+		t.Fatal("no ERROR about the damaged marker")
+	}
+	write(t, w, 0, 40, 41) // a new marker
+	w.Close(ctx)
+
+	// The newest file moved away (a downstream job took it): the marker
+	// is trusted, the records are not written again.
+	files, _, _ := file.Scan(file.OSFS{}, dir, file.MustParseTemplate(tmpl), topic, agg, 0)
+	newest := files[len(files)-1]
+	if err := os.Rename(filepath.Join(dir, newest.Path()), filepath.Join(dir, "moved")); err != nil {
+		t.Fatal(err)
+	}
+	ff.SetHook(nil)
+	w, next = open(t, s, 0)
+	w.Close(ctx)
+	if next != 41 {
+		t.Fatalf("next %d, want 41", next)
+	}
+	if len(log.Find(slog.LevelWarn, "is gone")) == 0 {
+		t.Fatal("no WARN about the moved file")
 	}
 }
