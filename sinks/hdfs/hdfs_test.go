@@ -66,7 +66,6 @@ func TestErrorClasses(t *testing.T) {
 	}
 }
 
-
 // TestDeadlineConn: a NameNode that stops answering fails the call after
 // the timeout instead of hanging the sink.
 func TestDeadlineConn(t *testing.T) {
