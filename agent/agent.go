@@ -208,9 +208,10 @@ type Agent struct {
 	firstScan     bool
 	lastScan      time.Time
 	inputs        []*input
-	ghosts        []*ghost    // truncated sources waiting for their copy
-	held          []*heldCopy // new files that may be copies in progress
-	waiting       int         // files the last scan could not open (MaxOpenFiles)
+	ghosts        []*ghost              // truncated sources waiting for their copy
+	held          []*heldCopy           // new files that may be copies in progress
+	closed        map[fileKey]time.Time // files closed lately, and when: a late rename event must not open them again
+	waiting       int                   // files the last scan could not open (MaxOpenFiles)
 	warnedLimit   bool
 	watch         *watcher // nil: polling only
 	lock          *os.File // flock on StateDir/lock, held until Run returns
@@ -616,18 +617,19 @@ func (a *Agent) loop(ctx context.Context) {
 	}
 }
 
-// fileEvents applies the watcher's hints: written files are checked now;
-// a file renamed from a name the globs match (or from a tracked file's
-// name) is followed to its new name, even one no glob matches, so that a
-// file created and rotated away between two scans (a second rotation while
-// the agent is behind) is still found; a file created, renamed or removed
-// starts a scan.
+// fileEvents applies the watcher's hints: written files are checked now
+// (an untracked one the globs match, such as a file created empty and
+// then written, is considered at once); a file renamed from a name the
+// globs match (or from a tracked file's name) is followed to its new name,
+// even one no glob matches, so that a file created and rotated away
+// between two scans (a second rotation while the agent is behind) is still
+// found; a file created, renamed or removed starts a scan.
 func (a *Agent) fileEvents(now time.Time) {
 	written, moves, rescan := a.watch.take()
 	var news []*newFile
 	for _, m := range moves {
 		in := a.inputOf(m.from)
-		if in == nil {
+		if in == nil || a.recentlyClosed(m.to, now) {
 			continue
 		}
 		if nf := a.consider(in, m.to, news, now); nf != nil {
@@ -635,34 +637,70 @@ func (a *Agent) fileEvents(now time.Time) {
 			news = append(news, nf)
 		}
 	}
+	for _, s := range a.order {
+		if _, ok := written[s.path]; ok {
+			delete(written, s.path)
+			if s.nextCheck.After(now) {
+				s.nextCheck = now
+			}
+		}
+	}
+	if !rescan {
+		for p := range written {
+			if in := a.globInput(p); in != nil {
+				if nf := a.consider(in, p, news, now); nf != nil {
+					news = append(news, nf)
+				}
+			}
+		}
+	}
 	if len(news) > 0 {
 		a.startNew(news, now)
 	}
 	if rescan {
 		a.scan(now)
-	}
-	if len(written) == 0 {
-		return
-	}
-	for _, s := range a.order {
-		if _, ok := written[s.path]; ok && s.nextCheck.After(now) {
-			s.nextCheck = now
-		}
-	}
-	if len(a.held) > 0 && !rescan {
+	} else if len(a.held) > 0 && len(written) > 0 {
 		a.reviewHeld(now) // a copy in progress grew
 	}
 }
 
-// inputOf returns the input whose globs match path (not excluded), or that
-// of the source whose current path it is; nil if none.
-func (a *Agent) inputOf(path string) *input {
+// recentlyClosed reports whether path is a file the agent closed (drained
+// and acknowledged, or given up) lately: a rename event that arrives after
+// the scan that closed it must not open it again. Entries older than two
+// scan intervals are forgotten.
+func (a *Agent) recentlyClosed(path string, now time.Time) bool {
+	for k, at := range a.closed {
+		if now.Sub(at) > 2*a.opts.ScanInterval+time.Second {
+			delete(a.closed, k)
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	k, ok := keyOf(fi)
+	_, closed := a.closed[k]
+	return ok && closed
+}
+
+// globInput returns the first input whose globs match path (not
+// excluded); nil if none.
+func (a *Agent) globInput(path string) *input {
 	for _, in := range a.inputs {
 		for _, p := range in.Paths {
 			if matchPath(p, path) && !excluded(in.Exclude, path) {
 				return in
 			}
 		}
+	}
+	return nil
+}
+
+// inputOf returns the input whose globs match path (not excluded), or that
+// of the source whose current path it is; nil if none.
+func (a *Agent) inputOf(path string) *input {
+	if in := a.globInput(path); in != nil {
+		return in
 	}
 	for _, s := range a.order {
 		if s.path == path && !s.stopping {

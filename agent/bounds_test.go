@@ -219,12 +219,20 @@ func TestMaxOpenFiles(t *testing.T) {
 	}
 	// Rotate away the open ones: once drained and closed, the others are
 	// opened.
-	for _, w := range ws {
-		w.rotate(w.path+".done", 0)
-		w.f.Close()
-		os.Remove(w.path)
+	for _, src := range ag.Stats().Sources {
+		for _, w := range ws {
+			if w.path == src.Path {
+				w.rotate(w.path+".done", 0)
+			}
+		}
 	}
-	waitFor(t, "all shipped", func() bool { return fa.records() == 80 })
+	waitFor(t, "all shipped", func() bool { return fa.records() == 80 && ag.Idle() })
+	if st := ag.Stats(); st.OpenFiles != 2 || st.FilesWaiting != 0 {
+		t.Errorf("stats %+v: want 2 open, none waiting", st)
+	}
+	if c := fa.counts(); c.dups != 0 {
+		t.Errorf("counts %+v: a closed file was read again", c)
+	}
 	checkStreams(t, fa.snapshot(), want, nil)
 }
 

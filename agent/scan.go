@@ -303,6 +303,10 @@ func (a *Agent) reap(now time.Time) {
 			continue
 		}
 		a.closeSource(s)
+		if a.closed == nil {
+			a.closed = make(map[fileKey]time.Time)
+		}
+		a.closed[s.key] = now
 		gone = true
 	}
 	if gone {
