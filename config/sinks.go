@@ -23,11 +23,12 @@ type Sink struct {
 	Dir          string   `toml:"dir"`           // type "file": required output directory
 	RollSize     Size     `toml:"roll_size"`     // default 128MiB: a file is published when it reaches this size
 	RollInterval Duration `toml:"roll_interval"` // default 15m: a file is published at most this long after its first record
-	IdleTimeout  Duration `toml:"idle_timeout"`  // default 1m: a file is published when no record arrived for this long; at most roll_interval
+	IdleTimeout  Duration `toml:"idle_timeout"`  // default 1m (5m for hdfs): a file is published when no record arrived for this long; at most roll_interval
 	FetchBytes   Size     `toml:"fetch_bytes"`   // default 4MiB: bytes asked for per fetch
 	Start        string   `toml:"start"`         // "earliest" (default) or "latest": where a sink with no committed offset starts
 
 	CassandraSink // type "cassandra": its keys, in sink_cassandra.go
+	HDFSSink      // type "hdfs" (and the file engine's keys of type "file"), in sink_hdfs.go
 }
 
 // SinkTypes returns the valid values of Sink.Type.
@@ -35,7 +36,7 @@ type Sink struct {
 // Adding a type means: its name here, its keys in Sink (with defaults in
 // Sink.setDefaults when it has any), and a case in Sink.checkType that
 // checks them.
-func SinkTypes() []string { return []string{"file", "cassandra"} }
+func SinkTypes() []string { return []string{"file", "cassandra", "hdfs"} }
 
 // Sink defaults.
 const (
@@ -68,10 +69,11 @@ func (s *Sinks) setDefaults(u unsetFunc) {
 func (k *Sink) setDefaults(u unsetFunc) {
 	setDefault(u, "roll_size", &k.RollSize, defaultRollSize)
 	setDefault(u, "roll_interval", &k.RollInterval, defaultRollInterval)
-	setDefault(u, "idle_timeout", &k.IdleTimeout, defaultIdleTimeout)
+	setDefault(u, "idle_timeout", &k.IdleTimeout, k.defaultIdleTimeout())
 	setDefault(u, "fetch_bytes", &k.FetchBytes, defaultFetchBytes)
 	setDefault(u, "start", &k.Start, "earliest")
 	k.setCassandraDefaults(u)
+	k.setHDFSDefaults(u)
 }
 
 // Validate reports every problem with s as an *Errors, or returns nil. It
@@ -136,8 +138,11 @@ func (k *Sink) checkType(c *checker, at string) {
 	switch k.Type {
 	case "file":
 		c.required(at+".dir", k.Dir)
+		k.checkFileEngine(c, at)
 	case "cassandra":
 		k.checkCassandra(c, at)
+	case "hdfs":
+		k.checkHDFS(c, at)
 	default:
 		c.oneOf(at+".type", k.Type, SinkTypes()...)
 	}

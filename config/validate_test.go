@@ -140,7 +140,7 @@ func TestSinksValidate(t *testing.T) {
 		{"idle", func(s *Sinks) { s.Sinks[0].IdleTimeout = Duration(time.Hour) },
 			`config: sink[0].idle_timeout: 1h is longer than roll_interval (15m)`},
 		{"type", func(s *Sinks) { s.Sinks[0].Type = "kafka" },
-			`config: sink[0].type: invalid value "kafka": want "file" or "cassandra"`},
+			`config: sink[0].type: invalid value "kafka": want "file", "cassandra" or "hdfs"`},
 		{"no sinks", func(s *Sinks) { s.Sinks = nil }, `config: missing [[sink]]: want at least one`},
 	}
 	for _, tt := range tests {

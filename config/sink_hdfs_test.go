@@ -1,0 +1,32 @@
+package config
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestHDFSDefaults: idle_timeout defaults by type (5m for hdfs, 1m for
+// file), whether the file leaves it out or the struct is built in code.
+func TestHDFSDefaults(t *testing.T) {
+	c, err := LoadSinks(filepath.Join(testdata, "sinks-hdfs.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, f := c.Sinks[0], c.Sinks[1]
+	if h.IdleTimeout.D() != 5*time.Minute || h.WriteBuffer != 8*MiB || h.Compression != "zstd" || h.BlockReplication != 3 {
+		t.Fatalf("hdfs: %+v", h)
+	}
+	if f.IdleTimeout.D() != time.Minute || f.Path != "{topic}/{yyyy}-{mm}-{dd}" || f.Format != "json" {
+		t.Fatalf("file: %+v", f)
+	}
+	s := Sinks{Aggregators: []string{"a:1"}, Sinks: []Sink{{Name: "h", Type: "hdfs", Topics: []string{"app"},
+		HDFSSink: HDFSSink{Namenodes: []string{"nn:8020"}, User: "u", Path: "/logs/{topic}"}}}}
+	s.SetDefaults()
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if k := s.Sinks[0]; k.IdleTimeout.D() != 5*time.Minute || k.Compression != "none" || k.Format != "lines" {
+		t.Fatalf("built in code: %+v", k)
+	}
+}
