@@ -24,6 +24,9 @@ type ack struct {
 	fatal bool // send an Error frame with code and msg, then close
 	code  wire.ErrorCode
 	msg   string
+
+	heartbeat bool // answer a Heartbeat with nonce, in order with the acks
+	nonce     uint64
 }
 
 // resyncKey names a source on one connection.
@@ -76,6 +79,16 @@ func (a *agentConn) readLoop(ctx context.Context) {
 			a.readError(ctx, err)
 			return
 		}
+		a.s.stats.wireIn.Add(int64(len(p)) + 5)
+		if t == wire.TypeHeartbeat && a.c.Version() >= 2 {
+			var hb wire.Heartbeat
+			if err := hb.Decode(p); err != nil {
+				a.fatal(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("heartbeat: %v", err))
+				return
+			}
+			a.acks <- ack{heartbeat: true, nonce: hb.Nonce}
+			continue
+		}
 		if t != wire.TypeProduce {
 			a.fatal(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("unexpected %s frame from an agent", t))
 			return
@@ -125,8 +138,9 @@ func (a *agentConn) readLoop(ctx context.Context) {
 // answer the agent's unread batches with a reset, which can destroy the
 // Failed ack before the agent reads it.
 func (a *agentConn) discard(ctx context.Context) {
+	a.c.SetReadTimeouts(0, 0)
 	a.nc.SetReadDeadline(time.Now().Add(failedDrain))
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || a.c.Interrupted() {
 		return // shutting down: the deadline in the past may just have been overwritten
 	}
 	for {
@@ -149,6 +163,10 @@ func (a *agentConn) readError(ctx context.Context, err error) {
 		a.fatal(rejectProtocol, wire.CodeProtocol, err.Error())
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		a.fatal(rejectProtocol, wire.CodeProtocol, "truncated frame: "+err.Error())
+	case errors.Is(err, wire.ErrIdle):
+		a.fatal(rejectIdle, wire.CodeTimeout, err.Error())
+	case errors.Is(err, wire.ErrSlowFrame):
+		a.fatal(rejectSlow, wire.CodeTimeout, err.Error())
 	default:
 		a.log.Warn("agent connection lost", "err", err)
 	}
@@ -187,6 +205,7 @@ func (a *agentConn) produce(seq uint64, b []byte, h *batch.Header) ack {
 	out.p = p
 
 	lock := t.appendLock(id)
+	began := time.Now()
 	lock.Lock()
 	var d decision
 	decided := false
@@ -200,6 +219,7 @@ func (a *agentConn) produce(seq uint64, b []byte, h *batch.Header) ack {
 		t.set(k, sourceState{partition: id, storedEnd: h.RangeEnd})
 	}
 	lock.Unlock()
+	s.stats.appendLatency.observe(time.Since(began))
 
 	if err != nil {
 		return failed(err)
@@ -264,11 +284,25 @@ func (a *agentConn) writeLoop() {
 				kill("sending error", err)
 				continue
 			}
-			if tc, ok := a.nc.(*net.TCPConn); ok {
-				tc.CloseWrite()
-			}
+			closeWrite(a.nc)
 			dead = true
 			a.nc.Close()
+			continue
+		}
+		if it.heartbeat {
+			a.s.stats.heartbeats.Add(1)
+			enc = (&wire.Heartbeat{Nonce: it.nonce}).Encode(enc[:0])
+			a.nc.SetWriteDeadline(a.s.writeDeadline())
+			if err := a.c.WriteFrame(wire.TypeHeartbeat, enc); err != nil {
+				kill("sending heartbeat", err)
+				continue
+			}
+			a.s.stats.wireOut.Add(int64(len(enc)) + 5)
+			if len(a.acks) == 0 {
+				if err := a.c.Flush(); err != nil {
+					kill("flushing acks", err)
+				}
+			}
 			continue
 		}
 		if it.p != nil && it.Status != wire.AckFailed {
@@ -280,7 +314,10 @@ func (a *agentConn) writeLoop() {
 					continue
 				}
 			}
-			if err := it.p.WaitDurable(it.wait); err != nil {
+			began := time.Now()
+			err := it.p.WaitDurable(it.wait)
+			a.s.stats.durableLatency.observe(time.Since(began))
+			if err != nil {
 				a.s.stats.failed.Add(1)
 				a.log.Error("batch not durable", "topic", it.p.Topic(), "partition", it.Partition, "seq", it.Seq, "err", err)
 				it.Status = wire.AckFailed
@@ -294,6 +331,7 @@ func (a *agentConn) writeLoop() {
 			kill("sending ack", err)
 			continue
 		}
+		a.s.stats.wireOut.Add(int64(len(enc)) + 5)
 		if len(a.acks) == 0 {
 			if err := a.c.Flush(); err != nil {
 				kill("flushing acks", err)
@@ -306,5 +344,13 @@ func (a *agentConn) writeLoop() {
 			a.log.Warn("agent connection lost", "while", "flushing acks", "err", err)
 		}
 		a.nc.Close()
+	}
+}
+
+// closeWrite half-closes a connection (a FIN, or TLS's close_notify), so
+// that the peer reads what was sent, then EOF, rather than a reset.
+func closeWrite(nc net.Conn) {
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"time"
 
 	"logship/internal/wire"
@@ -31,10 +30,14 @@ func protocolErr(format string, a ...any) error {
 // leaves, sends something bad, or ctx is done. Consumers never pipeline
 // (wire/doc.go), so one goroutine both reads and writes: a writer of its
 // own would have nothing to overlap with. A long poll ends when ctx does.
-func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, log *slog.Logger) {
+//
+// g is what the consumer's token allows: an OffsetReset without the admin
+// role closes the connection with an auth error.
+func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, g grant, log *slog.Logger) {
 	nc := c.NetConn()
 	defer nc.Close()
 	for {
+		in, out := c.ReadBytes, c.WrittenBytes
 		t, p, err := c.ReadFrame()
 		if err != nil {
 			switch {
@@ -45,6 +48,10 @@ func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, log *slog.Logg
 				s.refusePeer(c, log, &peerError{reason: rejectProtocol, code: wire.CodeProtocol, msg: err.Error()})
 			case errors.Is(err, io.ErrUnexpectedEOF):
 				s.refusePeer(c, log, &peerError{reason: rejectProtocol, code: wire.CodeProtocol, msg: "truncated frame: " + err.Error()})
+			case errors.Is(err, wire.ErrIdle):
+				s.refusePeer(c, log, &peerError{reason: rejectIdle, code: wire.CodeTimeout, msg: err.Error()})
+			case errors.Is(err, wire.ErrSlowFrame):
+				s.refusePeer(c, log, &peerError{reason: rejectSlow, code: wire.CodeTimeout, msg: err.Error()})
 			default:
 				log.Warn("consumer connection lost", "err", err)
 			}
@@ -62,7 +69,14 @@ func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, log *slog.Logg
 		case wire.TypeStatus:
 			err = s.status(c, p)
 		case wire.TypeOffsetReset:
+			if !g.admin {
+				err = &peerError{reason: rejectAuth, code: wire.CodeAuth,
+					msg: fmt.Sprintf("offset reset refused: token %q does not have the admin role", g.token)}
+				break
+			}
 			err = s.offsetReset(c, p, log)
+		case wire.TypeHeartbeat:
+			err = s.heartbeat(c, p)
 		case wire.TypeOffsetFetch:
 			err = s.offsetFetch(c, p)
 		default:
@@ -72,6 +86,8 @@ func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, log *slog.Logg
 			nc.SetWriteDeadline(s.writeDeadline())
 			err = c.Flush()
 		}
+		s.stats.wireIn.Add(c.ReadBytes - in)
+		s.stats.wireOut.Add(c.WrittenBytes - out)
 		if err != nil {
 			var pe *peerError
 			if errors.As(err, &pe) {
@@ -92,10 +108,22 @@ func (s *Server) refusePeer(c *wire.Conn, log *slog.Logger, pe *peerError) {
 	nc := c.NetConn()
 	nc.SetWriteDeadline(s.writeDeadline())
 	if c.WriteError(pe.code, pe.msg) == nil {
-		if tc, ok := nc.(*net.TCPConn); ok {
-			tc.CloseWrite()
-		}
+		closeWrite(nc)
 	}
+}
+
+// heartbeat answers a consumer's Heartbeat (version 2).
+func (s *Server) heartbeat(c *wire.Conn, p []byte) error {
+	var hb wire.Heartbeat
+	if c.Version() < 2 {
+		return protocolErr("unexpected %s frame in protocol version %d", wire.TypeHeartbeat, c.Version())
+	}
+	if err := hb.Decode(p); err != nil {
+		return protocolErr("heartbeat: %v", err)
+	}
+	s.stats.heartbeats.Add(1)
+	c.NetConn().SetWriteDeadline(s.writeDeadline())
+	return c.WriteFrame(wire.TypeHeartbeat, hb.Encode(nil))
 }
 
 // metadata answers with every partition of the requested topics (all when
@@ -238,6 +266,7 @@ func (s *Server) offsetReset(c *wire.Conn, p []byte, log *slog.Logger) error {
 		}
 		log.Warn("offset reset failed", "sink", m.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
 	} else {
+		s.stats.offsetResets.Add(1)
 		log.Info("offset reset by an operator", "sink", m.Sink, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "epoch", epoch)
 	}
 	c.NetConn().SetWriteDeadline(s.writeDeadline())

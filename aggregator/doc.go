@@ -24,13 +24,46 @@
 // An error on one connection (a bad frame, a peer that vanished, a write
 // that timed out) is logged and closes that connection only.
 //
-// # Handshake
+// # Handshake, TLS and authentication
 //
-// The server reads the preamble and Hello within HandshakeTimeout and
-// answers with Welcome{version, Options.ID, Options.MaxFrameBytes}. A bad
-// preamble or Hello is logged at WARN (keys remote and err) and the
-// connection is closed; a well-formed Hello that is refused (unknown role;
-// an agent whose id is not a valid name) gets an Error frame first.
+// With Options.TLS set the server runs the TLS handshake first (with a CA
+// in it, mutual TLS: a client certificate signed by that CA is required).
+// It then reads the preamble and Hello and answers with Welcome{version,
+// Options.ID, Options.MaxFrameBytes}. Each handshake must complete within
+// HandshakeTimeout or Options.IdleTimeout, whichever is shorter. A failed
+// TLS handshake is logged at WARN (keys remote and err, the err saying
+// whose certificate was refused and why: expired, unknown CA, wrong name,
+// missing; or that the client does not speak TLS, in which case a logship
+// client gets a plain Error frame saying TLS is required) and counted as
+// reason "tls". A bad preamble or Hello is logged at WARN (keys remote and
+// err) and the connection is closed ("handshake"); a well-formed Hello that
+// is refused (unknown role; an agent whose id is not a valid name: "hello";
+// a missing or unknown token, or one without the Hello's role or id:
+// "auth") gets an Error frame first. Tokens (Options.Tokens, see Token)
+// are looked up by the SHA-256 of the presented secret and compared in
+// constant time; no message names a secret. Without tokens every Hello
+// is accepted and may reset offsets.
+//
+// # Timeouts
+//
+// After the handshake every read of a frame is bounded twice: its first
+// byte must come within Options.IdleTimeout (default 2m; agents send
+// Heartbeats when they have nothing else to send, and the server answers
+// each in order with the acks), and the rest of it within
+// Options.ReadTimeout (default 30s), so that a client that trickles bytes
+// cannot hold a connection. Either closes the connection with an Error
+// frame (code timeout), a WARN line and the reasons "idle" and "slow".
+// Writes are bounded by WriteTimeout.
+//
+// # Memory per connection
+//
+// A connection holds its two 16 KiB buffers (wire.ConnBufferSize), a
+// payload buffer of at most 16 KiB, a queue of at most 256 acks, and two
+// goroutines; TLS adds its record buffers. A frame larger than 16 KiB is
+// read into a buffer borrowed from a process-wide pool and given back
+// before the next read waits, so an idle connection holds no large buffer,
+// and the memory for batches is bounded by the connections reading one at
+// the same moment. TestConcurrentAgents measures it.
 //
 // # Agents
 //
@@ -107,8 +140,11 @@
 //
 // Requests are served one at a time:
 //
+//   - Heartbeat (version 2): answered with the same nonce.
+//
 //   - Metadata: every partition of the named topics (all topics when none is
 //     named) with its start and end; unknown topics are absent.
+//
 //   - Fetch: FetchUnknownPartition for a partition that does not exist,
 //     FetchOutOfRange with start and end for an offset outside [start, end];
 //     else the stored batches from the one holding the offset, at most
@@ -116,14 +152,19 @@
 //     least one batch. At the end of the log the server long-polls up to
 //     MaxWaitMs (capped at MaxFetchWait; shutdown ends it) and answers with
 //     what is there, possibly nothing. Only durable batches are served.
+//
 //   - OffsetCommit: stores a sink's next offset for a partition, durably,
 //     before answering, if the commit's epoch is the stored one. Status 0:
 //     stored; 1: refused (sink or topic not a valid name, negative offset);
 //     2: could not be stored (retry); 3: the epoch is stale (an operator
 //     reset the offset; the sink reads Offsets and follows). Offsets never
 //     expire.
+//
 //   - OffsetReset: an operator's new offset for a sink's partition, stored
 //     under the partition's epoch plus one, answered like OffsetCommit.
+//     When tokens are configured it needs a token with the admin role;
+//     from any other the connection is closed with an auth Error frame.
+//
 //   - OffsetFetch: the sink's committed offsets in a topic, by partition.
 //
 // # Offsets file, version 2

@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,11 +34,18 @@ const (
 	MaxFetchWait = 30 * time.Second
 	// ackQueue bounds the acks a connection's reader may hand its writer
 	// before it blocks: the pipeline depth between append and fsync. The
-	// agent's window of unacknowledged bytes bounds it too.
-	ackQueue = 1024
+	// agent's window of unacknowledged bytes bounds it too. Its buffer is
+	// allocated per connection: 256 acks are about 40 KiB.
+	ackQueue = 256
 	// failedDrain bounds how long a connection whose append failed waits
 	// for the agent to close it.
 	failedDrain = 5 * time.Second
+	// DefaultIdleTimeout is how long a connection may send nothing at all
+	// (agents send heartbeats every 10s when idle).
+	DefaultIdleTimeout = 2 * time.Minute
+	// DefaultReadTimeout is how long a frame may take to arrive once its
+	// first byte did: 64 MiB (the largest max frame) at 2 MiB/s.
+	DefaultReadTimeout = 30 * time.Second
 )
 
 // Options configure a Server. See the package documentation.
@@ -58,6 +66,13 @@ type Options struct {
 	RetentionAge    time.Duration // delete segments last appended to this long ago
 	RetentionBytes  int64         // per partition; 0: no limit
 	MaxOpenSegments int           // sealed segment files open at once
+
+	// Transport security and limits (see the package documentation,
+	// "Handshake").
+	TLS         *tls.Config   // nil: plain TCP; see wire.ServerTLSConfig (a CA there turns on mutual TLS)
+	Tokens      []Token       // empty: no authentication; else every Hello needs one of them
+	IdleTimeout time.Duration // no frame for this long closes a connection; default DefaultIdleTimeout
+	ReadTimeout time.Duration // a frame not whole this long after its first byte closes it; default DefaultReadTimeout
 }
 
 // Server is a running aggregator: a listener, the log and the agent and
@@ -70,6 +85,7 @@ type Server struct {
 	store    *logstore.Store
 	dedup    *dedup
 	offsets  *offsetStore
+	tokens   *tokens // nil: no authentication
 	agents   *agentRegistry
 	stats    stats
 	wg       sync.WaitGroup // connection goroutines; Add only from the accept loop
@@ -95,6 +111,16 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxFrameBytes < 0 || (opts.MaxFrameBytes > 0 && opts.MaxFrameBytes < wire.MaxControlFrame) {
 		errs = append(errs, fmt.Errorf("aggregator: MaxFrameBytes %d below %d", opts.MaxFrameBytes, wire.MaxControlFrame))
 	}
+	if opts.IdleTimeout < 0 || opts.ReadTimeout < 0 {
+		errs = append(errs, fmt.Errorf("aggregator: negative IdleTimeout %s or ReadTimeout %s", opts.IdleTimeout, opts.ReadTimeout))
+	}
+	if opts.TLS != nil && len(opts.TLS.Certificates) == 0 && opts.TLS.GetCertificate == nil {
+		errs = append(errs, errors.New("aggregator: TLS config without a certificate"))
+	}
+	toks, err := newTokens(opts.Tokens)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -104,11 +130,20 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxFrameBytes == 0 {
 		opts.MaxFrameBytes = wire.DefaultMaxFrame
 	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = DefaultReadTimeout
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, log: log, maxFrame: opts.MaxFrameBytes, agents: newAgentRegistry()}
+	s := &Server{opts: opts, log: log, maxFrame: opts.MaxFrameBytes, agents: newAgentRegistry(), tokens: toks}
+	if toks != nil && opts.TLS == nil {
+		log.Warn("tokens are configured without TLS: they cross the network in clear")
+	}
 
 	offsets, err := loadOffsets(filepath.Join(opts.DataDir, "offsets"), log)
 	if err != nil {
@@ -230,9 +265,6 @@ func (s *Server) acceptLoop(ctx context.Context) error {
 	}
 }
 
-// longAgo is a deadline in the past: setting it makes blocked reads return.
-var longAgo = time.Unix(1, 0)
-
 // serveConn runs one connection from handshake to close. It never returns
 // an error: whatever goes wrong is logged and ends this connection only.
 func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
@@ -241,20 +273,25 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	s.stats.open.Add(1)
 	defer s.stats.open.Add(-1)
 
-	// At shutdown every reader is woken by a read deadline in the past.
-	// The handshake resets the read deadline when it ends, so a shutdown
-	// that lands during it is caught by the ctx.Err check after it; one that
-	// lands later sets a deadline nobody resets. Writes in progress get
+	if s.opts.TLS != nil {
+		tc, ok := s.tlsHandshake(ctx, nc, remote)
+		if !ok {
+			return
+		}
+		nc = tc
+	}
+	c := wire.NewConn(nc, s.maxFrame)
+	// At shutdown every reader is interrupted (a read deadline in the past
+	// that later deadlines cannot undo) and writes in progress get
 	// ShutdownWriteGrace.
 	stop := context.AfterFunc(ctx, func() {
 		s.markStopping()
-		nc.SetReadDeadline(longAgo)
+		c.Interrupt()
 		nc.SetWriteDeadline(s.writeDeadline())
 	})
 	defer stop()
 
-	c := wire.NewConn(nc, s.maxFrame)
-	hello, err := c.ServerHandshake(HandshakeTimeout)
+	hello, err := c.ServerHandshake(s.handshakeTimeout())
 	if err != nil {
 		if ctx.Err() == nil {
 			s.stats.reject(rejectHandshake)
@@ -265,7 +302,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	refuse := func(reason rejectReason, code wire.ErrorCode, msg string) {
 		s.stats.reject(reason)
-		s.log.Warn("connection refused", "remote", remote, "err", msg)
+		s.log.Warn("connection refused", "remote", remote, "role", hello.Role.String(), "id", hello.ID, "err", msg)
 		nc.SetWriteDeadline(s.writeDeadline())
 		c.WriteError(code, msg)
 		nc.Close()
@@ -291,6 +328,11 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		refuse(rejectHello, wire.CodeAuth, fmt.Sprintf("unknown role %s", hello.Role))
 		return
 	}
+	g, err := s.tokens.check(hello)
+	if err != nil {
+		refuse(rejectAuth, wire.CodeAuth, err.Error())
+		return
+	}
 	nc.SetWriteDeadline(s.writeDeadline())
 	if err := c.Accept(wire.Welcome{Version: hello.Version, Aggregator: s.opts.ID, MaxFrame: uint32(s.maxFrame)}); err != nil {
 		s.log.Warn("handshake failed", "remote", remote, "err", err)
@@ -298,11 +340,48 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	log := s.log.With("remote", remote, "role", hello.Role.String(), "id", hello.ID)
-	log.Debug("connection accepted")
+	if g.token != "" {
+		log = log.With("token", g.token)
+	}
+	log.Debug("connection accepted", "version", hello.Version)
+	c.SetReadTimeouts(s.opts.IdleTimeout, s.opts.ReadTimeout)
 	switch hello.Role {
 	case wire.RoleAgent:
+		s.stats.openAgents.Add(1)
 		s.serveAgent(ctx, c, hello.ID, log)
+		s.stats.openAgents.Add(-1)
 	case wire.RoleConsumer:
-		s.serveConsumer(ctx, c, log)
+		s.serveConsumer(ctx, c, g, log)
 	}
+}
+
+// handshakeTimeout bounds each of the TLS and the protocol handshakes:
+// HandshakeTimeout, or the idle timeout when that is shorter, so that a
+// client that connects and sends nothing is cut like an idle one.
+func (s *Server) handshakeTimeout() time.Duration { return min(HandshakeTimeout, s.opts.IdleTimeout) }
+
+// tlsHandshake runs the server side of a TLS handshake on nc, bounded by
+// HandshakeTimeout and ended by ctx. On failure it logs why, in the
+// operator's terms, counts it, and closes nc.
+func (s *Server) tlsHandshake(ctx context.Context, nc net.Conn, remote string) (net.Conn, bool) {
+	tc := tls.Server(nc, s.opts.TLS)
+	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err == nil {
+		return tc, true
+	}
+	if ctx.Err() == nil {
+		s.stats.reject(rejectTLS)
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) && rh.Conn != nil && string(rh.RecordHeader[:4]) == wire.Magic {
+			// A logship client without TLS: it can read a plain Error.
+			rh.Conn.SetWriteDeadline(s.writeDeadline())
+			wire.NewConn(rh.Conn, 0).WriteError(wire.CodeProtocol, "this aggregator requires TLS: set tls in the client's config")
+			err = fmt.Errorf("a logship client without TLS on the TLS listener: %w", err)
+		}
+		s.log.Warn("tls handshake failed", "remote", remote, "err", wire.DescribeTLSError(err, true))
+	}
+	nc.Close()
+	return nil, false
 }

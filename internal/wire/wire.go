@@ -127,6 +127,7 @@ const (
 	CodeAuth        ErrorCode = 3 // refused credentials or role
 	CodeBadRequest  ErrorCode = 4 // a well-formed request that cannot be served
 	CodeUnavailable ErrorCode = 5 // shutting down, storage failed
+	CodeTimeout     ErrorCode = 6 // the peer sent nothing for too long, or a frame too slowly
 )
 
 func (c ErrorCode) String() string {
@@ -141,6 +142,8 @@ func (c ErrorCode) String() string {
 		return "bad request"
 	case CodeUnavailable:
 		return "unavailable"
+	case CodeTimeout:
+		return "timeout"
 	}
 	return fmt.Sprintf("code %d", uint16(c))
 }
