@@ -17,6 +17,7 @@ import (
 	"logship/aggregator"
 	"logship/sinks"
 	"logship/sinks/cassandra"
+	"logship/sinks/file"
 )
 
 // serveMetrics serves Prometheus /metrics and /healthz on addr until ctx is
@@ -90,6 +91,8 @@ func (c *sinkCollectors) add(name string, s sinks.Sink) {
 	switch s := s.(type) {
 	case *cassandra.Sink:
 		col = cassandraCollector(name, s)
+	case *file.Sink:
+		col = fileSinkCollector(name, s)
 	}
 	if col == nil {
 		return

@@ -14,7 +14,6 @@ import (
 	"logship/logstore"
 	"logship/logstore/batch"
 	"logship/sinks"
-	"logship/sinks/file"
 )
 
 // roleFlags parses the flags every role takes: --config and --log-level.
@@ -262,13 +261,10 @@ func newSink(c *config.Sinks, sc config.Sink, log *slog.Logger) (sinks.Sink, sin
 	}
 	switch sc.Type {
 	case "file":
-		s, err := file.New(file.Options{
-			Dir:          sc.Dir,
-			RollSize:     int64(sc.RollSize),
-			RollInterval: sc.RollInterval.D(),
-			IdleTimeout:  sc.IdleTimeout.D(),
-			Logger:       log,
-		})
+		s, err := newFileSink(sc, log)
+		return s, o, err
+	case "hdfs":
+		s, err := newHDFSSink(sc, log)
 		return s, o, err
 	case "cassandra":
 		s, err := newCassandraSink(sc, log)
