@@ -72,7 +72,8 @@ type writer struct {
 	size    int64     // uncompressed bytes written to the file
 	records int64     // records written to the file
 	start   time.Time // when the file's first record arrived
-	at      time.Time // when its last record arrived
+	at      time.Time // when its last record arrived, give or take a Tick interval (Write)
+	fresh   bool      // at was read since the last Tick
 
 	line []byte // the json line being built
 
@@ -104,11 +105,19 @@ func (w *writer) Write(ctx context.Context, r *sinks.Record) error {
 			return err
 		}
 	}
-	now := time.Now()
 	if w.f == nil {
+		now := time.Now()
 		if err := w.create(r, now); err != nil {
 			return err
 		}
+		w.at, w.fresh = now, true
+	} else if !w.fresh {
+		// The clock is read once per Tick interval, not per record (it
+		// costs as much as the rest of a small record's write): at is
+		// the first record since the last Tick, which runs at least
+		// every second, so an idle file is published at most that much
+		// early.
+		w.at, w.fresh = time.Now(), true
 	}
 	var err error
 	if json {
@@ -123,7 +132,6 @@ func (w *writer) Write(ctx context.Context, r *sinks.Record) error {
 	w.size += n
 	w.records++
 	w.last = r.Offset
-	w.at = now
 	return nil
 }
 
@@ -180,6 +188,7 @@ func (w *writer) Tick(ctx context.Context, now time.Time) (int64, error) {
 	if w.err != nil {
 		return -1, w.err
 	}
+	w.fresh = false
 	if w.f != nil && (now.Sub(w.start) >= w.s.opts.RollInterval || now.Sub(w.at) >= w.s.opts.IdleTimeout) {
 		if err := w.publish(ctx); err != nil {
 			return -1, err
