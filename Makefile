@@ -27,10 +27,18 @@ SOAK_ROUNDS ?= 10
 soak:
 	LOGSHIP_SOAK_ROUNDS=$(SOAK_ROUNDS) $(GO) test -race -count=1 -run '^TestSIGKILLSoak$$' -v ./agent/
 
+# The transport under load: 1,000 agent connections to one aggregator
+# (make test runs 100), with the aggregator's heap per connection measured,
+# and the chaos and failover tests again.
+.PHONY: soak-transport
+soak-transport:
+	$(GO) test -race -count=1 -tags slow -run '^(TestConcurrentAgents|TestChaosExactlyOnce|TestFailoverAcrossAggregators)$$' -v ./aggregator/
+
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
 	$(GO) vet -tags e2ebench ./cmd/logship
+	$(GO) vet -tags slow ./aggregator
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

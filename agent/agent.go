@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -96,6 +97,14 @@ type Options struct {
 	NoWatch bool
 	Inputs  []Input
 	Logger  *slog.Logger // nil: discard
+
+	// The connection (conn.go): TLS, when set, makes it TLS (see
+	// wire.ClientTLSConfig); Token is sent in the Hello. HeartbeatInterval
+	// is how often an idle connection sends a heartbeat (default 10s); a
+	// connection that hears nothing for 3× that is given up.
+	TLS               *tls.Config
+	Token             string
+	HeartbeatInterval time.Duration
 }
 
 // Defaults.
@@ -229,6 +238,8 @@ type Agent struct {
 	loopIters atomic.Int64
 
 	bufPool sync.Pool
+
+	conn connStats // the connection's state and counters (conn.go)
 
 	lines, rawBytes, wireBytes, batches, ackedBatches, ackedBytes, openFiles atomic.Int64
 	filesWaiting, recordsSplit, givenUp                                      atomic.Int64

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -97,11 +98,78 @@ type ackMsg struct {
 	ack wire.ProduceAck
 }
 
-// connLoop keeps one session up until ctx is done.
+// connStats is the connection's state and counters, for ConnStats.
+// Written by connLoop's goroutine, read from any.
+type connStats struct {
+	connected       atomic.Bool
+	aggregator      atomic.Pointer[string] // address of the current (or last tried) aggregator
+	connects        atomic.Int64
+	connectFailures atomic.Int64
+	failovers       atomic.Int64
+	sessionsLost    atomic.Int64
+	heartbeats      atomic.Int64
+}
+
+// ConnStats is the state of the agent's connection to its aggregators.
+type ConnStats struct {
+	Connected       bool   // a session is up now
+	Aggregator      string // the address it is (or was last) connected or connecting to
+	Connects        int64  // sessions established
+	ConnectFailures int64  // dials or handshakes that failed
+	Failovers       int64  // moves to another aggregator of the list
+	SessionsLost    int64  // established sessions that ended other than by shutdown
+	Heartbeats      int64  // heartbeats sent
+}
+
+// ConnStats returns the connection's state. Safe for concurrent use.
+func (a *Agent) ConnStats() ConnStats {
+	cs := &a.conn
+	out := ConnStats{
+		Connected: cs.connected.Load(), Connects: cs.connects.Load(), ConnectFailures: cs.connectFailures.Load(),
+		Failovers: cs.failovers.Load(), SessionsLost: cs.sessionsLost.Load(), Heartbeats: cs.heartbeats.Load(),
+	}
+	if p := cs.aggregator.Load(); p != nil {
+		out.Aggregator = *p
+	}
+	return out
+}
+
+// Heartbeats: an idle session sends one every heartbeatInterval; a session
+// that reads nothing (no ack, no heartbeat) for silenceFactor times that is
+// given up, which is how a vanished aggregator behind a live route (or a
+// blackholed connection) is noticed.
+const (
+	defaultHeartbeat = 10 * time.Second
+	silenceFactor    = 3
+)
+
+func (a *Agent) heartbeatInterval() time.Duration {
+	if a.opts.HeartbeatInterval > 0 {
+		return a.opts.HeartbeatInterval
+	}
+	return defaultHeartbeat
+}
+
+// homeIndex is where an agent starts in its list of aggregators: a hash of
+// its id, so that a fleet spreads over the list rather than all starting
+// with the first, and an agent that restarts goes back to the aggregator
+// that holds its sources' dedup state.
+func homeIndex(id string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return int(h.Sum32() % uint32(n))
+}
+
+// connLoop keeps one session up until ctx is done. It starts at the
+// agent's home aggregator and stays with whichever aggregator it is on
+// while that one is healthy; after failoverAfter failures in a row it
+// moves to the next of the list (see wire/doc.go, "Failover and
+// exactly-once across aggregators", for why it does not move sooner).
 func (a *Agent) connLoop(ctx context.Context) {
 	addrs := a.opts.Aggregators
-	idx, fails := 0, 0
+	idx, fails := homeIndex(a.opts.ID, len(addrs)), 0
 	for ctx.Err() == nil {
+		a.conn.aggregator.Store(&addrs[idx])
 		healthy := a.connectOnce(ctx, addrs[idx])
 		if ctx.Err() != nil {
 			return
@@ -112,6 +180,7 @@ func (a *Agent) connLoop(ctx context.Context) {
 			fails++
 			if fails%failoverAfter == 0 && len(addrs) > 1 {
 				idx = (idx + 1) % len(addrs)
+				a.conn.failovers.Add(1)
 				a.log.Info("failing over to the next aggregator", "aggregator", addrs[idx])
 			}
 		}
@@ -138,13 +207,23 @@ func backoff(fails int) time.Duration {
 // connectOnce dials addr, runs a session until it fails or ctx is done, and
 // reports whether the session was healthy.
 func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
-	c, w, err := wire.DialContext(ctx, addr, wire.Hello{Role: wire.RoleAgent, ID: a.opts.ID}, dialTimeout)
+	d := wire.Dialer{TLS: a.opts.TLS, Timeout: dialTimeout}
+	c, w, err := d.Dial(ctx, addr, wire.Hello{Role: wire.RoleAgent, ID: a.opts.ID, Token: a.opts.Token})
 	if err != nil {
 		if ctx.Err() == nil {
-			a.log.Warn("connect to aggregator failed", "aggregator", addr, "err", err)
+			a.conn.connectFailures.Add(1)
+			var re *wire.RemoteError
+			if errors.As(err, &re) && re.Code == wire.CodeAuth {
+				a.log.Error("aggregator refused this agent's credentials: check token or token_file", "aggregator", addr, "err", err)
+			} else {
+				a.log.Warn("connect to aggregator failed", "aggregator", addr, "err", err)
+			}
 		}
 		return false
 	}
+	a.conn.connects.Add(1)
+	a.conn.connected.Store(true)
+	defer a.conn.connected.Store(false)
 	s := &session{
 		addr: addr, aggID: w.Aggregator, c: c,
 		send: make(chan outBatch, maxInFlight), done: make(chan struct{}),
@@ -168,6 +247,7 @@ func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
 	}
 	s.wg.Wait()
 	if err := s.err(); !errors.Is(err, errStopping) {
+		a.conn.sessionsLost.Add(1)
 		a.log.Warn("connection to aggregator lost", "aggregator", addr, "err", err)
 	}
 	if refused(s.err()) {
@@ -184,15 +264,40 @@ func refused(err error) bool {
 	return errors.As(err, &re) && re.Code == wire.CodeProtocol
 }
 
-// writeLoop owns the session's writes.
+// writeLoop owns the session's writes. On a version 2 session it sends a
+// heartbeat when it has written nothing for the heartbeat interval.
 func (a *Agent) writeLoop(s *session) {
 	defer s.wg.Done()
 	var hdr [wire.ProduceHeaderSize]byte
+	every := a.heartbeatInterval()
+	beat := time.NewTimer(every)
+	defer beat.Stop()
+	if s.c.Version() < 2 {
+		beat.Stop()
+	}
+	var nonce uint64
 	for {
 		select {
 		case <-s.done:
 			return
+		case <-beat.C:
+			nonce++
+			before := s.c.WrittenBytes
+			err := s.c.WriteFrame(wire.TypeHeartbeat, (&wire.Heartbeat{Nonce: nonce}).Encode(hdr[:0]))
+			if err == nil {
+				err = s.c.Flush()
+			}
+			a.wireBytes.Add(s.c.WrittenBytes - before)
+			if err != nil {
+				s.fail(fmt.Errorf("write heartbeat: %w", err))
+				return
+			}
+			a.conn.heartbeats.Add(1)
+			beat.Reset(every)
 		case b := <-s.send:
+			if s.c.Version() >= 2 {
+				beat.Reset(every)
+			}
 			before := s.c.WrittenBytes
 			err := s.c.WriteFrame(wire.TypeProduce, wire.EncodeProduceHeader(hdr[:0], b.seq), *b.data)
 			a.putBuf(b.data)
@@ -208,16 +313,27 @@ func (a *Agent) writeLoop(s *session) {
 	}
 }
 
-// readLoop owns the session's reads.
+// readLoop owns the session's reads. On a version 2 session, where the
+// aggregator answers heartbeats, hearing nothing for silenceFactor
+// heartbeat intervals ends the session.
 func (a *Agent) readLoop(s *session) {
 	defer s.wg.Done()
+	if s.c.Version() >= 2 {
+		silence := silenceFactor * a.heartbeatInterval()
+		s.c.SetReadTimeouts(silence, silence)
+	}
 	for {
 		t, p, err := s.c.ReadFrame()
 		if err != nil {
+			if errors.Is(err, wire.ErrIdle) {
+				err = fmt.Errorf("aggregator silent (no ack, no heartbeat) for %s: %w", silenceFactor*a.heartbeatInterval(), err)
+			}
 			s.fail(fmt.Errorf("read: %w", err))
 			return
 		}
 		switch t {
+		case wire.TypeHeartbeat:
+			// Proof of life; the read deadline moved with it.
 		case wire.TypeProduceAck:
 			var m ackMsg
 			m.s = s

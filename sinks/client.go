@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -61,10 +62,25 @@ type Client struct {
 	err  error  // sticky: why the connection is broken
 }
 
-// Dial connects to the aggregator at addr and performs the handshake as a
-// consumer named name. ctx bounds the dial and the handshake.
+// Security is how a consumer connects: over TLS or not, with a token or
+// not. The zero value is plain TCP without a token.
+type Security struct {
+	TLS   *tls.Config // nil: plain TCP; see wire.ClientTLSConfig
+	Token string      // sent in the Hello; an aggregator with tokens needs one with the consumer (or admin) role
+}
+
+// Dial connects to the aggregator at addr over plain TCP without a token:
+// Security{}.Dial.
 func Dial(ctx context.Context, addr, name string) (*Client, error) {
-	conn, w, err := wire.DialContext(ctx, addr, wire.Hello{Role: wire.RoleConsumer, ID: name}, handshakeTimeout)
+	return Security{}.Dial(ctx, addr, name)
+}
+
+// Dial connects to the aggregator at addr and performs the handshake as a
+// consumer named name, with sec's TLS and token. ctx bounds the dial and
+// the handshake.
+func (sec Security) Dial(ctx context.Context, addr, name string) (*Client, error) {
+	d := wire.Dialer{TLS: sec.TLS, Timeout: handshakeTimeout}
+	conn, w, err := d.Dial(ctx, addr, wire.Hello{Role: wire.RoleConsumer, ID: name, Token: sec.Token})
 	if err != nil {
 		return nil, fmt.Errorf("sinks: connect to %s: %w", addr, err)
 	}

@@ -93,7 +93,7 @@ func (r *runner) serveAggregator(ctx context.Context, addr string) {
 	for {
 		if c == nil {
 			var err error
-			c, err = Dial(ctx, addr, r.opts.Name)
+			c, err = r.opts.Security.Dial(ctx, addr, r.opts.Name)
 			if err != nil {
 				if ctx.Err() != nil {
 					return

@@ -119,6 +119,8 @@ type Options struct {
 	// CloseTimeout bounds the time spent, once ctx is done, closing each
 	// writer and committing its offset. Default 30s.
 	CloseTimeout time.Duration
+	// Security is the TLS config and token of every connection.
+	Security Security
 	// Stats, when set, collects counters and every partition's position
 	// for metrics.
 	Stats *Stats

@@ -169,7 +169,7 @@ func (w *worker) connect(ctx context.Context) error {
 	if w.c != nil {
 		return nil
 	}
-	c, err := Dial(ctx, w.addr, w.r.opts.Name)
+	c, err := w.r.opts.Security.Dial(ctx, w.addr, w.r.opts.Name)
 	if err != nil {
 		return err
 	}

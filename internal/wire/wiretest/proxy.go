@@ -22,6 +22,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	delay     time.Duration
 	blackhole bool
+	dropBack  bool // blackhole only what the target sends
 	refuse    bool
 	pairs     map[*pair]struct{}
 	accepted  int
@@ -67,6 +68,14 @@ func (p *Proxy) SetDelay(d time.Duration) {
 func (p *Proxy) SetBlackhole(on bool) {
 	p.mu.Lock()
 	p.blackhole = on
+	p.mu.Unlock()
+}
+
+// SetDropReplies starts or stops dropping what the target sends (a
+// one-way partition: the target gets everything and its answers are lost).
+func (p *Proxy) SetDropReplies(on bool) {
+	p.mu.Lock()
+	p.dropBack = on
 	p.mu.Unlock()
 }
 
@@ -143,20 +152,20 @@ func (p *Proxy) accept() {
 		p.pairs[pr] = struct{}{}
 		p.wg.Add(2)
 		p.mu.Unlock()
-		go p.pump(pr, c, s)
-		go p.pump(pr, s, c)
+		go p.pump(pr, c, s, false)
+		go p.pump(pr, s, c, true)
 	}
 }
 
 // pump copies from src to dst, applying the proxy's mood to each chunk.
-func (p *Proxy) pump(pr *pair, src, dst net.Conn) {
+func (p *Proxy) pump(pr *pair, src, dst net.Conn, back bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
-			delay, hole := p.delay, p.blackhole
+			delay, hole := p.delay, p.blackhole || (back && p.dropBack)
 			p.mu.Unlock()
 			if delay > 0 {
 				time.Sleep(delay) // the network's latency, not synchronisation

@@ -1,0 +1,5 @@
+//go:build slow
+
+package aggregator
+
+const manyConns = 1000
