@@ -25,7 +25,9 @@ type Agent struct {
 	MaxLineBytes      Size     `toml:"max_line_bytes"`     // default 1MiB; 1KiB to 8MiB: a longer line is cut into records of this size, counted
 	PartialTimeout    Duration `toml:"partial_timeout"`    // default 5s: how long a last line without its newline is held back before it is shipped as it is
 	MetricsListen     string   `toml:"metrics_listen"`     // optional host:port for /metrics
-	Inputs            []Input  `toml:"input"`              // at least one [[input]]
+	TLS               TLS      `toml:"tls"`                // [tls] to the aggregators (config/tls.go)
+	ClientAuth                 // token or token_file (config/tls.go)
+	Inputs            []Input  `toml:"input"` // at least one [[input]]
 }
 
 // Input is one [[input]] table of an agent: files of one topic.
@@ -149,6 +151,8 @@ func (a *Agent) check(c *checker) {
 	if a.MetricsListen != "" {
 		c.address("metrics_listen", a.MetricsListen, false)
 	}
+	a.TLS.check(c, false)
+	a.ClientAuth.check(c)
 	if c.tables("input", len(a.Inputs)) {
 		for i := range a.Inputs {
 			a.Inputs[i].check(c, indexKey("input", i))

@@ -28,6 +28,12 @@ type Aggregator struct {
 	RetentionAge    Duration `toml:"retention_age"`     // default 168h (7d): delete segments last appended to this long ago
 	RetentionBytes  Size     `toml:"retention_bytes"`   // default 0: no limit; else per partition, at least segment_bytes
 	MaxOpenSegments int      `toml:"max_open_segments"` // default 128; 1 to 65536 sealed segment files open at once
+
+	// The transport: see config/tls.go and internal/wire.
+	TLS         TLS      `toml:"tls"`          // [tls]: cert_file and key_file turn TLS on; ca_file, mutual TLS
+	Tokens      []Token  `toml:"token"`        // [[token]]: none means no authentication
+	IdleTimeout Duration `toml:"idle_timeout"` // default 2m: a connection that sends no frame for this long is closed
+	ReadTimeout Duration `toml:"read_timeout"` // default 30s: a frame not complete this long after its first byte closes the connection
 }
 
 // Aggregator defaults and bounds.
@@ -44,6 +50,8 @@ const (
 	defaultSegmentAge    = Duration(time.Hour)
 	defaultRetentionAge  = Duration(7 * 24 * time.Hour)
 	defaultMaxOpenSegs   = 128
+	defaultConnIdle      = Duration(2 * time.Minute)
+	defaultConnRead      = Duration(30 * time.Second)
 	maxMaxOpenSegs       = 65536
 )
 
@@ -71,6 +79,8 @@ func (g *Aggregator) setDefaults(u unsetFunc) {
 	setDefault(u, "segment_age", &g.SegmentAge, defaultSegmentAge)
 	setDefault(u, "retention_age", &g.RetentionAge, defaultRetentionAge)
 	setDefault(u, "max_open_segments", &g.MaxOpenSegments, defaultMaxOpenSegs)
+	setDefault(u, "idle_timeout", &g.IdleTimeout, defaultConnIdle)
+	setDefault(u, "read_timeout", &g.ReadTimeout, defaultConnRead)
 	if u("id", g.ID == "") {
 		suffix := ""
 		if _, port, err := net.SplitHostPort(g.Listen); err == nil {
@@ -116,4 +126,8 @@ func (g *Aggregator) check(c *checker) {
 	if g.MetricsListen != "" {
 		c.address("metrics_listen", g.MetricsListen, false)
 	}
+	g.TLS.check(c, true)
+	checkTokens(c, g.Tokens)
+	positive(c, "idle_timeout", g.IdleTimeout)
+	positive(c, "read_timeout", g.ReadTimeout)
 }

@@ -168,11 +168,13 @@ func TestLoadValues(t *testing.T) {
 			Fsync: "always", FsyncInterval: Duration(time.Second), SegmentBytes: GiB, MaxFrameBytes: 16 * MiB,
 			MetricsListen: "127.0.0.1:9401", SegmentAge: Duration(time.Hour), RetentionAge: Duration(7 * 24 * time.Hour),
 			RetentionBytes: 100 * GiB, MaxOpenSegments: 128,
+			IdleTimeout: Duration(2 * time.Minute), ReadTimeout: Duration(30 * time.Second),
 		}},
 		{"aggregator-minimal.toml", &Aggregator{
 			ID: hostID("-7400"), Listen: ":7400", DataDir: "/tmp/logship/aggregator", Partitions: 4,
 			Fsync: "always", FsyncInterval: Duration(time.Second), SegmentBytes: GiB, MaxFrameBytes: 16 * MiB,
 			SegmentAge: Duration(time.Hour), RetentionAge: Duration(7 * 24 * time.Hour), MaxOpenSegments: 128,
+			IdleTimeout: Duration(2 * time.Minute), ReadTimeout: Duration(30 * time.Second),
 		}},
 		{"sinks.toml", &Sinks{
 			Aggregators: []string{"127.0.0.1:7450"}, MetricsListen: "127.0.0.1:9402",

@@ -12,6 +12,8 @@ type Sinks struct {
 	Aggregators   []string `toml:"aggregators"`    // required: host:port of every aggregator
 	Sinks         []Sink   `toml:"sink"`           // at least one [[sink]]
 	MetricsListen string   `toml:"metrics_listen"` // optional host:port for /metrics
+	TLS           TLS      `toml:"tls"`            // [tls] to the aggregators (config/tls.go)
+	ClientAuth             // token or token_file (config/tls.go)
 }
 
 // Sink is one [[sink]] table: a named consumer of some topics. The keys
@@ -85,6 +87,8 @@ func (s *Sinks) check(c *checker) {
 	if s.MetricsListen != "" {
 		c.address("metrics_listen", s.MetricsListen, false)
 	}
+	s.TLS.check(c, false)
+	s.ClientAuth.check(c)
 	if !c.tables("sink", len(s.Sinks)) {
 		return
 	}
