@@ -181,3 +181,22 @@ func checkTemplate(t string) string {
 	}
 	return ""
 }
+
+// refuseFileEngineKeys reports every key of HDFSSink set on a sink whose
+// type uses none of them (a type other than "file" and "hdfs" calls it
+// from its case in checkType).
+func (s *Sink) refuseFileEngineKeys(c *checker, at string) {
+	k := &s.HDFSSink
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"namenodes", len(k.Namenodes) > 0}, {"user", k.User != ""}, {"path", k.Path != ""},
+		{"compression", k.Compression != ""}, {"format", k.Format != ""}, {"block_size", k.BlockSize != 0},
+		{"block_replication", k.BlockReplication != 0}, {"write_buffer", k.WriteBuffer != 0},
+	} {
+		if f.set {
+			c.errorf(at+"."+f.name, `only for type "hdfs" (or "file")`)
+		}
+	}
+}

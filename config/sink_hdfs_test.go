@@ -30,3 +30,18 @@ func TestHDFSDefaults(t *testing.T) {
 		t.Fatalf("built in code: %+v", k)
 	}
 }
+
+func TestRefuseFileEngineKeys(t *testing.T) {
+	k := Sink{Type: "cassandra", HDFSSink: HDFSSink{Namenodes: []string{"nn:8020"}, Format: "json"}}
+	c := newChecker("config")
+	k.refuseFileEngineKeys(c, "sink[0]")
+	err := c.err()
+	if err == nil || len(err.(*Errors).Problems) != 2 {
+		t.Fatalf("got %v, want two problems (namenodes, format)", err)
+	}
+	c = newChecker("config")
+	(&Sink{Type: "cassandra"}).refuseFileEngineKeys(c, "sink[0]")
+	if err := c.err(); err != nil {
+		t.Fatal(err)
+	}
+}
