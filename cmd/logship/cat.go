@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"logship/config"
 	"logship/logstore/batch"
 	"logship/sinks"
 )
@@ -27,6 +30,7 @@ type catOptions struct {
 	from        string
 	format      string
 	follow      bool
+	sec         sinks.Security
 }
 
 func runCat(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -38,9 +42,15 @@ func runCat(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&o.from, "from", "earliest", "where to start in each partition: earliest, latest or an offset")
 	fs.StringVar(&o.format, "format", "raw", "raw (each record and a newline) or json (one object per line)")
 	fs.BoolVar(&o.follow, "follow", false, "keep printing new records until interrupted")
+	secFlags := addSecurityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	sec, err := secFlags.security()
+	if err != nil {
+		return err
+	}
+	o.sec = sec
 	if err := noArgs(fs); err != nil {
 		return err
 	}
@@ -62,7 +72,7 @@ func runCat(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	out := &recordPrinter{w: bufio.NewWriterSize(stdout, 256<<10), json: o.format == "json"}
-	err := catAll(ctx, o, out)
+	err = catAll(ctx, o, out)
 	if ferr := out.flush(); err == nil {
 		err = ferr
 	}
@@ -105,7 +115,7 @@ func catAll(ctx context.Context, o catOptions, out *recordPrinter) error {
 	}
 	found := false
 	for _, addr := range o.aggregators {
-		c, err := sinks.Dial(ctx, addr, "")
+		c, err := o.sec.Dial(ctx, addr, "")
 		if err != nil {
 			return fmt.Errorf("aggregator %s: %w", addr, err)
 		}
@@ -126,7 +136,7 @@ func catAll(ctx context.Context, o catOptions, out *recordPrinter) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				pc, err := sinks.Dial(ctx, addr, "")
+				pc, err := o.sec.Dial(ctx, addr, "")
 				if err == nil {
 					defer pc.Close()
 					err = catPartition(ctx, pc, o, int(p.Partition), from, -1, out)
@@ -242,4 +252,39 @@ func (p *recordPrinter) flush() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.w.Flush()
+}
+
+// securityFlags are the flags every consumer command (cat, offsets,
+// status) takes to connect as the sinks do: TLS files and a token.
+type securityFlags struct {
+	ca, cert, key, serverName, tokenFile string
+	tls                                  bool
+}
+
+// addSecurityFlags registers the connection's security flags on fs.
+func addSecurityFlags(fs *flag.FlagSet) *securityFlags {
+	f := &securityFlags{}
+	fs.BoolVar(&f.tls, "tls", false, "connect over TLS (implied by the other --tls-* flags)")
+	fs.StringVar(&f.ca, "tls-ca", "", "PEM file of the CA that signs the aggregators' certificates (default: the system's)")
+	fs.StringVar(&f.cert, "tls-cert", "", "PEM file of this client's certificate, for mutual TLS")
+	fs.StringVar(&f.key, "tls-key", "", "PEM file of the key of --tls-cert")
+	fs.StringVar(&f.serverName, "tls-server-name", "", "name the aggregators' certificates must carry (default: each address's host)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token the aggregators expect (default: $LOGSHIP_TOKEN); resets need one with the admin role")
+	return f
+}
+
+// security builds the sinks.Security the flags describe.
+func (f *securityFlags) security() (sinks.Security, error) {
+	var sec sinks.Security
+	auth := config.ClientAuth{Token: os.Getenv("LOGSHIP_TOKEN"), TokenFile: f.tokenFile}
+	if f.tokenFile != "" {
+		auth.Token = ""
+	}
+	tok, err := auth.Secret()
+	if err != nil {
+		return sec, fmt.Errorf("--token-file: %w", err)
+	}
+	sec.Token = tok
+	sec.TLS, err = clientTLS(config.TLS{CAFile: f.ca, CertFile: f.cert, KeyFile: f.key, ServerName: f.serverName, Enabled: f.tls})
+	return sec, err
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -113,39 +114,123 @@ func (c *sinkCollectors) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// aggregatorCollector exports an aggregator's Stats and partition ends.
 func aggregatorCollector(s *aggregator.Server) prometheus.Collector {
+	return &aggCollector{s: s}
+}
+
+var (
+	aggConns     = desc("logship_aggregator_connections_total", "Connections accepted.")
+	aggOpen      = desc("logship_aggregator_connections_open", "Connections open now, by role (agent or all).", "role")
+	aggRejected  = desc("logship_aggregator_rejected_connections_total", "Connections closed for what the peer sent (or did not send), by reason: handshake, hello, protocol, batch, tls, auth, idle, slow.", "reason")
+	aggWireIn    = desc("logship_aggregator_wire_bytes_in_total", "Bytes of frames read from agents and consumers (after TLS).")
+	aggWireOut   = desc("logship_aggregator_wire_bytes_out_total", "Bytes of frames written to agents and consumers (after TLS).")
+	aggBatches   = desc("logship_aggregator_batches_in_total", "Valid batches received from agents.")
+	aggBytesIn   = desc("logship_aggregator_bytes_in_total", "Bytes of batches received from agents (compressed, as stored).")
+	aggAcks      = desc("logship_aggregator_acks_total", "Produce acks sent, by status.", "status")
+	aggGaps      = desc("logship_aggregator_gaps_total", "Batches appended although their source skipped bytes.")
+	aggBeats     = desc("logship_aggregator_heartbeats_total", "Heartbeats answered.")
+	aggFetches   = desc("logship_aggregator_fetches_total", "Fetch requests served.")
+	aggFetchB    = desc("logship_aggregator_fetch_bytes_total", "Bytes of batches sent to consumers.")
+	aggCommits   = desc("logship_aggregator_offset_commits_total", "Sink offset commits stored.")
+	aggResets    = desc("logship_aggregator_offset_resets_total", "Operators' offset resets stored.")
+	aggAppendLat = desc("logship_aggregator_append_seconds", "Dedup check and append of one batch, under its partition's lock.")
+	aggFsyncLat  = desc("logship_aggregator_fsync_wait_seconds", "Time an ack waited for its batch to be durable (with fsync = always: the group-commit fsync).")
+	aggPartEnd   = desc("logship_aggregator_partition_end_offset", "The offset the next record of a partition gets.", "topic", "partition")
+	aggPartStart = desc("logship_aggregator_partition_start_offset", "The first offset a partition still stores.", "topic", "partition")
+)
+
+// aggCollector takes one Stats snapshot per scrape.
+type aggCollector struct{ s *aggregator.Server }
+
+func (c *aggCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{aggConns, aggOpen, aggRejected, aggWireIn, aggWireOut, aggBatches, aggBytesIn, aggAcks,
+		aggGaps, aggBeats, aggFetches, aggFetchB, aggCommits, aggResets, aggAppendLat, aggFsyncLat, aggPartEnd, aggPartStart} {
+		ch <- d
+	}
+}
+
+func (c *aggCollector) Collect(ch chan<- prometheus.Metric) {
+	emit := func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
+	}
+	hist := func(d *prometheus.Desc, h aggregator.Histogram) {
+		buckets := make(map[float64]uint64, len(h.Bounds))
+		for i, b := range h.Bounds {
+			buckets[b] = h.Counts[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(d, h.Count, h.Sum, buckets)
+	}
+	st := c.s.Stats()
+	emit(aggConns, prometheus.CounterValue, float64(st.Connections))
+	emit(aggOpen, prometheus.GaugeValue, float64(st.OpenConnections), "all")
+	emit(aggOpen, prometheus.GaugeValue, float64(st.OpenAgents), "agent")
+	for reason, n := range st.Rejected {
+		emit(aggRejected, prometheus.CounterValue, float64(n), reason)
+	}
+	emit(aggWireIn, prometheus.CounterValue, float64(st.WireBytesIn))
+	emit(aggWireOut, prometheus.CounterValue, float64(st.WireBytesOut))
+	emit(aggBatches, prometheus.CounterValue, float64(st.BatchesIn))
+	emit(aggBytesIn, prometheus.CounterValue, float64(st.BytesIn))
+	emit(aggAcks, prometheus.CounterValue, float64(st.Appended), "appended")
+	emit(aggAcks, prometheus.CounterValue, float64(st.Duplicates), "duplicate")
+	emit(aggAcks, prometheus.CounterValue, float64(st.Resyncs), "resync")
+	emit(aggAcks, prometheus.CounterValue, float64(st.Failed), "failed")
+	emit(aggGaps, prometheus.CounterValue, float64(st.Gaps))
+	emit(aggBeats, prometheus.CounterValue, float64(st.Heartbeats))
+	emit(aggFetches, prometheus.CounterValue, float64(st.Fetches))
+	emit(aggFetchB, prometheus.CounterValue, float64(st.FetchBytes))
+	emit(aggCommits, prometheus.CounterValue, float64(st.OffsetCommits))
+	emit(aggResets, prometheus.CounterValue, float64(st.OffsetResets))
+	hist(aggAppendLat, st.AppendLatency)
+	hist(aggFsyncLat, st.DurableLatency)
+	for _, p := range c.s.PartitionEnds() {
+		id := strconv.Itoa(p.Partition)
+		emit(aggPartEnd, prometheus.GaugeValue, float64(p.End), p.Topic, id)
+		emit(aggPartStart, prometheus.GaugeValue, float64(p.Start), p.Topic, id)
+	}
+}
+
+// agentConnCollector exports the state of an agent's connection.
+func agentConnCollector(a *agent.Agent) prometheus.Collector {
 	var (
-		conns    = desc("logship_aggregator_connections_total", "Connections accepted.")
-		open     = desc("logship_aggregator_connections_open", "Connections open now.")
-		rejected = desc("logship_aggregator_rejected_connections_total", "Connections closed for what the peer sent, by reason.", "reason")
-		batches  = desc("logship_aggregator_batches_in_total", "Valid batches received from agents.")
-		bytesIn  = desc("logship_aggregator_bytes_in_total", "Bytes of batches received from agents (compressed, as stored).")
-		acks     = desc("logship_aggregator_acks_total", "Produce acks sent, by status.", "status")
-		gaps     = desc("logship_aggregator_gaps_total", "Batches appended although their source skipped bytes.")
-		fetches  = desc("logship_aggregator_fetches_total", "Fetch requests served.")
-		fetchB   = desc("logship_aggregator_fetch_bytes_total", "Bytes of batches sent to consumers.")
-		commits  = desc("logship_aggregator_offset_commits_total", "Sink offset commits stored.")
+		connected = desc("logship_agent_connected", "1 while a session with an aggregator is up, by aggregator address.", "aggregator")
+		connects  = desc("logship_agent_connects_total", "Sessions established with aggregators.")
+		failures  = desc("logship_agent_connect_failures_total", "Dials and handshakes that failed.")
+		failovers = desc("logship_agent_failovers_total", "Moves to the next aggregator of the list.")
+		lost      = desc("logship_agent_sessions_lost_total", "Established sessions that ended other than by shutdown.")
+		beats     = desc("logship_agent_heartbeats_total", "Heartbeats sent.")
 	)
 	return &funcCollector{
-		descs: []*prometheus.Desc{conns, open, rejected, batches, bytesIn, acks, gaps, fetches, fetchB, commits},
+		descs: []*prometheus.Desc{connected, connects, failures, failovers, lost, beats},
 		collect: func(emit func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
-			st := s.Stats()
-			emit(conns, prometheus.CounterValue, float64(st.Connections))
-			emit(open, prometheus.GaugeValue, float64(st.OpenConnections))
-			for reason, n := range st.Rejected {
-				emit(rejected, prometheus.CounterValue, float64(n), reason)
+			st := a.ConnStats()
+			up := 0.0
+			if st.Connected {
+				up = 1
 			}
-			emit(batches, prometheus.CounterValue, float64(st.BatchesIn))
-			emit(bytesIn, prometheus.CounterValue, float64(st.BytesIn))
-			emit(acks, prometheus.CounterValue, float64(st.Appended), "appended")
-			emit(acks, prometheus.CounterValue, float64(st.Duplicates), "duplicate")
-			emit(acks, prometheus.CounterValue, float64(st.Resyncs), "resync")
-			emit(acks, prometheus.CounterValue, float64(st.Failed), "failed")
-			emit(gaps, prometheus.CounterValue, float64(st.Gaps))
-			emit(fetches, prometheus.CounterValue, float64(st.Fetches))
-			emit(fetchB, prometheus.CounterValue, float64(st.FetchBytes))
-			emit(commits, prometheus.CounterValue, float64(st.OffsetCommits))
+			emit(connected, prometheus.GaugeValue, up, st.Aggregator)
+			emit(connects, prometheus.CounterValue, float64(st.Connects))
+			emit(failures, prometheus.CounterValue, float64(st.ConnectFailures))
+			emit(failovers, prometheus.CounterValue, float64(st.Failovers))
+			emit(lost, prometheus.CounterValue, float64(st.SessionsLost))
+			emit(beats, prometheus.CounterValue, float64(st.Heartbeats))
 		},
+	}
+}
+
+// multiCollector joins collectors into one.
+type multiCollector []prometheus.Collector
+
+func (cs multiCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range cs {
+		c.Describe(ch)
+	}
+}
+
+func (cs multiCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range cs {
+		c.Collect(ch)
 	}
 }
 

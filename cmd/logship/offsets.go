@@ -48,7 +48,11 @@ Examples:
 
 // connectAll dials every aggregator; an unreachable one is an error
 // naming it.
-func connectAll(ctx context.Context, addrs []string) ([]*sinks.Client, func(), error) {
+func connectAll(ctx context.Context, addrs []string, secFlags *securityFlags) ([]*sinks.Client, func(), error) {
+	sec, err := secFlags.security()
+	if err != nil {
+		return nil, nil, err
+	}
 	var cs []*sinks.Client
 	closeAll := func() {
 		for _, c := range cs {
@@ -56,7 +60,7 @@ func connectAll(ctx context.Context, addrs []string) ([]*sinks.Client, func(), e
 		}
 	}
 	for _, a := range addrs {
-		c, err := sinks.Dial(ctx, a, "")
+		c, err := sec.Dial(ctx, a, "")
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("aggregator %s: %w", a, err)
@@ -67,8 +71,8 @@ func connectAll(ctx context.Context, addrs []string) ([]*sinks.Client, func(), e
 }
 
 // statusAll asks every aggregator for its status.
-func statusAll(ctx context.Context, addrs []string) ([]*wire.Status, error) {
-	cs, closeAll, err := connectAll(ctx, addrs)
+func statusAll(ctx context.Context, addrs []string, secFlags *securityFlags) ([]*wire.Status, error) {
+	cs, closeAll, err := connectAll(ctx, addrs, secFlags)
 	if err != nil {
 		return nil, err
 	}
@@ -94,6 +98,7 @@ func runOffsetsList(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs, _ := flags("offsets list", "--aggregator HOST:PORT [--aggregator ...] [--sink S] [--format table|json]",
 		"logship offsets list --aggregator 127.0.0.1:7450 --sink local", stderr)
 	aggs := aggregatorFlags(fs)
+	secFlags := addSecurityFlags(fs)
 	sink := fs.String("sink", "", "only this sink")
 	format := fs.String("format", "table", "table (for people) or json (one array, for scripts)")
 	if err := fs.Parse(args); err != nil {
@@ -102,7 +107,7 @@ func runOffsetsList(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := checkOpsFlags(fs, *aggs, *format); err != nil {
 		return err
 	}
-	sts, err := statusAll(ctx, *aggs)
+	sts, err := statusAll(ctx, *aggs, secFlags)
 	if err != nil {
 		return err
 	}
@@ -198,6 +203,7 @@ func runOffsetsReset(ctx context.Context, args []string, stdout, stderr io.Write
 	fs, _ := flags("offsets reset", "--aggregator HOST:PORT [--aggregator ...] --sink S [--topic T] [--partition P]\n       (--to-earliest | --to-latest | --to-offset N | --to-time RFC3339 | --by-duration -2h | --shift-by N) [--execute]",
 		"logship offsets reset --aggregator 127.0.0.1:7450 --sink local --to-time 2026-11-22T09:00:00Z --execute", stderr)
 	aggs := aggregatorFlags(fs)
+	secFlags := addSecurityFlags(fs)
 	sink := fs.String("sink", "", "the sink to move (required)")
 	topic := fs.String("topic", "", "only this topic (default: every topic the sink has a commit in)")
 	partition := fs.Int("partition", -1, "only this partition (needs --topic)")
@@ -267,7 +273,7 @@ func runOffsetsReset(ctx context.Context, args []string, stdout, stderr io.Write
 	if len(targets) != 1 {
 		return errors.New("give exactly one of --to-earliest, --to-latest, --to-offset, --to-time, --by-duration, --shift-by")
 	}
-	cs, closeAll, err := connectAll(ctx, *aggs)
+	cs, closeAll, err := connectAll(ctx, *aggs, secFlags)
 	if err != nil {
 		return err
 	}

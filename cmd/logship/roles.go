@@ -68,7 +68,7 @@ func aggregatorOptions(c *config.Aggregator, log *slog.Logger) (aggregator.Optio
 	if err != nil {
 		return aggregator.Options{}, err
 	}
-	return aggregator.Options{
+	o := aggregator.Options{
 		ID:            c.ID,
 		Listen:        c.Listen,
 		DataDir:       c.DataDir,
@@ -83,7 +83,8 @@ func aggregatorOptions(c *config.Aggregator, log *slog.Logger) (aggregator.Optio
 		RetentionAge:    c.RetentionAge.D(),
 		RetentionBytes:  int64(c.RetentionBytes),
 		MaxOpenSegments: c.MaxOpenSegments,
-	}, nil
+	}
+	return o, serverSecurity(c, &o)
 }
 
 func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -103,7 +104,7 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := serveMetrics(ctx, c.MetricsListen, agentCollector(a), log); err != nil {
+	if err := serveMetrics(ctx, c.MetricsListen, multiCollector{agentCollector(a), agentConnCollector(a)}, log); err != nil {
 		a.Close()
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
@@ -140,7 +141,9 @@ func agentOptions(c *config.Agent, log *slog.Logger) (agent.Options, error) {
 		Logger:            log,
 	}
 	o.Inputs = agentInputs(c)
-	return o, nil
+	sec, err := clientSecurity(c.TLS, c.ClientAuth)
+	o.TLS, o.Token = sec.TLS, sec.Token
+	return o, err
 }
 
 func agentInputs(c *config.Agent) []agent.Input {
@@ -258,6 +261,10 @@ func newSink(c *config.Sinks, sc config.Sink, log *slog.Logger) (sinks.Sink, sin
 		FetchBytes:  int(sc.FetchBytes),
 		Start:       sc.Start,
 		Logger:      log,
+	}
+	var err error
+	if o.Security, err = clientSecurity(c.TLS, c.ClientAuth); err != nil {
+		return nil, o, err
 	}
 	switch sc.Type {
 	case "file":

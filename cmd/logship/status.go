@@ -35,6 +35,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs, _ := flags("status", "--aggregator HOST:PORT [--aggregator ...] [--format table|json]",
 		"logship status --aggregator 127.0.0.1:7450 --format json", stderr)
 	aggs := aggregatorFlags(fs)
+	secFlags := addSecurityFlags(fs)
 	format := fs.String("format", "table", "table (for people) or json (for scripts)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -42,7 +43,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := checkOpsFlags(fs, *aggs, *format); err != nil {
 		return err
 	}
-	sts, err := statusAll(ctx, *aggs)
+	sts, err := statusAll(ctx, *aggs, secFlags)
 	if err != nil {
 		return err
 	}

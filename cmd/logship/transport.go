@@ -1,0 +1,61 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"logship/aggregator"
+	"logship/config"
+	"logship/internal/wire"
+	"logship/sinks"
+)
+
+// The transport's security, from config to the roles' options: TLS files
+// are read and checked here, at start, so that a missing file, a key that
+// does not match or an expired certificate stops the command with the
+// file's name.
+
+// clientTLS builds a client's TLS config from a [tls] table; nil when it
+// asks for none.
+func clientTLS(t config.TLS) (*tls.Config, error) {
+	if !t.On() {
+		return nil, nil
+	}
+	return wire.ClientTLSConfig(wire.TLSFiles{Cert: t.CertFile, Key: t.KeyFile, CA: t.CAFile, ServerName: t.ServerName}, time.Now())
+}
+
+// clientSecurity is a client's TLS config and token.
+func clientSecurity(t config.TLS, a config.ClientAuth) (sinks.Security, error) {
+	var sec sinks.Security
+	tok, err := a.Secret()
+	if err != nil {
+		return sec, err
+	}
+	sec.Token = tok
+	if sec.TLS, err = clientTLS(t); err != nil {
+		return sec, fmt.Errorf("tls: %w", err)
+	}
+	return sec, nil
+}
+
+// serverSecurity sets an aggregator's TLS config, tokens and timeouts.
+func serverSecurity(c *config.Aggregator, o *aggregator.Options) error {
+	if c.TLS.On() {
+		cfg, err := wire.ServerTLSConfig(wire.TLSFiles{Cert: c.TLS.CertFile, Key: c.TLS.KeyFile, CA: c.TLS.CAFile}, time.Now())
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		o.TLS = cfg
+	}
+	for i := range c.Tokens {
+		t := &c.Tokens[i]
+		secret, err := t.Secret()
+		if err != nil {
+			return fmt.Errorf("token %q: %w", t.Name, err)
+		}
+		o.Tokens = append(o.Tokens, aggregator.Token{Name: t.Name, Secret: secret, Roles: t.Roles, IDs: t.IDs})
+	}
+	o.IdleTimeout, o.ReadTimeout = c.IdleTimeout.D(), c.ReadTimeout.D()
+	return nil
+}
