@@ -1,0 +1,186 @@
+package aggregator
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"logship/internal/wire"
+	"logship/logstore"
+	"logship/logstore/batch"
+)
+
+// benchBatches builds n zstd batches of about 256 KiB of log lines each,
+// for conns sources (one per connection), as Produce frames: what agents
+// send. It returns the frames by connection and the raw bytes in all.
+func benchBatches(b *testing.B, conns, n int) (frames [][][]byte, raw int64) {
+	b.Helper()
+	bld, err := batch.NewBuilder(batch.Zstd)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bld.Close()
+	frames = make([][][]byte, conns)
+	var line bytes.Buffer
+	for i := range n {
+		c := i % conns
+		seq := len(frames[c])
+		size := 0
+		for j := 0; size < 256<<10; j++ {
+			line.Reset()
+			fmt.Fprintf(&line, "2026-11-22T06:51:%02d.%06dZ INFO host-%03d request_id=%08x path=/api/v1/items/%d status=200 bytes=%d took=%dms",
+				j%60, j*37%1000000, c, i*7919+j, j%5000, j*13%100000, j%250)
+			bld.Add(int64(j), line.Bytes())
+			size += line.Len() + 1
+		}
+		from := int64(seq) * int64(size)
+		out, err := bld.Build(nil, batch.Meta{Agent: fmt.Sprintf("host-%03d", c), Topic: "app", Path: "/var/log/app.log",
+			SourceID: uint64(c), RangeStart: from, RangeEnd: from + int64(size)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		raw += int64(size)
+		f := binary.BigEndian.AppendUint32(nil, uint32(1+wire.ProduceHeaderSize+len(out)))
+		f = append(f, byte(wire.TypeProduce))
+		f = wire.EncodeProduceHeader(f, uint64(seq+1))
+		frames[c] = append(frames[c], append(f, out...))
+	}
+	return frames, raw
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// report adds the benchmark's throughput metrics.
+func report(b *testing.B, raw, wireBytes int64, took, cpu time.Duration) {
+	b.ReportMetric(float64(raw)/took.Seconds()/1e6, "raw-MB/s")
+	b.ReportMetric(float64(wireBytes)/took.Seconds()/1e6, "wire-MB/s")
+	b.ReportMetric(cpu.Seconds()/(float64(raw)/1e9), "cpu-s/raw-GB")
+}
+
+// BenchmarkIngest: agents on 1, 8 and 64 connections send pre-built
+// batches (zstd, about 256 KiB of log lines each) as fast as the
+// aggregator acks them, with a window of 64 batches per connection, next
+// to the logstore appending the same batches by itself (the baseline the
+// aggregator is held to). One op is one batch. cpu-s/raw-GB counts the
+// whole process, senders included (they only write prebuilt bytes).
+//
+//	go test -run '^$' -bench BenchmarkIngest -benchtime 2000x -count 6 ./aggregator/
+func BenchmarkIngest(b *testing.B) {
+	for _, fsync := range []logstore.FsyncPolicy{logstore.FsyncNever, logstore.FsyncAlways} {
+		b.Run("fsync="+fsync.String()+"/logstore", func(b *testing.B) {
+			frames, raw := benchBatches(b, 8, b.N)
+			store, err := logstore.Open(filepath.Join(b.TempDir(), "log"), logstore.Options{Fsync: fsync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer store.Close()
+			var wireBytes int64
+			type item struct {
+				b []byte
+				h batch.Header
+			}
+			var items []item
+			for i := range len(frames[0]) {
+				for c := range frames {
+					if i < len(frames[c]) {
+						bb := frames[c][i][5+wire.ProduceHeaderSize:]
+						h, err := batch.Parse(bb)
+						if err != nil {
+							b.Fatal(err)
+						}
+						items = append(items, item{bb, h})
+						wireBytes += int64(len(frames[c][i]))
+					}
+				}
+			}
+			accept := func(*batch.Header) (bool, error) { return true, nil }
+			b.SetBytes(raw / int64(b.N))
+			b.ResetTimer()
+			start, cpu0 := time.Now(), cpuTime()
+			for i := range items {
+				it := &items[i]
+				p, err := store.Partition("app", hashPartition(sourceKey{it.h.Agent, it.h.SourceID}, 4))
+				if err != nil {
+					b.Fatal(err)
+				}
+				res, err := p.Append(it.b, &it.h, accept)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := p.WaitDurable(res.Next); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			report(b, raw, wireBytes, time.Since(start), cpuTime()-cpu0)
+		})
+		for _, conns := range []int{1, 8, 64} {
+			b.Run(fmt.Sprintf("fsync=%s/conns=%d", fsync, conns), func(b *testing.B) {
+				frames, raw := benchBatches(b, conns, max(b.N, conns))
+				ts := start(b, b.TempDir(), func(o *Options) { o.Fsync = fsync; o.Logger = nil })
+				var wireBytes int64
+				for _, fs := range frames {
+					for _, f := range fs {
+						wireBytes += int64(len(f))
+					}
+				}
+				ncs := make([]net.Conn, conns)
+				for i := range ncs {
+					ncs[i] = dialRaw(b, ts.Addr(), fmt.Sprintf("host-%03d", i)).nc
+				}
+				b.SetBytes(raw / int64(max(b.N, conns)))
+				b.ResetTimer()
+				start, cpu0 := time.Now(), cpuTime()
+				var wg sync.WaitGroup
+				for i, nc := range ncs {
+					const window = 64
+					credit := make(chan struct{}, window)
+					wg.Add(2)
+					go func() { // the agent's writer
+						defer wg.Done()
+						for _, f := range frames[i] {
+							credit <- struct{}{}
+							if _, err := nc.Write(f); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+					go func() { // the agent's reader
+						defer wg.Done()
+						r := &rawAgent{nc: nc}
+						for range frames[i] {
+							if err := r.readAck(); err != nil {
+								if err != io.EOF {
+									b.Error(err)
+								}
+								return
+							}
+							<-credit
+						}
+					}()
+				}
+				wg.Wait()
+				b.StopTimer()
+				report(b, raw, wireBytes, time.Since(start), cpuTime()-cpu0)
+				if st := ts.Stats(); st.Appended != int64(max(b.N, conns)) {
+					b.Fatalf("%d appended of %d", st.Appended, max(b.N, conns))
+				}
+				for _, nc := range ncs {
+					nc.Close()
+				}
+			})
+		}
+	}
+}
