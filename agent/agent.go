@@ -173,6 +173,11 @@ type Stats struct {
 	// drained within DrainTimeout, truncated files whose unread bytes no
 	// copy kept. Each case is also logged with the file name.
 	GivenUpBytes int64
+	// WindowFull is how long, in all, reading stopped because the window
+	// of unacknowledged bytes was full: the agent's backpressure.
+	WindowFull time.Duration
+	// InflightBytes are the file bytes sent and not acknowledged yet.
+	InflightBytes int64
 	// Sources are the open files, in no particular order.
 	Sources []SourceStats
 }
@@ -243,6 +248,12 @@ type Agent struct {
 
 	lines, rawBytes, wireBytes, batches, ackedBatches, ackedBytes, openFiles atomic.Int64
 	filesWaiting, recordsSplit, givenUp                                      atomic.Int64
+
+	// Backpressure, for metrics: windowFull is the time the window was
+	// full, in ns, up to fullSince (loop goroutine), when a full spell
+	// began (zero while not full); inflight mirrors inflightBytes.
+	windowFull, inflight atomic.Int64
+	fullSince            time.Time
 
 	srcMu   sync.Mutex
 	srcList []*source // the open sources, for Stats; replaced, never changed in place
@@ -426,17 +437,19 @@ func copyInputs(ins []Input) []Input {
 // Stats returns totals since start. Safe to call concurrently.
 func (a *Agent) Stats() Stats {
 	return Stats{
-		Lines:        a.lines.Load(),
-		RawBytes:     a.rawBytes.Load(),
-		WireBytes:    a.wireBytes.Load(),
-		Batches:      a.batches.Load(),
-		AckedBatches: a.ackedBatches.Load(),
-		AckedBytes:   a.ackedBytes.Load(),
-		OpenFiles:    int(a.openFiles.Load()),
-		FilesWaiting: int(a.filesWaiting.Load()),
-		RecordsSplit: a.recordsSplit.Load(),
-		GivenUpBytes: a.givenUp.Load(),
-		Sources:      a.sourceStats(),
+		Lines:         a.lines.Load(),
+		RawBytes:      a.rawBytes.Load(),
+		WireBytes:     a.wireBytes.Load(),
+		Batches:       a.batches.Load(),
+		AckedBatches:  a.ackedBatches.Load(),
+		AckedBytes:    a.ackedBytes.Load(),
+		OpenFiles:     int(a.openFiles.Load()),
+		FilesWaiting:  int(a.filesWaiting.Load()),
+		RecordsSplit:  a.recordsSplit.Load(),
+		GivenUpBytes:  a.givenUp.Load(),
+		WindowFull:    time.Duration(a.windowFull.Load()),
+		InflightBytes: a.inflight.Load(),
+		Sources:       a.sourceStats(),
 	}
 }
 

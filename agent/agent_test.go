@@ -433,10 +433,18 @@ func TestWindowBackpressure(t *testing.T) {
 	if ag.Idle() {
 		t.Error("idle with a full window")
 	}
+	if st.InflightBytes < int64(opts.WindowBytes-opts.BatchBytes) {
+		t.Errorf("in-flight bytes %d with a full window", st.InflightBytes)
+	}
 	fa.setHold(false)
 	waitFor(t, "all lines", func() bool { return fa.records() == 20000 })
 	waitFor(t, "idle", ag.Idle)
 	checkStreams(t, fa.snapshot(), map[string]int{"a": 20000}, nil)
+	// The full spell shows in Stats once it is over: backpressure is
+	// visible in the metrics.
+	if st := ag.Stats(); st.WindowFull <= 0 || st.InflightBytes != 0 {
+		t.Errorf("after the spell: window full %v, in flight %d", st.WindowFull, st.InflightBytes)
+	}
 }
 
 func TestStartAtEnd(t *testing.T) {

@@ -31,6 +31,20 @@ func (a *Agent) windowRoom() bool {
 	return a.inflightBytes == 0 || a.inflightBytes+int64(a.opts.BatchBytes) <= int64(a.opts.WindowBytes)
 }
 
+// noteWindow counts the time the window stays full, for Stats. Loop
+// goroutine: tailPass calls it at each turn, and acks wake the loop.
+func (a *Agent) noteWindow(now time.Time) {
+	a.inflight.Store(a.inflightBytes)
+	full := !a.windowRoom()
+	switch {
+	case full && a.fullSince.IsZero():
+		a.fullSince = now
+	case !full && !a.fullSince.IsZero():
+		a.windowFull.Add(int64(now.Sub(a.fullSince)))
+		a.fullSince = time.Time{}
+	}
+}
+
 // tailPass gives each source that is due a turn, round-robin. It reports
 // whether some source has more to read right away.
 func (a *Agent) tailPass(now time.Time) (busy bool) {
@@ -40,10 +54,12 @@ func (a *Agent) tailPass(now time.Time) (busy bool) {
 	if a.needSave {
 		a.savePositions() // on failure, the sources it names wait for the next try
 	}
+	a.noteWindow(now)
 	n := len(a.order)
 	a.rr++
 	for i := range n {
 		if !a.windowRoom() {
+			a.noteWindow(now)
 			return false // backpressure: acks wake the loop
 		}
 		s := a.order[(a.rr+i)%n]

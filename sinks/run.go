@@ -103,6 +103,7 @@ func (r *runner) serveAggregator(ctx context.Context, addr string) {
 					lvl = slog.LevelDebug
 				}
 				log.Log(ctx, lvl, "aggregator unreachable", "err", err)
+				r.opts.Stats.reachable(addr, false)
 				down = true
 				if !sleep(ctx, bo.next()) {
 					return
@@ -116,6 +117,7 @@ func (r *runner) serveAggregator(ctx context.Context, addr string) {
 				return
 			}
 			log.Warn("listing partitions", "aggregator", c.Aggregator(), "err", err)
+			r.opts.Stats.reachable(addr, false)
 			c.Close()
 			c = nil
 			down = true
@@ -124,6 +126,7 @@ func (r *runner) serveAggregator(ctx context.Context, addr string) {
 			}
 			continue
 		}
+		r.opts.Stats.reachable(addr, true)
 		if down {
 			log.Info("aggregator reachable", "aggregator", c.Aggregator())
 			down = false

@@ -17,6 +17,7 @@ type Stats struct {
 
 	mu    sync.Mutex
 	parts map[partKey]*PartitionStats
+	up    map[string]bool // aggregator address → its last metadata request worked
 }
 
 // PartitionStats is the runtime's view of one partition.
@@ -52,7 +53,31 @@ type StatsSnapshot struct {
 }
 
 // NewStats returns empty Stats.
-func NewStats() *Stats { return &Stats{parts: make(map[partKey]*PartitionStats)} }
+func NewStats() *Stats {
+	return &Stats{parts: make(map[partKey]*PartitionStats), up: make(map[string]bool)}
+}
+
+// Unreachable returns the aggregator addresses whose last attempt to list
+// partitions failed, or that were not reached yet: a sink worker is ready
+// when there are none.
+func (s *Stats) Unreachable(addrs []string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, a := range addrs {
+		if !s.up[a] {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// reachable records whether an aggregator answered.
+func (s *Stats) reachable(addr string, ok bool) {
+	s.mu.Lock()
+	s.up[addr] = ok
+	s.mu.Unlock()
+}
 
 // Snapshot returns the counters and the partitions, sorted by aggregator,
 // topic and partition.

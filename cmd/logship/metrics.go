@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,10 +23,12 @@ import (
 	"logship/sinks/file"
 )
 
-// serveMetrics serves Prometheus /metrics and /healthz on addr until ctx is
-// done. The listener is bound before it returns, so a bad address fails the
-// command at start. An empty addr serves nothing.
-func serveMetrics(ctx context.Context, addr string, c prometheus.Collector, log *slog.Logger) error {
+// serveMetrics serves Prometheus /metrics, /healthz and /readyz on addr
+// until ctx is done. /healthz answers 200 while the process runs; /readyz
+// answers 200 when ready returns nil and 503 with its error otherwise. The
+// listener is bound before it returns, so a bad address fails the command
+// at start. An empty addr serves nothing.
+func serveMetrics(ctx context.Context, addr string, c prometheus.Collector, ready func() error, log *slog.Logger) error {
 	if addr == "" {
 		return nil
 	}
@@ -36,6 +40,13 @@ func serveMetrics(ctx context.Context, addr string, c prometheus.Collector, log 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -83,8 +94,86 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 // exist only after the metrics server started: it is an unchecked
 // collector. Each sink type with stats has a case in add.
 type sinkCollectors struct {
-	mu sync.Mutex
-	cs []prometheus.Collector
+	mu       sync.Mutex
+	cs       []prometheus.Collector
+	runtimes []sinkRuntime
+}
+
+// sinkRuntime is the consumer runtime of one sink, for metrics and
+// readiness.
+type sinkRuntime struct {
+	name        string
+	aggregators []string
+	stats       *sinks.Stats
+}
+
+// addRuntime registers the runtime Stats of the sink name.
+func (c *sinkCollectors) addRuntime(name string, aggregators []string, st *sinks.Stats) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.runtimes = append(c.runtimes, sinkRuntime{name, aggregators, st})
+	c.cs = append(c.cs, sinkRuntimeCollector(name, st))
+}
+
+// ready: every sink has reached every aggregator at its last try.
+func (c *sinkCollectors) ready() error {
+	c.mu.Lock()
+	rs := c.runtimes
+	c.mu.Unlock()
+	if len(rs) == 0 {
+		return errors.New("no sink running yet")
+	}
+	var errs []error
+	for _, r := range rs {
+		if down := r.stats.Unreachable(r.aggregators); len(down) > 0 {
+			errs = append(errs, fmt.Errorf("sink %s: aggregators not reached: %s", r.name, strings.Join(down, ", ")))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var (
+	sinkRecords   = desc("logship_sink_records_total", "Records delivered to the sink by the consumer runtime.", "sink")
+	sinkBytes     = desc("logship_sink_record_bytes_total", "Bytes of the records' data delivered to the sink.", "sink")
+	sinkFetches   = desc("logship_sink_fetches_total", "Fetch requests made.", "sink")
+	sinkCommits   = desc("logship_sink_commits_total", "Offset commits stored by the aggregators.", "sink")
+	sinkCommitErr = desc("logship_sink_commit_errors_total", "Offset commits refused or failed.", "sink")
+	sinkResets    = desc("logship_sink_resets_total", "Operator offset resets followed (replays).", "sink")
+	sinkGaps      = desc("logship_sink_gap_records_total", "Records found missing upstream (deleted by retention before they were read).", "sink")
+	sinkWriterErr = desc("logship_sink_writer_errors_total", "Errors of the sink's writers; the writer is reopened and resumes from what is durable.", "sink")
+	sinkLag       = desc("logship_sink_lag_records", "Records between the sink's next offset and the partition's end at the last fetch.", "sink", "aggregator", "topic", "partition")
+	sinkNext      = desc("logship_sink_next_offset", "The next offset the sink fetches.", "sink", "aggregator", "topic", "partition")
+	sinkCommitted = desc("logship_sink_committed_offset", "The sink's offset committed at the aggregator.", "sink", "aggregator", "topic", "partition")
+)
+
+// sinkRuntimeCollector exports a sink's consumer runtime Stats.
+func sinkRuntimeCollector(name string, st *sinks.Stats) prometheus.Collector {
+	return &funcCollector{
+		descs: []*prometheus.Desc{sinkRecords, sinkBytes, sinkFetches, sinkCommits, sinkCommitErr, sinkResets, sinkGaps, sinkWriterErr, sinkLag, sinkNext, sinkCommitted},
+		collect: func(emit func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
+			s := st.Snapshot()
+			emit(sinkRecords, prometheus.CounterValue, float64(s.Records), name)
+			emit(sinkBytes, prometheus.CounterValue, float64(s.Bytes), name)
+			emit(sinkFetches, prometheus.CounterValue, float64(s.Fetches), name)
+			emit(sinkCommits, prometheus.CounterValue, float64(s.Commits), name)
+			emit(sinkCommitErr, prometheus.CounterValue, float64(s.CommitErrors), name)
+			emit(sinkResets, prometheus.CounterValue, float64(s.Resets), name)
+			emit(sinkGaps, prometheus.CounterValue, float64(s.Gaps), name)
+			emit(sinkWriterErr, prometheus.CounterValue, float64(s.SinkErrors), name)
+			for _, p := range s.Partitions {
+				labels := []string{name, p.Aggregator, p.Topic, strconv.Itoa(p.Partition)}
+				if lag := p.Lag(); lag >= 0 {
+					emit(sinkLag, prometheus.GaugeValue, float64(lag), labels...)
+				}
+				if p.Next >= 0 {
+					emit(sinkNext, prometheus.GaugeValue, float64(p.Next), labels...)
+				}
+				if p.Committed >= 0 {
+					emit(sinkCommitted, prometheus.GaugeValue, float64(p.Committed), labels...)
+				}
+			}
+		},
+	}
 }
 
 func (c *sinkCollectors) add(name string, s sinks.Sink) {
@@ -246,6 +335,8 @@ func agentCollector(a *agent.Agent) prometheus.Collector {
 		waiting    = desc("logship_agent_files_waiting", "Files found that wait for max_open_files.")
 		split      = desc("logship_agent_records_split_total", "Lines or multiline records cut at max_line_bytes or a multiline limit.")
 		givenUp    = desc("logship_agent_given_up_bytes_total", "File bytes never shipped: rotated or deleted files past drain_timeout, truncated files whose unread bytes no copy kept.")
+		full       = desc("logship_agent_window_full_seconds_total", "Time reading stopped because the window of unacknowledged bytes was full (backpressure).")
+		inflight   = desc("logship_agent_inflight_bytes", "File bytes sent and not acknowledged yet.")
 		srcRead    = desc("logship_agent_source_read_bytes_total", "File bytes of one open file put in batches since it was opened.", "topic", "path")
 		srcAcked   = desc("logship_agent_source_acked_position_bytes", "Acknowledged position in one open file.", "topic", "path")
 		srcSize    = desc("logship_agent_source_size_bytes", "Size of one open file at the agent's last look.", "topic", "path")
@@ -253,7 +344,7 @@ func agentCollector(a *agent.Agent) prometheus.Collector {
 		srcUp      = desc("logship_agent_source_given_up_bytes_total", "Bytes of one open file given up.", "topic", "path")
 	)
 	return &funcCollector{
-		descs: []*prometheus.Desc{lines, raw, wire, batches, acked, ackedBytes, open, waiting, split, givenUp, srcRead, srcAcked, srcSize, srcLag, srcUp},
+		descs: []*prometheus.Desc{lines, raw, wire, batches, acked, ackedBytes, open, waiting, split, givenUp, full, inflight, srcRead, srcAcked, srcSize, srcLag, srcUp},
 		collect: func(emit func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
 			st := a.Stats()
 			emit(lines, prometheus.CounterValue, float64(st.Lines))
@@ -266,6 +357,8 @@ func agentCollector(a *agent.Agent) prometheus.Collector {
 			emit(waiting, prometheus.GaugeValue, float64(st.FilesWaiting))
 			emit(split, prometheus.CounterValue, float64(st.RecordsSplit))
 			emit(givenUp, prometheus.CounterValue, float64(st.GivenUpBytes))
+			emit(full, prometheus.CounterValue, st.WindowFull.Seconds())
+			emit(inflight, prometheus.GaugeValue, float64(st.InflightBytes))
 			seen := make(map[[2]string]bool, len(st.Sources))
 			for _, s := range st.Sources {
 				// Two open files can share a path for a moment (a rotated
@@ -283,5 +376,18 @@ func agentCollector(a *agent.Agent) prometheus.Collector {
 				emit(srcUp, prometheus.CounterValue, float64(s.GivenUpBytes), s.Topic, s.Path)
 			}
 		},
+	}
+}
+
+// agentReady: the agent is ready while a session with an aggregator is up.
+func agentReady(a *agent.Agent) func() error {
+	return func() error {
+		if cs := a.ConnStats(); !cs.Connected {
+			if cs.Aggregator == "" {
+				return errors.New("not connected to an aggregator yet")
+			}
+			return fmt.Errorf("not connected: last tried %s", cs.Aggregator)
+		}
+		return nil
 	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,10 +88,10 @@ func TestReplayByTime(t *testing.T) {
 
 	out := filepath.Join(root, "archive")
 	sinkCfg := filepath.Join(root, "sinks.toml")
-	writeFile(t, sinkCfg, fmt.Sprintf("aggregators = [%q]\n[[sink]]\nname = \"archive\"\ntype = \"file\"\ntopics = [\"app\"]\ndir = %q\nidle_timeout = \"200ms\"\n", addr, out))
+	writeFile(t, sinkCfg, fmt.Sprintf("aggregators = [%q]\nmetrics_listen = \"127.0.0.1:0\"\n[[sink]]\nname = \"archive\"\ntype = \"file\"\ntopics = [\"app\"]\ndir = %q\nidle_timeout = \"200ms\"\n", addr, out))
 	sink := start(t, "sink", "sink", "--config", sinkCfg)
 	agentCfg := filepath.Join(root, "agent.toml")
-	writeFile(t, agentCfg, fmt.Sprintf("id = \"web-01\"\nstate_dir = %q\naggregators = [%q]\nbatch_wait = \"20ms\"\nscan_interval = \"100ms\"\npoll_interval = \"20ms\"\n[[input]]\ntopic = \"app\"\npaths = [%q]\n",
+	writeFile(t, agentCfg, fmt.Sprintf("id = \"web-01\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = %q\naggregators = [%q]\nbatch_wait = \"20ms\"\nscan_interval = \"100ms\"\npoll_interval = \"20ms\"\n[[input]]\ntopic = \"app\"\npaths = [%q]\n",
 		filepath.Join(root, "agent-state"), addr, filepath.Join(logs, "*.log")))
 	ag := start(t, "agent", "agent", "--config", agentCfg)
 
@@ -99,6 +101,26 @@ func TestReplayByTime(t *testing.T) {
 	between := time.Now()
 	s.write(t, 300)
 	waitFor(t, "phase 2 published", 30*time.Second, func() bool { return len(epochLines(t, out, 0)) == 800 })
+
+	// Every role is ready, and its metrics show where it stands.
+	for _, p := range []*proc{agg, sink, ag} {
+		m := metricsRE.FindStringSubmatch(p.output())
+		if m == nil {
+			t.Fatalf("%s did not log its metrics address", p.name)
+		}
+		if code, body := httpGet(t, "http://"+m[1]+"/readyz"); code != 200 {
+			t.Errorf("%s /readyz: %d %s", p.name, code, body)
+		}
+		_, body := httpGet(t, "http://"+m[1]+"/metrics")
+		want := map[string]string{
+			"aggregator": `logship_aggregator_partition_end_offset{partition="0",topic="app"} 800`,
+			"sink":       `logship_sink_lag_records{aggregator="agg-1",partition="0",sink="archive",topic="app"} 0`,
+			"agent":      `logship_agent_window_full_seconds_total`,
+		}[p.name]
+		if !strings.Contains(body, want) {
+			t.Errorf("%s metrics lack %q", p.name, want)
+		}
+	}
 
 	// The status shows the partition, the agent and the sink at the end.
 	js, code := runCLI(t, "status", "--aggregator", addr, "--format", "json")
@@ -296,5 +318,46 @@ func TestHelpEverySubcommand(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "Example") {
 			t.Errorf("logship %s --help: exit %d\n%s", strings.Join(args, " "), code, out)
 		}
+	}
+}
+
+func httpGet(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestSinkNotReady: a sink worker whose aggregator is unreachable says so
+// on /readyz, naming it.
+func TestSinkNotReady(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	root := t.TempDir()
+	cfg := filepath.Join(root, "sinks.toml")
+	writeFile(t, cfg, fmt.Sprintf("aggregators = [\"127.0.0.1:1\"]\nmetrics_listen = \"127.0.0.1:0\"\n[[sink]]\nname = \"s\"\ntype = \"file\"\ntopics = [\"app\"]\ndir = %q\n", filepath.Join(root, "out")))
+	sink := start(t, "sink", "sink", "--config", cfg)
+	var addr string
+	waitFor(t, "metrics address", 20*time.Second, func() bool {
+		m := metricsRE.FindStringSubmatch(sink.output())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	waitFor(t, "not ready", 20*time.Second, func() bool {
+		code, body := httpGet(t, "http://"+addr+"/readyz")
+		return code == 503 && strings.Contains(body, "sink s: aggregators not reached: 127.0.0.1:1")
+	})
+	if code, _ := httpGet(t, "http://"+addr+"/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+	if err := sink.stop(syscall.SIGTERM); err != nil {
+		t.Errorf("sink exit after SIGTERM: %v", err)
 	}
 }

@@ -51,7 +51,7 @@ func runAggregator(ctx context.Context, args []string, _, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := serveMetrics(ctx, c.MetricsListen, aggregatorCollector(s), log); err != nil {
+	if err := serveMetrics(ctx, c.MetricsListen, aggregatorCollector(s), s.Ready, log); err != nil {
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
 	r := &aggregatorReloader{path: path, cur: c, s: s, log: log}
@@ -104,7 +104,7 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := serveMetrics(ctx, c.MetricsListen, multiCollector{agentCollector(a), agentConnCollector(a)}, log); err != nil {
+	if err := serveMetrics(ctx, c.MetricsListen, multiCollector{agentCollector(a), agentConnCollector(a)}, agentReady(a), log); err != nil {
 		a.Close()
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
@@ -216,7 +216,7 @@ func runSink(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	stats := &sinkCollectors{}
-	if err := serveMetrics(ctx, c.MetricsListen, stats, log); err != nil {
+	if err := serveMetrics(ctx, c.MetricsListen, stats, stats.ready, log); err != nil {
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
 	log.Info("sinks starting", "sinks", len(c.Sinks), "aggregators", c.Aggregators)
@@ -234,6 +234,8 @@ func runSinks(ctx context.Context, c *config.Sinks, log *slog.Logger, stats *sin
 			return err
 		}
 		stats.add(sc.Name, s)
+		o.Stats = sinks.NewStats()
+		stats.addRuntime(sc.Name, o.Aggregators, o.Stats)
 		go func() {
 			err := sinks.Run(ctx, o, s)
 			if cerr := s.Close(); err == nil {
