@@ -361,3 +361,33 @@ func TestSinkNotReady(t *testing.T) {
 		t.Errorf("sink exit after SIGTERM: %v", err)
 	}
 }
+
+// TestMetricsDocumented: every metric the binary defines is listed in
+// the README.
+func TestMetricsDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("*.go")
+	re := regexp.MustCompile(`desc\("(logship_[a-z_]+)"`)
+	n := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllStringSubmatch(string(src), -1) {
+			n++
+			if !strings.Contains(string(readme), "`"+m[1]+"`") {
+				t.Errorf("metric %s (%s) is not in README.md's Metrics section", m[1], f)
+			}
+		}
+	}
+	if n < 50 {
+		t.Fatalf("found only %d metrics: did the way they are defined change?", n)
+	}
+}
