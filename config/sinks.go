@@ -143,10 +143,12 @@ func (k *Sink) checkType(c *checker, at string) {
 	case "file":
 		c.required(at+".dir", k.Dir)
 		k.checkFileEngine(c, at)
+		k.checkNoCassandraKeys(c, at)
 	case "cassandra":
 		k.checkCassandra(c, at)
 	case "hdfs":
 		k.checkHDFS(c, at)
+		k.checkNoCassandraKeys(c, at)
 	default:
 		c.oneOf(at+".type", k.Type, SinkTypes()...)
 	}

@@ -33,6 +33,14 @@ const (
 const (
 	// MaxTTL is Cassandra's own limit on a TTL: 20 years.
 	MaxTTL = 630720000 * time.Second
+	// MaxBatchBytes bounds BatchMaxBytes and MaxRecordBytes: Cassandra
+	// refuses a mutation (a single-partition batch is one) above
+	// max_mutation_size, half of commitlog_segment_size: 16 MiB by
+	// default. 1 MiB is left for what rowSize does not count.
+	MaxBatchBytes = 15 << 20
+	// ttlMargin: a TTL must end this long before MaxExpiry, so that a
+	// sink started now may run that long and still write.
+	ttlMargin = 30 * 24 * time.Hour
 	// maxBatchRows keeps a batch under the protocol's 65,535 statements
 	// whatever batch_max_bytes says.
 	maxBatchRows = 10000
@@ -51,12 +59,14 @@ type Options struct {
 	// Hosts are the contact points, host or host:port (port 9042).
 	Hosts []string
 	// Keyspace and Table name the table of doc.go (lower-case CQL
-	// identifiers). Keyspace is required; Table defaults to "logs".
+	// identifiers, not reserved keywords; quoted in every statement).
+	// Keyspace is required; Table defaults to "logs".
 	Keyspace string
 	Table    string
 	// Consistency of the writes; default LOCAL_QUORUM.
 	Consistency string
-	// TTL of every row written; 0 means none. Whole seconds.
+	// TTL of every row written; 0 means none. Whole seconds, ending
+	// before MaxExpiryUnix (checkTTL).
 	TTL time.Duration
 	// CreateSchema creates the keyspace, with Replication (which must
 	// then hold "class"), and the table when they are missing.
@@ -74,13 +84,16 @@ type Options struct {
 	// Timeout of each request and of connecting; default 10s.
 	Timeout time.Duration
 	// Concurrency is how many batches the whole sink writes at once,
-	// retries included; default 32.
+	// retries included, and how many one writer may have unfinished
+	// (being written or waiting for a retry); default 32.
 	Concurrency int
-	// BatchMaxBytes bounds a batch's estimated size; default 64 KiB.
+	// BatchMaxBytes bounds a batch's estimated size; default 64 KiB, at
+	// most MaxBatchBytes.
 	BatchMaxBytes int
 	// MaxRecordBytes: a larger record goes to the dead-letter file
-	// without being sent; default 8 MiB (Cassandra refuses a mutation
-	// above half its commitlog segment, 16 MiB by default).
+	// without being sent; default 8 MiB, at most MaxBatchBytes (Cassandra
+	// refuses a mutation above half its commitlog segment, 16 MiB by
+	// default).
 	MaxRecordBytes int
 	// Bucket is the time span of a partition key; default 1h.
 	Bucket time.Duration
@@ -109,8 +122,64 @@ type TLSOptions struct {
 
 func (t TLSOptions) enabled() bool { return t != TLSOptions{} }
 
-// identifier is a CQL name safe to use unquoted.
+// MaxExpiryUnix (2038-01-19T03:14:07Z) is the last time a row may expire
+// on Cassandra 3.x and 4.x: they store it in 32-bit seconds, and by
+// default refuse a write whose TTL ends later
+// (expiration_date_overflow_policy REJECT, CASSANDRA-14092): every row
+// would be dead-lettered. Cassandra 5.0 stores later times
+// (CASSANDRA-14227), but the sink checks for the versions before it.
+const MaxExpiryUnix = 1<<31 - 1
+
+// checkTTL returns what is wrong with ttl for a sink started at now, or
+// nil: whole seconds, at most MaxTTL, and ending ttlMargin before
+// MaxExpiry.
+func checkTTL(ttl time.Duration, now time.Time) error {
+	if ttl < 0 || ttl > MaxTTL || ttl%time.Second != 0 {
+		return fmt.Errorf("ttl %s: want whole seconds, at most %s", ttl, MaxTTL)
+	}
+	limit := time.Unix(MaxExpiryUnix, 0).UTC()
+	if last := limit.Add(-ttlMargin); ttl > 0 && now.Add(ttl).After(last) {
+		return fmt.Errorf("ttl %s: rows written now would expire after %s; Cassandra 3 and 4 refuse expiry times past %s (want at most %s)",
+			ttl, last.Format(time.DateOnly), limit.Format(time.RFC3339), max(last.Sub(now).Truncate(time.Hour), 0))
+	}
+	return nil
+}
+
+// identifier is a CQL name: lower-case, so that quoted ("ks") and unquoted
+// it names the same thing. The sink quotes them in every statement anyway
+// (gocql.go).
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
+
+// reserved reports whether name (lower-case) is a reserved CQL keyword of
+// Cassandra 3.x to 5.0 (key and count were reserved in 3.x). The sink
+// quotes its names, so they would work, but every query a person writes
+// against such a table would need the quotes too: they are refused.
+func reserved(name string) bool {
+	switch name {
+	case "add", "allow", "alter", "and", "apply", "asc", "authorize", "batch", "begin", "by",
+		"columnfamily", "count", "create", "default", "delete", "desc", "describe", "drop",
+		"entries", "execute", "for", "from", "full", "grant", "if", "in", "index", "infinity",
+		"insert", "into", "is", "key", "keyspace", "limit", "materialized", "mbean", "mbeans",
+		"modify", "nan", "norecursive", "not", "null", "of", "on", "or", "order", "primary",
+		"rename", "replace", "restrict", "revoke", "schema", "select", "set", "table", "to",
+		"token", "truncate", "unlogged", "unrestrict", "unset", "update", "use", "using", "view",
+		"where", "with":
+		return true
+	}
+	return false
+}
+
+// checkIdentifier returns what is wrong with name as a keyspace or table
+// name, or "".
+func checkIdentifier(name string) string {
+	switch {
+	case !identifier.MatchString(name):
+		return "want a lower-case CQL identifier, [a-z_][a-z0-9_]{0,47}"
+	case reserved(name):
+		return "a reserved CQL keyword: every query would have to quote it"
+	}
+	return ""
+}
 
 // replicationWord is a key or a value of the replication map.
 var replicationWord = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
@@ -129,8 +198,8 @@ func (o Options) withDefaults() (Options, error) {
 		o.Table = DefaultTable
 	}
 	for _, id := range [][2]string{{"keyspace", o.Keyspace}, {"table", o.Table}} {
-		if !identifier.MatchString(id[1]) {
-			bad("%s %q: want a lower-case CQL identifier, [a-z_][a-z0-9_]{0,47}", id[0], id[1])
+		if msg := checkIdentifier(id[1]); msg != "" {
+			bad("%s %q: %s", id[0], id[1], msg)
 		}
 	}
 	if o.Consistency == "" {
@@ -139,8 +208,8 @@ func (o Options) withDefaults() (Options, error) {
 	if _, err := gocql.ParseConsistencyWrapper(o.Consistency); err != nil {
 		bad("consistency %q: %v", o.Consistency, err)
 	}
-	if o.TTL < 0 || o.TTL > MaxTTL || o.TTL%time.Second != 0 {
-		bad("ttl %s: want whole seconds, at most %s", o.TTL, MaxTTL)
+	if err := checkTTL(o.TTL, time.Now()); err != nil {
+		errs = append(errs, err)
 	}
 	if o.CreateSchema {
 		if o.Replication["class"] == "" {
@@ -158,6 +227,10 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Concurrency < 0 || o.BatchMaxBytes < 0 || o.MaxRecordBytes < 0 || o.Bucket < 0 ||
 		o.Timeout < 0 || o.RetryMin < 0 || o.RetryMax < 0 || o.MaxRetries < 0 {
 		bad("negative setting")
+	}
+	if o.BatchMaxBytes > MaxBatchBytes || o.MaxRecordBytes > MaxBatchBytes {
+		bad("batch max bytes %d, max record bytes %d: want at most %d (Cassandra refuses a mutation above 16 MiB by default)",
+			o.BatchMaxBytes, o.MaxRecordBytes, MaxBatchBytes)
 	}
 	if o.Bucket != 0 && (o.Bucket < time.Second || o.Bucket%time.Millisecond != 0) {
 		bad("bucket %s: want at least 1s, whole milliseconds", o.Bucket)
@@ -191,18 +264,20 @@ func setDefault[T comparable](p *T, def T) {
 // Sink writes records as rows of one Cassandra table. It implements
 // sinks.Sink; Open and Stats are safe for concurrent use.
 //
-// It owns Concurrency goroutines that write batches (retrying them), fed by
-// the partitions' writers; Close stops them.
+// It owns Concurrency goroutines that write batches, fed by the
+// partitions' writers and by the retry queue, the timers of that queue,
+// and the goroutine of a connection attempt; Close stops them.
 type Sink struct {
 	opts Options
 	log  *slog.Logger
 	dl   *deadLetters
 
-	ctx    context.Context // cancelled by Close: stops every retry
-	cancel context.CancelFunc
-	work   chan *job // unbuffered: a send waits for a free goroutine
-	bufs   sync.Pool // *jobBufs
-	wg     sync.WaitGroup
+	ctx     context.Context // cancelled by Close: stops every retry
+	cancel  context.CancelFunc
+	work    chan *job   // unbuffered: a send waits for a free goroutine
+	retries *retryQueue // batches waiting out a backoff, and those due
+	bufs    sync.Pool   // *jobBufs
+	wg      sync.WaitGroup
 
 	mu     sync.Mutex // guards sess, conn, closed
 	sess   Session
@@ -236,7 +311,7 @@ func New(opts Options) (*Sink, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Sink{
-		opts: o, log: o.Logger, ctx: ctx, cancel: cancel, work: make(chan *job),
+		opts: o, log: o.Logger, ctx: ctx, cancel: cancel, work: make(chan *job), retries: newRetryQueue(),
 		dl: &deadLetters{dir: o.DeadLetterDir, sink: o.Name},
 	}
 	for range o.Concurrency {
@@ -246,9 +321,9 @@ func New(opts Options) (*Sink, error) {
 }
 
 // session returns the sink's session, connecting when it has none. One
-// connection attempt runs at a time, in a goroutine of the sink; every
-// Open waits for it, or for its own ctx, so that a cluster that cannot be
-// reached never holds up a shutdown.
+// connection attempt runs at a time, in a goroutine of the sink (s.conn
+// names it until it ends); every Open waits for it, or for its own ctx, so
+// that a cluster that cannot be reached never holds up a shutdown.
 func (s *Sink) session(ctx context.Context) (Session, error) {
 	s.mu.Lock()
 	if s.closed {
@@ -263,7 +338,7 @@ func (s *Sink) session(ctx context.Context) (Session, error) {
 	if c == nil {
 		c = &connecting{done: make(chan struct{})}
 		s.conn = c
-		s.wg.Go(func() { s.connect(c) })
+		go s.connect(c) // waited for by Close, through c.done
 	}
 	s.mu.Unlock()
 	select {
@@ -274,7 +349,8 @@ func (s *Sink) session(ctx context.Context) (Session, error) {
 	}
 }
 
-// connecting is a connection attempt: done is closed when sess or err is set.
+// connecting is a connection attempt: done is closed when sess or err is
+// set, and the goroutine making it ends.
 type connecting struct {
 	done chan struct{}
 	sess Session
@@ -313,18 +389,42 @@ func (s *Sink) Open(ctx context.Context, p sinks.Partition) (sinks.PartitionWrit
 	return newWriter(s, sess, p), -1, nil
 }
 
+// closeConnectWait bounds the time Close waits for a connection attempt.
+const closeConnectWait = time.Second
+
 // Close stops the sink's goroutines (their retries give up) and closes the
 // session. Call it after every writer was closed (after sinks.Run returned).
+//
+// A connection attempt under way ends with the sink's context: the real
+// session's dialer closes its connections then (gocql.go), since gocql's
+// CreateSession takes no context and would otherwise wait out its whole
+// connect timeout. Close waits for the attempt, but at most
+// closeConnectWait: what does not stop with the context (a DNS lookup, a
+// NewSession that ignores it) is left to end by itself, logged, and then
+// closes any session it made (connect sees closed). Tests that use such a
+// NewSession wait for it with synctest.Wait.
 func (s *Sink) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	sess := s.sess
+	sess, c := s.sess, s.conn
 	s.sess = nil
 	s.mu.Unlock()
 	s.cancel()
+	for _, j := range s.retries.close() {
+		s.finish(j, false)
+	}
 	s.wg.Wait()
 	if sess != nil {
 		sess.Close()
+	}
+	if c != nil {
+		t := time.NewTimer(closeConnectWait)
+		defer t.Stop()
+		select {
+		case <-c.done:
+		case <-t.C:
+			s.log.Warn("cassandra connection attempt still under way at close; it ends by itself", "hosts", s.opts.Hosts, "waited", closeConnectWait)
+		}
 	}
 	return nil
 }
@@ -338,7 +438,7 @@ type Stats struct {
 	Retries     uint64            // tries after a failure (every kind)
 	DeadLetters uint64            // records written to the dead-letter file
 	InFlight    int64             // batches being written or waiting to be retried now
-	Errors      map[string]uint64 // failed tries, by kind (doc.go)
+	Errors      map[string]uint64 // failed tries by kind, each counted once (doc.go)
 }
 
 // Stats returns the sink's counters since New.

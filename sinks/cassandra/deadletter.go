@@ -46,13 +46,19 @@ func DeadLetterFile(sink string) string { return sink + ".deadletter.jsonl" }
 type deadLetters struct {
 	dir, sink string
 	mu        sync.Mutex
+	// unsynced are the directories that got a new entry (the file, or a
+	// directory MkdirAll made) not yet fsynced. An entry stays until its
+	// fsync succeeds: a try that created the file and then failed leaves
+	// it to the next one, which finds the file there.
+	unsynced map[string]bool
 }
 
 // write appends one line per row and makes them durable before it returns:
-// open (create), append, fsync, close, and fsync the directory when it
-// created the file. The file is opened for each write, so that an operator
-// may rename it away at any time; dead letters are rare. It returns the
-// file's path.
+// create the directory (fsyncing the parents of what MkdirAll made), open
+// (create), append, fsync, close, and fsync the directories that got new
+// entries. The file is opened for each write, so that an operator may
+// rename it away at any time; dead letters are rare. It returns the file's
+// path.
 func (d *deadLetters) write(rows []Row, k kind, cause error) (string, error) {
 	var buf bytes.Buffer
 	now := time.Now().UTC().Format(time.RFC3339Nano)
@@ -79,11 +85,23 @@ func (d *deadLetters) write(rows []Row, k kind, cause error) (string, error) {
 	path := filepath.Join(d.dir, DeadLetterFile(d.sink))
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.unsynced == nil {
+		d.unsynced = map[string]bool{}
+	}
+	// The directories MkdirAll is about to make: each is a new entry of
+	// its parent.
+	for dir := filepath.Clean(d.dir); ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) || filepath.Dir(dir) == dir {
+			break
+		}
+		d.unsynced[filepath.Dir(dir)] = true
+	}
 	if err := os.MkdirAll(d.dir, 0o755); err != nil {
 		return path, err
 	}
-	_, err := os.Stat(path)
-	created := errors.Is(err, fs.ErrNotExist)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		d.unsynced[d.dir] = true // before it is created: a failure later keeps it
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return path, err
@@ -95,8 +113,11 @@ func (d *deadLetters) write(rows []Row, k kind, cause error) (string, error) {
 	if err := f.Close(); err != nil {
 		return path, err
 	}
-	if created {
-		return path, syncDir(d.dir)
+	for dir := range d.unsynced {
+		if err := syncDir(dir); err != nil {
+			return path, err
+		}
+		delete(d.unsynced, dir)
 	}
 	return path, nil
 }

@@ -143,8 +143,10 @@ func TestBrokenTableIsNotDeadLettered(t *testing.T) {
 		if letters, _ := readDeadLetters(t, dir, "cass"); len(letters) != 0 {
 			t.Fatalf("records dead-lettered for a broken table: %v", offsetsOf(letters))
 		}
-		if st := s.Stats(); st.Errors["config"] == 0 || st.Retries == 0 {
-			t.Fatalf("stats %+v: want config errors and retries", st)
+		// Each failed try counted once: as config, not also as rejected.
+		synctest.Wait()
+		if st := s.Stats(); st.Errors["config"] == 0 || st.Retries == 0 || st.Errors["rejected"] != uint64(len(f.attemptsCopy()))-st.Errors["config"] {
+			t.Fatalf("stats %+v: want config errors and retries, every failed try counted once", st)
 		}
 		if len(lg.Find(slog.LevelError, "cassandra write failed, will retry")) == 0 {
 			t.Fatal("no ERROR log for the broken table")
@@ -266,5 +268,48 @@ func TestDeadLetterAfterTornLine(t *testing.T) {
 	letters, torn := readDeadLetters(t, dir, "cass")
 	if len(letters) != 1 || letters[0].Offset != 3 || len(torn) != 1 {
 		t.Fatalf("letters %+v, torn %q", letters, torn)
+	}
+}
+
+// TestDeadLetterDirSyncedAfterFailure: a directory that got a new entry
+// stays due for an fsync until one succeeds, so that a write that failed
+// after the file's entry may have been made does not lose it (the next
+// write finds the file there). Here the file is a dangling symlink: it
+// does not exist, and cannot be created until its target's directory is.
+func TestDeadLetterDirSyncedAfterFailure(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "dl")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(parent, "elsewhere")
+	if err := os.Symlink(filepath.Join(target, "file"), filepath.Join(dir, DeadLetterFile("cass"))); err != nil {
+		t.Fatal(err)
+	}
+	d := &deadLetters{dir: dir, sink: "cass"}
+	row := Row{Key: Key{Topic: "app", Host: "a"}, Aggregator: "agg-1", Offset: 3, Line: []byte("x")}
+	if _, err := d.write([]Row{row}, kindRejected, errInvalid); err == nil {
+		t.Fatal("write through a dangling link succeeded")
+	}
+	if !d.unsynced[dir] {
+		t.Fatalf("after a failed write, %s is not due for an fsync: %v", dir, d.unsynced)
+	}
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.write([]Row{row}, kindRejected, errInvalid); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.unsynced) != 0 {
+		t.Fatalf("after a write, directories still due for an fsync: %v", d.unsynced)
+	}
+	if letters, _ := readDeadLetters(t, dir, "cass"); len(letters) != 1 {
+		t.Fatalf("dead letters: %+v", letters)
+	}
+
+	// MkdirAll's new directories are entries of their parents.
+	d = &deadLetters{dir: filepath.Join(parent, "a", "b"), sink: "cass"}
+	if _, err := d.write([]Row{row}, kindRejected, errInvalid); err != nil || len(d.unsynced) != 0 {
+		t.Fatalf("write into new directories: %v; still due: %v", err, d.unsynced)
 	}
 }

@@ -9,7 +9,7 @@
 // the table can be read with these columns. Do not change: a new layout is
 // a new table.
 //
-//	CREATE TABLE <keyspace>.<table> (
+//	CREATE TABLE "<keyspace>"."<table>" (
 //	    topic      text,       -- the record's topic
 //	    host       text,       -- the agent id of the host that read it
 //	    bucket     timestamp,  -- ts rounded down to the bucket (default 1h)
@@ -39,7 +39,11 @@
 //     in line and its exact bytes in raw; for the usual valid record raw is
 //     left unset (not null: no tombstone).
 //   - "partition" and "offset" are quoted in CQL (keywords in some
-//     versions); the quoted lower-case names are plain columns.
+//     versions); the quoted lower-case names are plain columns. The
+//     keyspace and table names are quoted in every statement too (so a
+//     word that is a keyword in some version stays a name); they must be
+//     lower-case identifiers and not reserved CQL keywords, which every
+//     query a person writes would have to quote.
 //   - A source path that is not UTF-8 is written with U+FFFD.
 //
 // Sizing: a partition holds one host's records of one topic for one
@@ -60,9 +64,21 @@
 // is sent when it is full, when the writer holds more than 8 ×
 // batch_max_bytes unsent, and at every Tick (the runtime ticks after every
 // fetch). The sink's concurrency goroutines write them: at most that many
-// batches are in flight for the whole sink, retries included, and Write
-// waits only while all of them are busy. The driver routes each batch to a
-// replica of its partition key (token-aware), preferring local_dc when set.
+// requests are in flight for the whole sink, retries included. A batch
+// waiting out its backoff holds none of them (it waits in a queue, on a
+// timer), so a partition key that keeps failing never stalls the other
+// partitions; batches due for a retry go before new ones.
+//
+// Bounds: a writer has at most concurrency batches sent and not finished
+// (being written or waiting for a retry), so at most concurrency ×
+// batch_max_bytes of them besides its 8 × batch_max_bytes unsent; Write
+// (and Tick, which sends) waits while it is at that bound or all the
+// goroutines are busy, until a batch finishes or its ctx ends. What it
+// remembers of the records after a batch that keeps failing is bounded
+// too: runs of written records are merged, so it keeps one entry per run
+// of an unfinished batch, whatever the number of records written since.
+// The driver routes each batch to a replica of its partition key
+// (token-aware), preferring local_dc when set.
 //
 // # Offsets
 //
@@ -80,8 +96,10 @@
 //
 // # Failures
 //
-// Each failed try is counted by kind (Stats.Errors) and sorted by the
-// driver's error type or code, never by message:
+// Each failed try is counted once, under the kind that decides what
+// follows (Stats.Errors: a refused record whose table cannot be read
+// either is config, not also rejected), and sorted by the driver's error
+// type or code, never by message:
 //
 //	timeout, unavailable,    retried with exponential backoff (retry_min to
 //	overloaded, connection,  retry_max, equal jitter), forever unless
@@ -95,15 +113,27 @@
 //	                         (config)
 //	too_large                a record above max_record_bytes (default
 //	                         8 MiB): dead-lettered without being sent
-//	retries_exhausted        max_retries reached: dead-lettered
+//	retries_exhausted        max_retries reached: dead-lettered (counted
+//	                         besides the last try's own kind: a give-up)
 //	dead_letter_io           the dead-letter file cannot be written:
 //	                         retried; the records wait, never dropped
 //
 // Retries log the first failure of each kind and then one per 10 s; the
 // counters have them all. Retries never block shutdown: Close(ctx) of a
 // writer waits for its batches until ctx ends, then cancels their retries
-// and returns the written prefix (and an error naming what was not
-// written, which the runtime delivers again after a restart).
+// (those waiting on a timer end at once) and returns the written prefix
+// (and an error naming what was not written, which the runtime delivers
+// again after a restart).
+//
+// Limits: batch_max_bytes and max_record_bytes are at most 15 MiB, below
+// the 16 MiB mutation Cassandra accepts by default (max_mutation_size,
+// half of commitlog_segment_size; lower them if the cluster's is lower).
+// ttl is at most Cassandra's 20 years, and must end 30 days before
+// 2038-01-19T03:14:07Z, counted from when the sink starts: Cassandra 3
+// and 4 store expiry times in 32-bit seconds and by default refuse a
+// write whose TTL ends later (CASSANDRA-14092), which would send every
+// record to the dead-letter file. (Cassandra 5.0 stores later times; the
+// check is for the versions before it.)
 //
 // # Dead letters
 //
@@ -120,8 +150,11 @@
 // kind is too_large, rejected or retries_exhausted; line holds the record
 // when it is valid UTF-8, line_base64 (standard base64) otherwise. Lines
 // are appended and fsynced before the records count as handled, the file
-// is created (and its directory fsynced) when missing, and it is opened
-// for each write: rename it away to process it. A record may appear twice
+// is created when missing, and it is opened for each write: rename it
+// away to process it. A directory that got a new entry (the file, or a
+// directory the sink made for it) is fsynced before the write counts, and
+// stays due for it until an fsync succeeds, even when the write that
+// created the entry failed. A record may appear twice
 // (a crash before the commit, a replay): (aggregator, topic, partition,
 // offset) identifies it. A line cut by a crash is ended with a newline
 // before the next append: a line that does not parse is such a torn line,
@@ -135,7 +168,11 @@
 // password or password_file, tls_ca_file, tls_cert_file, tls_key_file,
 // tls_server_name, local_dc, concurrency, batch_max_bytes,
 // max_record_bytes, bucket, request_timeout (Timeout), retry_min,
-// retry_max, max_retries and dead_letter_dir. The sink connects at the
-// first Open, in the background: a cluster that cannot be reached makes
-// Open fail (the runtime retries it with backoff), never the process.
+// retry_max, max_retries and dead_letter_dir; the keys of the other sink
+// types are refused on it, and its keys on them. hosts are host, host:port
+// or an IPv6 address ([addr]:port with a port), each once. The sink
+// connects at the first Open, in the background: a cluster that cannot be
+// reached makes Open fail (the runtime retries it with backoff), never the
+// process. Sink.Close ends a connection attempt under way: gocql's connect
+// takes no context, so the sink's dialer closes the connections it made.
 package cassandra

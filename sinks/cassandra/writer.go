@@ -13,8 +13,9 @@ import (
 )
 
 // A job is one batch: rows of one partition key, written (and retried) by
-// one of the sink's goroutines. The writer fills it while it is open; once
-// sent, only the sink's goroutine touches its rows, and the writer reads
+// the sink's goroutines, one at a time. The writer fills it while it is
+// open; once sent, only the sink's goroutine running it (or the retry
+// queue, while it waits) touches its rows and todo, and the writer reads
 // done alone.
 type job struct {
 	w        *writer
@@ -25,6 +26,9 @@ type job struct {
 	size     int    // estimated bytes (rowSize)
 	tooLarge bool   // one record above MaxRecordBytes: dead-lettered, not sent
 	done     atomic.Bool
+
+	todo []part  // what is left to write, nil until first run (exec.go)
+	one  [1]part // todo's first array: no allocation per batch
 }
 
 type span struct{ line, raw, end int }
@@ -62,19 +66,25 @@ func (w *writer) newJob(key Key) *job {
 func (j *job) release() {
 	if cap(j.buf) > 2*j.w.s.opts.BatchMaxBytes {
 		j.rows, j.spans, j.buf = nil, nil, nil // a large record's: not kept
+		j.todo, j.one = nil, [1]part{}
 		return
 	}
+	j.todo, j.one = nil, [1]part{}
 	clear(j.rows) // no references to strings of old records
 	j.w.s.bufs.Put(&jobBufs{rows: j.rows[:0], spans: j.spans[:0], buf: j.buf[:0]})
 	j.rows, j.spans, j.buf = nil, nil, nil
 }
 
 // seg is a run of consecutive records (in offset order) that went into the
-// same job: the offsets [from, to) are written when the job is done.
+// same job: the offsets [from, to) are written when the job is done. j is
+// nil for a run known to be written: compact merges such runs.
 type seg struct {
 	from, to int64
 	j        *job
 }
+
+// minCompact is the length of segs at which track first compacts it.
+const minCompact = 1024
 
 // writer is a sinks.PartitionWriter: it groups a partition's records by
 // partition key into jobs, hands them to the sink's goroutines, and
@@ -94,11 +104,21 @@ type writer struct {
 
 	groups    map[Key]*job // open jobs, still filling
 	openBytes int          // their size
-	segs      []seg        // every record not yet reported, in offset order
-	last      int64        // the offset after the last record written, -1 none
-	reported  int64        // the last offset Tick or Close returned, -1 none
+	// segs are the records not yet reported, in offset order: runs of
+	// written records merged (compact), each run of an unfinished job
+	// apart. Its length is thus bounded by the rows of the open and
+	// unfinished jobs, however long the first of them keeps failing.
+	segs      []seg
+	compactAt int   // len(segs) at which track compacts it
+	last      int64 // the offset after the last record written, -1 none
+	reported  int64 // the last offset Tick or Close returned, -1 none
 
-	inflight atomic.Int64  // jobs handed to the sink and not finished
+	// inflight counts the jobs handed to the sink and not finished:
+	// being written or waiting for a retry. send keeps it at most
+	// Concurrency, which bounds what a writer holds sent (Concurrency ×
+	// BatchMaxBytes) now that a job waiting for a retry holds no
+	// goroutine of the sink.
+	inflight atomic.Int64
 	progress chan struct{} // signalled (never blocking) when a job finishes
 }
 
@@ -109,7 +129,7 @@ func newWriter(s *Sink, sess Session, p sinks.Partition) *writer {
 	return &writer{
 		s: s, sess: sess, p: p, ctx: ctx, cancel: cancel,
 		log:    s.log.With("aggregator", p.Aggregator, "topic", p.Topic, "partition", p.Partition),
-		groups: map[Key]*job{}, last: -1, reported: -1, progress: make(chan struct{}, 1),
+		groups: map[Key]*job{}, last: -1, reported: -1, progress: make(chan struct{}, 1), compactAt: minCompact,
 	}
 }
 
@@ -154,8 +174,9 @@ func (w *writer) keyOf(r *sinks.Record) Key {
 }
 
 // Write adds r to the open job of its partition key. It blocks only to hand
-// a full job to the sink, while all of the sink's Concurrency goroutines
-// are busy.
+// a full job to the sink: while the writer has Concurrency jobs unfinished
+// (being written or waiting for a retry), or all of the sink's Concurrency
+// goroutines are busy.
 func (w *writer) Write(ctx context.Context, r *sinks.Record) error {
 	if w.reported < 0 {
 		w.reported = r.Offset // where the runtime started: nothing new to report
@@ -240,14 +261,54 @@ func (w *writer) track(offset int64, j *job) {
 		w.segs[n-1].to = offset + 1
 		return
 	}
+	if len(w.segs) >= w.compactAt {
+		w.compact()
+	}
 	w.segs = append(w.segs, seg{from: offset, to: offset + 1, j: j})
 }
 
-// send hands j to one of the sink's goroutines, waiting while all are
-// busy. A job that could not be sent is never done: the offsets it holds
-// are not reported, and the runtime delivers them again.
+// compact drops the written runs at the head of segs and merges the
+// adjacent written runs after it, so that a job that keeps failing does
+// not make segs grow with every record written behind it. The next
+// compaction is due when segs doubled: amortised O(1) a record.
+func (w *writer) compact() {
+	out := w.segs[:0]
+	for _, s := range w.segs {
+		if s.j != nil && s.j.done.Load() {
+			s.j = nil // let the job go
+		}
+		switch n := len(out); {
+		case s.j != nil:
+			out = append(out, s)
+		case n == 0:
+			// Written, and nothing before it is not: reported by
+			// advance from the next run (or w.last).
+		case out[n-1].j == nil:
+			out[n-1].to = s.to
+		default:
+			out = append(out, s)
+		}
+	}
+	clear(w.segs[len(out):])
+	w.segs = out
+	w.compactAt = max(2*len(out), minCompact)
+}
+
+// send hands j to one of the sink's goroutines, waiting while the writer
+// has Concurrency jobs unfinished or all the goroutines are busy. A job
+// that could not be sent is never done: the offsets it holds are not
+// reported, and the runtime delivers them again.
 func (w *writer) send(ctx context.Context, j *job) error {
 	j.seal()
+	for w.inflight.Load() >= int64(w.s.opts.Concurrency) {
+		select {
+		case <-w.progress:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.ctx.Done():
+			return errClosed
+		}
+	}
 	w.inflight.Add(1)
 	w.s.st.inflight.Add(1)
 	select {
@@ -307,12 +368,7 @@ func (w *writer) Tick(ctx context.Context, _ time.Time) (int64, error) {
 // written prefix, or -1 when it did not move. A job done out of order
 // waits behind the first one not done: the prefix never passes a hole.
 func (w *writer) advance() int64 {
-	i := 0
-	for i < len(w.segs) && w.segs[i].j.done.Load() {
-		i++
-	}
-	clear(w.segs[:i]) // let the jobs go
-	w.segs = w.segs[i:]
+	w.compact()
 	next := w.last
 	if len(w.segs) > 0 {
 		next = w.segs[0].from
@@ -340,6 +396,7 @@ func (w *writer) Close(ctx context.Context) (int64, error) {
 	}
 	if err != nil {
 		w.cancel()
+		w.s.retries.expire(w) // its parked jobs end now, not at their timers
 		n := w.inflight.Load() + int64(len(w.groups))
 		err = fmt.Errorf("cassandra: %d batches of %s/%s/%d not written at close, delivered again from the last committed offset: %w",
 			n, w.p.Aggregator, w.p.Topic, w.p.Partition, err)

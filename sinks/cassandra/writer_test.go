@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -370,6 +371,11 @@ func TestOptions(t *testing.T) {
 		{"dead letters", func(o *Options) { o.DeadLetterDir = "" }, "dead-letter"},
 		{"bucket", func(o *Options) { o.Bucket = time.Millisecond }, "bucket"},
 		{"retry", func(o *Options) { o.RetryMin, o.RetryMax = time.Minute, time.Second }, "retry max"},
+		{"reserved table", func(o *Options) { o.Table = "table" }, `table "table": a reserved CQL keyword`},
+		{"reserved keyspace", func(o *Options) { o.Keyspace = "select" }, `keyspace "select"`},
+		{"ttl past 2038", func(o *Options) { o.TTL = 15 * 365 * 24 * time.Hour }, "2038-01-19"},
+		{"batch above a mutation", func(o *Options) { o.BatchMaxBytes = 16 << 20 }, "batch max bytes"},
+		{"record above a mutation", func(o *Options) { o.MaxRecordBytes = 32 << 20 }, "max record bytes"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -392,12 +398,38 @@ func TestOptions(t *testing.T) {
 
 func TestSchemaCQL(t *testing.T) {
 	got := KeyspaceCQL("logship", map[string]string{"class": "NetworkTopologyStrategy", "dc2": "2", "dc1": "3"})
-	want := "CREATE KEYSPACE IF NOT EXISTS logship WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': '3', 'dc2': '2'}"
+	want := "CREATE KEYSPACE IF NOT EXISTS \"logship\" WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': '3', 'dc2': '2'}"
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 	if tc := TableCQL("logship", "logs"); !strings.Contains(tc, `PRIMARY KEY ((topic, host, bucket), ts, aggregator, "partition", "offset")`) {
 		t.Fatalf("table CQL without the documented key:\n%s", tc)
+	}
+	// Names are quoted in every statement: a keyword stays a name.
+	for _, stmt := range []string{TableCQL("ks", "logs"), insertCQL("ks", "logs"), probeCQL("ks", "logs")} {
+		if !strings.Contains(stmt, `"ks"."logs"`) {
+			t.Fatalf("names not quoted: %s", stmt)
+		}
+	}
+}
+
+func TestCheckTTL(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	last := time.Unix(MaxExpiryUnix, 0).Add(-ttlMargin)
+	for _, c := range []struct {
+		ttl time.Duration
+		ok  bool
+	}{
+		{0, true},
+		{30 * 24 * time.Hour, true},
+		{last.Sub(now).Truncate(time.Second), true},
+		{last.Sub(now).Truncate(time.Second) + time.Second, false},
+		{MaxTTL, false},
+		{time.Second / 2, false},
+	} {
+		if err := checkTTL(c.ttl, now); (err == nil) != c.ok {
+			t.Errorf("checkTTL(%s): %v, want ok %v", c.ttl, err, c.ok)
+		}
 	}
 }
 
@@ -439,5 +471,120 @@ func TestOpenConnects(t *testing.T) {
 		if _, _, err := s.Open(t.Context(), p); !errors.Is(err, errClosed) {
 			t.Fatalf("Open after Close: %v", err)
 		}
+	})
+}
+
+// TestStuckBatchBoundsMemory: one batch whose partition key keeps failing
+// (replicas of one token range unavailable, say) holds the commit back,
+// which is right, while the writer goes on writing the other keys behind
+// it. What it remembers of them must not grow with every record: runs
+// already written are merged (writer.compact), so segs stays bounded by
+// the open and unfinished batches.
+func TestStuckBatchBoundsMemory(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake()
+		stuck := make(chan struct{})
+		f.setGate(func(rows []Row) chan struct{} {
+			if rows[0].Host == "stuck" {
+				return stuck // never answers until the end of the test
+			}
+			return nil
+		})
+		s := newTestSink(t, f, Options{Concurrency: 4})
+		w := open(t, s)
+		ww := w.(*writer)
+		write(t, w, rec(0, "stuck", 1, "line"))
+		tick(t, w)
+
+		const n = 100_000
+		const bound = 16_384 // generous: any fixed bound would do (about 1,000 runs here)
+		var before runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		accepted := int64(0)
+		for o := int64(1); o <= n; o++ {
+			host := "a"
+			if o%2 == 0 {
+				host = "b"
+			}
+			// Write may wait for the writer's unfinished batches; a
+			// context that ends keeps the test from hanging.
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			err := w.Write(ctx, rec(o, host, 2, "line"))
+			cancel()
+			if err != nil {
+				break
+			}
+			accepted++
+			if o%1000 == 0 {
+				if got := tick(t, w); got != -1 {
+					t.Fatalf("Tick reported %d while offset 0 is not written", got)
+				}
+				synctest.Wait()
+			}
+		}
+		var after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		segs := len(ww.segs)
+		retained := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		t.Logf("accepted %d records behind a stuck batch; %d runs held; heap grew %d bytes (%.0f B/record)",
+			accepted, segs, retained, float64(retained)/float64(max(accepted, 1)))
+		close(stuck)
+		synctest.Wait()
+		if next, err := w.Close(t.Context()); err != nil || next != n+1 {
+			t.Errorf("Close: %d, %v; want %d, nil", next, err, n+1)
+		}
+		if segs > bound {
+			t.Fatalf("writer holds %d unreported runs (%d records accepted) behind one stuck batch: unbounded, want at most %d",
+				segs, accepted, bound)
+		}
+	})
+}
+
+// TestFailingKeyDoesNotStallOthers: a batch waiting out a backoff holds
+// none of the sink's Concurrency goroutines (it is parked in the retry
+// queue). Otherwise one partition key whose writes keep failing (one
+// token range unavailable, one oversized partition timing out) would take
+// every goroutine, one batch at a time, and every other partition of the
+// sink, whose writes would succeed, would wait too.
+func TestFailingKeyDoesNotStallOthers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake()
+		f.setFail(func(rows []Row) error {
+			if rows[0].Host == "bad" {
+				return errUnavailable
+			}
+			return nil
+		})
+		s := newTestSink(t, f, Options{Concurrency: 2, BatchMaxBytes: 200})
+		a := open(t, s)
+		// Each record fills a batch: two batches of host "bad" in flight.
+		write(t, a, rec(0, "bad", 1, "line"), rec(1, "bad", 1, "line"), rec(2, "bad", 1, "line"))
+		synctest.Wait()
+
+		b, _, err := s.Open(t.Context(), sinks.Partition{Aggregator: "agg-1", Topic: "app", Partition: 1, Committed: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		good := func(o int64) *sinks.Record {
+			r := rec(o, "good", 1, "line")
+			r.Partition = 1
+			return r
+		}
+		write(t, b, good(0))
+		ctx, cancel := context.WithTimeout(t.Context(), time.Hour)
+		defer cancel()
+		err = b.Write(ctx, good(1)) // sends the batch of offset 0
+		if err == nil {
+			err = func() error { _, err := b.Tick(ctx, time.Now()); return err }()
+		}
+		if err != nil {
+			t.Errorf("partition 1 (every write would succeed) waited an hour behind partition 0's failing key: %v", err)
+		}
+		closeCtx, cancelClose := context.WithTimeout(t.Context(), time.Second)
+		defer cancelClose()
+		a.Close(closeCtx)
+		b.Close(closeCtx)
 	})
 }
