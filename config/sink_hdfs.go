@@ -122,9 +122,13 @@ func (s *Sink) checkEngine(c *checker, at string) {
 	c.sizeRange(at+".write_buffer", k.WriteBuffer, minWriteBuffer, maxWriteBuffer)
 }
 
-// checkHDFSPath checks an hdfs path template: absolute, clean, a fixed
-// directory first (the sink's own, holding _tmp and _state), then a
-// relative template. It returns what is wrong, or "".
+// checkHDFSPath checks an hdfs path template as the sink splits it when
+// it starts (hdfs.SplitPath): absolute, clean, its fixed leading
+// directories (no '{' or '}': the sink's own, holding _tmp and _state),
+// then a relative template from the first element with a '{' or a '}' on,
+// every element of which is checked. No element may hold a ':', which the
+// NameNode refuses in a path (DFSUtil.isValidName): every mkdir would fail
+// and every file be written again forever. It returns what is wrong, or "".
 func checkHDFSPath(p string) string {
 	if !strings.HasPrefix(p, "/") || p == "/" {
 		return "want an absolute path below /, e.g. /logs/{topic}/{yyyy}/{mm}/{dd}/{hh}"
@@ -132,15 +136,18 @@ func checkHDFSPath(p string) string {
 	if path.Clean(p) != p {
 		return "want a clean path: no trailing '/', '//', '.' or '..'"
 	}
-	first, _, _ := strings.Cut(p[1:], "/")
-	if strings.ContainsAny(first, "{}") {
+	if strings.Contains(p, ":") {
+		return "HDFS refuses ':' in a path element"
+	}
+	segs := strings.Split(p[1:], "/")
+	i := 0
+	for i < len(segs) && !strings.ContainsAny(segs[i], "{}") {
+		i++
+	}
+	if i == 0 {
 		return "want a fixed directory first, e.g. /logs/{topic}: it holds the sink's _tmp and _state"
 	}
-	i := strings.IndexByte(p, '{')
-	if i < 0 {
-		return ""
-	}
-	return checkTemplate(p[strings.LastIndexByte(p[:i], '/')+1:])
+	return checkTemplate(strings.Join(segs[i:], "/"))
 }
 
 // checkTemplate checks a relative path template (sinks/file's syntax): it

@@ -45,3 +45,36 @@ func TestRefuseFileEngineKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestHDFSPathRefusedAsTheSinkWould: Validate refuses the hdfs paths that
+// the sink would refuse when it starts (hdfs.SplitPath checks every
+// element after the fixed directories) or that the NameNode refuses in
+// every mkdir (DFSUtil.isValidName: no ':' in a path element), so that
+// no file is written, thrown away and written again forever.
+func TestHDFSPathRefusedAsTheSinkWould(t *testing.T) {
+	validate := func(path string) error {
+		s := Sinks{Aggregators: []string{"a:1"}, Sinks: []Sink{{Name: "h", Type: "hdfs", Topics: []string{"app"},
+			HDFSSink: HDFSSink{Namenodes: []string{"nn:8020"}, User: "u", Path: path}}}}
+		s.SetDefaults()
+		return s.Validate()
+	}
+	for _, tc := range []struct {
+		name, path string
+		ok         bool
+	}{
+		{"brace in a fixed directory", "/logs/a}b/{topic}", false},
+		{"open brace in a fixed directory", "/logs/a{b/x", false},
+		{"colon in a template element", "/logs/{topic}/{yyyy}-{mm}-{dd}T{hh}:00", false},
+		{"colon in a fixed directory", "/lo:gs/{topic}", false},
+		{"unmatched brace after a field", "/logs/{topic}/x}", false},
+		{"fixed directories only", "/logs/app", true},
+		{"fixed directories then fields", "/logs/all/{topic}/{yyyy}/{mm}", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := validate(tc.path)
+			if (err == nil) != tc.ok {
+				t.Errorf("path %q: %v", tc.path, err)
+			}
+		})
+	}
+}

@@ -67,6 +67,10 @@ func SplitPath(p string) (root, rel string, err error) {
 	if path.Clean(p) != p {
 		return "", "", fmt.Errorf("hdfs: path %q: want a clean path (no trailing '/', '//', '.' or '..'): %q", p, path.Clean(p))
 	}
+	if strings.Contains(p, ":") {
+		// DFSUtil.isValidName: every mkdir and create would be refused.
+		return "", "", fmt.Errorf("hdfs: path %q: HDFS refuses ':' in a path element", p)
+	}
 	segs := strings.Split(p[1:], "/")
 	i := 0
 	for i < len(segs) && !strings.ContainsAny(segs[i], "{}") {

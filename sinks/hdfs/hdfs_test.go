@@ -29,7 +29,8 @@ func TestSplitPath(t *testing.T) {
 			t.Errorf("SplitPath(%q) = %q, %q, %v; want %q, %q", c.in, root, rel, err, c.root, c.rel)
 		}
 	}
-	for _, bad := range []string{"logs/{topic}", "/{topic}/x", "/", "/logs/", "/logs//{topic}", "/logs/../{topic}", "/logs/{nope}"} {
+	for _, bad := range []string{"logs/{topic}", "/{topic}/x", "/", "/logs/", "/logs//{topic}", "/logs/../{topic}", "/logs/{nope}",
+		"/logs/a}b/{topic}", "/logs/{topic}/{hh}:00", "/lo:gs/{topic}"} {
 		if _, _, err := SplitPath(bad); err == nil {
 			t.Errorf("SplitPath(%q) accepted", bad)
 		}
