@@ -80,8 +80,13 @@
 //     counting. The new id has a random salt (the time), so that new
 //     content that begins like the old one still gets a new id: otherwise
 //     the aggregator would take it for a duplicate and drop it. A file
-//     rewritten before any of it was read gets the identity of what it
-//     holds now (nothing was shipped under the old one).
+//     rewritten before anything was shipped under its identity (no batch
+//     built, not resumed from the positions file) gets the identity of
+//     what it holds now. Once a batch was sent, a change of the first
+//     bytes is a truncation (with a ghost, below) even at read position
+//     0: batches sent and stored, but not acknowledged before the
+//     connection dropped, rewind the read position to 0, and the copy
+//     must resume their identity, not ship them again under a new one.
 //   - A new identity (a file seen for the first time, a truncation) is
 //     written to the positions file before any byte is shipped under it:
 //     a crash cannot then give the same content another id after a

@@ -1,7 +1,7 @@
 package agent
 
 // The cases of PITFALLS.md, "Tailing", one named test each, against the
-// real aggregator: files written with numbered lines, rotated, truncated
+// real aggregator (the fake one where a test needs its faults): files written with numbered lines, rotated, truncated
 // or deleted while the agent reads them, and every line checked to be
 // stored exactly once, in order within each source.
 
@@ -250,4 +250,35 @@ func copyFile(t testing.TB, src, dst string) {
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Batches sent and stored by the aggregator but never acknowledged (the
+// connection drops before each ack) leave the source at read position 0;
+// a copytruncate then changes its first bytes. Something was shipped
+// under the old identity, so this is a truncation that leaves a ghost,
+// not "rewritten before it was read": the copy resumes the old id, and
+// the aggregator drops what it already has instead of storing it again
+// under a new one.
+func TestCopytruncateAfterUnacknowledgedSendIsNotDuplicated(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "app.log*")}}}
+	w := newLogWriter(t, filepath.Join(dir, "app.log"), "before")
+	w.write(100)
+	fa.setDropEvery(1) // every batch is stored, and its connection dropped before the ack
+	ag := startAgent(t, opts)
+	waitFor(t, "stored, never acknowledged, a few times", func() bool {
+		c := fa.counts()
+		return c.records >= 100 && c.conns >= 4
+	})
+	copyFile(t, w.path, filepath.Join(dir, "app.log.1"))
+	if err := w.f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	w.stream, w.seq = "after", 0
+	w.write(50)
+	fa.setDropEvery(0)
+	waitFor(t, "all lines", func() bool { return fa.records() >= 150 && ag.Idle() })
+	checkStreams(t, fa.snapshot(), map[string]int{"before": 100, "after": 50}, nil)
 }

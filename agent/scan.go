@@ -213,6 +213,7 @@ func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 			s.hasID, s.id, s.fp, s.fpLen = true, uint64(e.ID), uint64(e.FP), e.FPLen
 		}
 		s.readPos, s.acked = e.Pos, e.Pos
+		s.shipped = e.FPLen > 0 // batches may have been sent under its id before
 		if e.hasTail {
 			s.tailPos, s.tailFP, s.tailLen = e.Pos, uint64(e.TailFP), e.TailLen
 		}

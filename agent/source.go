@@ -56,6 +56,11 @@ type source struct {
 	// under an older gen are ignored.
 	gen      uint64
 	inflight int // batches in flight
+	// shipped: something may have been sent under the current identity
+	// (a batch was built, or the source was resumed from the positions
+	// file): a change of its first bytes is then a truncation, which
+	// leaves a ghost, even at read position 0 (see startChanged).
+	shipped bool
 
 	// partialSize is the file size at which only held bytes (an incomplete
 	// last line, a multiline record waiting for its next line) followed
@@ -247,6 +252,7 @@ func (a *Agent) truncated(s *source, size int64, now time.Time, why string) {
 	s.readPos, s.acked = 0, 0
 	s.tailPos, s.tailFP, s.tailLen = 0, 0, 0 // the old tail is of the old content
 	s.hasID = false
+	s.shipped = false
 	s.salt = uint64(now.UnixNano()) | 1
 	s.partialSize = 0
 	s.pendingSince = time.Time{}

@@ -121,15 +121,7 @@ func (a *Agent) service(s *source, now time.Time) {
 		return
 	}
 	if s.readPos == 0 && s.hasID && !a.sameStart(s, size) {
-		// Rewritten (truncated and written again) before any of it was
-		// read: nothing was shipped under the old identity, but a copy of
-		// the old content must be able to match it, so the identity must
-		// be that of what is read.
-		a.log.Info("file rewritten before it was read: new identity", s.attrs("size", size)...)
-		if err := a.identify(s, size); err != nil {
-			return
-		}
-		a.markUnsaved(s)
+		a.startChanged(s, size, now)
 		return
 	}
 	if size == s.partialSize {
@@ -163,6 +155,29 @@ func (a *Agent) service(s *source, now time.Time) {
 		return
 	}
 	a.readSource(s, now, byAge, false, false)
+}
+
+// startChanged handles a file whose first bytes are no longer those its
+// fingerprint covers: it was truncated and written again. A source
+// under whose identity nothing was ever shipped, and that was never
+// resumed from the positions file, was rewritten before it was read: it
+// takes the identity of what it holds now, so that a copy of the old
+// content (copytruncate's) can still match a ghost of nothing. Any other
+// is a truncation, which leaves a ghost: bytes sent under the old
+// identity may be stored by the aggregator although never acknowledged
+// (the session dropped before the ack and the read position went back to
+// 0), and only the ghost lets the copy resume that identity rather than
+// ship them again under a new one.
+func (a *Agent) startChanged(s *source, size int64, now time.Time) {
+	if s.shipped || s.readPos != 0 || s.acked != 0 {
+		a.truncated(s, size, now, "content of the first bytes changed")
+		return
+	}
+	a.log.Info("file rewritten before it was read: new identity", s.attrs("size", size)...)
+	if err := a.identify(s, size); err != nil {
+		return
+	}
+	a.markUnsaved(s)
 }
 
 // sameStart reports whether s's file still begins with the bytes its
@@ -330,6 +345,7 @@ func (a *Agent) ship(s *source, start, end int64) {
 	a.inflightBytes += end - start
 	s.inflight++
 	s.readPos = end
+	s.shipped = true
 	// Never blocks: the channel holds maxInFlight batches and at most
 	// that many are in flight.
 	a.sess.send <- outBatch{seq: a.seq, data: bp}
