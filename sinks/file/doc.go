@@ -95,8 +95,9 @@
 //
 //	epoch, next, file  the newest published file (path relative to Dir), its
 //	                   epoch and the offset after its last record: always a
-//	                   publish that completed ("file" is "" and next 0 before
-//	                   the first)
+//	                   publish that completed ("file" is "", next and epoch 0
+//	                   before the first: an intent's marker, or the one Open
+//	                   writes after settling an intent whose rename never came)
 //	pending            optional: a publish under way, written before its rename
 //
 // The CRC covers the body exactly. The marker is replaced atomically
@@ -114,7 +115,9 @@
 // records), and at shutdown (Close, within its context's deadline).
 // Publishing is: end the compressed stream, flush the buffer, sync and
 // close the file (on HDFS, close completes the file and ends its lease),
-// make the final directory, check that the final name does not exist (a
+// make the final directory (and, the first time the writer uses it, sync
+// its parents even when it exists: a crashed run may have made it and
+// died before syncing them), check that the final name does not exist (a
 // published file is never overwritten), write the marker with the file as
 // pending, rename the temporary file to its final name, sync the final
 // directory, write the marker with the file as the newest. Only then is
@@ -128,6 +131,18 @@
 // patched), and the runtime opens a new writer, which fetches the records
 // again. The steps after the close touch only names and are retried in
 // place (Options.Retries, with a backoff) before the writer fails.
+//
+// # Time bounds
+//
+// Open and Close are bounded by their context, as package sinks asks (the
+// runtime cancels Open at shutdown and gives Close 30s by default); so
+// are Write and Tick, which may publish. The writer hands a file the
+// deadline of Close's context (Deadliner), and does the namespace
+// operations of each call through FS.WithContext(ctx) when the FS is a
+// ContextFS (HDFS: a NameNode call returns when ctx ends, however long its
+// own timeout). In-place retries stop when ctx ends. A Close that runs out
+// of time abandons the file and does not try to delete it: the next Open
+// deletes it (rule 1 below), and its records are written again.
 //
 // # Recovery
 //

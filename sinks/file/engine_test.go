@@ -18,6 +18,7 @@ import (
 
 	"logship/sinks"
 	"logship/sinks/file"
+	"logship/sinks/hdfs"
 	"logship/sinks/internal/crashfs"
 	"logship/sinks/internal/faultfs"
 	"logship/sinks/internal/sinktest"
@@ -541,4 +542,335 @@ func TestRecoveryWithMarker(t *testing.T) {
 	if len(log.Find(slog.LevelWarn, "is gone")) == 0 {
 		t.Fatal("no WARN about the moved file")
 	}
+}
+
+// replayRun is engineRun for any partition description p (epoch,
+// committed): it opens the writer as the runtime does (Open's offset, else
+// p.Committed, else 0) and writes up to n, returning the highest offset
+// reported as published (start when none).
+func replayRun(fsys file.FS, root string, o file.Options, p sinks.Partition, n int64) (start, reported int64) {
+	ctx := context.Background()
+	reported = -1
+	o.Dir, o.FS, o.BufferSize = root, fsys, 7
+	o.RollSize = 4 * lineSize
+	if o.Compression != "" || o.Format == file.FormatJSON {
+		o.RollSize = 1 << 30
+	}
+	s, err := file.New(o)
+	if err != nil {
+		return -1, reported
+	}
+	defer s.Close()
+	w, next, err := s.Open(ctx, p)
+	if err != nil {
+		return -1, reported
+	}
+	defer w.Close(ctx)
+	if next < 0 {
+		next = max(p.Committed, 0)
+	}
+	start, reported = next, next
+	for o := next; o < n; o++ {
+		if err := w.Write(ctx, trec(0, o)); err != nil {
+			return start, reported
+		}
+		if o%3 == 2 {
+			off, err := w.Tick(ctx, time.Now().Add(time.Hour))
+			if err != nil {
+				return start, reported
+			}
+			reported = max(reported, off)
+		}
+	}
+	off, err := w.Close(ctx)
+	if err != nil {
+		return start, reported
+	}
+	return start, max(reported, off)
+}
+
+// splitEpochs returns the records of epoch 0 and of epoch 1.
+func splitEpochs(recs []sinktest.Record) (e0, e1 []sinktest.Record) {
+	for _, r := range recs {
+		if r.Epoch == 0 {
+			e0 = append(e0, r)
+		} else {
+			e1 = append(e1, r)
+		}
+	}
+	return e0, e1
+}
+
+// TestReplayCrashAtEveryStep: after an operator's reset (epoch 1, to
+// offset 5, inside the first published file), the sink replays; a crash is
+// injected before each FS operation of the replay, then the sink restarts
+// as the runtime restarts it (epoch 1, the commit the runtime made from
+// what was reported, else the reset offset). The epoch-0 files must stay
+// as they were, and the replay must hold 5..n-1 exactly once at epoch 1.
+func TestReplayCrashAtEveryStep(t *testing.T) {
+	const n, reset = 14, 5
+	for _, e := range engines {
+		for _, medium := range []string{"localdir", "powercut"} {
+			t.Run(e.name+"/"+medium, func(t *testing.T) {
+				// Count the replay's operations in a clean run.
+				count, counting := 0, false
+				clean := newTestFS(t, medium, func(crashfs.Op, string) error {
+					if counting {
+						count++
+					}
+					return nil
+				})
+				p0 := sinks.Partition{Aggregator: agg, Topic: topic, Committed: -1}
+				if _, got := replayRun(clean.fs, clean.root, e.opts, p0, n); got != n {
+					t.Fatalf("epoch 0 run reported %d", got)
+				}
+				counting = true
+				p1 := sinks.Partition{Aggregator: agg, Topic: topic, Committed: reset, Epoch: 1}
+				if start, got := replayRun(clean.fs, clean.root, e.opts, p1, n); start != reset || got != n {
+					t.Fatalf("replay run started at %d, reported %d", start, got)
+				}
+				for k := 0; k <= count; k++ {
+					t.Run(fmt.Sprint(k), func(t *testing.T) {
+						i, armed := 0, false
+						var tf *testFS
+						tf = newTestFS(t, medium, func(crashfs.Op, string) error {
+							if !armed {
+								return nil
+							}
+							if i == k {
+								return tf.kill()
+							}
+							i++
+							return nil
+						})
+						replayRun(tf.fs, tf.root, e.opts, p0, n)
+						armed = true
+						_, reported := replayRun(tf.fs, tf.root, e.opts, p1, n)
+						armed = false
+						tf.revive()
+						// The runtime committed what was reported at epoch 1.
+						restart := p1
+						if reported > reset {
+							restart.Committed = reported
+						}
+						if start, got := replayRun(tf.fs, tf.root, e.opts, restart, n); got != n {
+							t.Fatalf("restart at %d reported %d, want %d", start, got, n)
+						}
+						e0, e1 := splitEpochs(publishedOf(t, tf, e.opts))
+						sinktest.CheckExactlyOnce(t, e0, topic, 0, sinktest.Range(0, n))
+						sinktest.CheckExactlyOnce(t, e1, topic, 0, sinktest.Range(reset, n))
+					})
+				}
+			})
+		}
+	}
+}
+
+// TestSettledFirstPublishMarkerIsNotDamaged: the first publish of
+// a partition stops between its intent marker and its rename (the rename
+// fails, the process dies). The next Open settles the marker: nothing
+// published, so it rewrites it with no file and no pending publish. That
+// marker is the sink's own: the Open after must read it as it is, not set
+// it aside as damaged (.broken, an ERROR, and with a time template a
+// listing of every directory of the partition).
+func TestSettledFirstPublishMarkerIsNotDamaged(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.ToSlash(t.TempDir())
+	log, logger := sinktest.New(t)
+	ff := faultfs.Wrap(file.OSFS{})
+	o := file.Options{Dir: dir, FS: ff, Path: "{topic}/{yyyy}/{mm}/{dd}/{hh}", Logger: logger}
+	s := newSink(t, o)
+	w, _ := open(t, s, 0)
+	for off := int64(0); off < 3; off++ {
+		if err := w.Write(ctx, trec(0, off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ff.SetHook(func(op crashfs.Op, name string) error {
+		if op == crashfs.OpRename && strings.Contains(name, "/"+file.TmpDir+"/") {
+			ff.Kill()
+			return faultfs.ErrDead
+		}
+		return nil
+	})
+	if off, err := w.Close(ctx); err == nil || off >= 0 {
+		t.Fatalf("close: %d, %v; want the rename to fail", off, err)
+	}
+	ff.SetHook(nil)
+
+	// Restart: the pending publish is settled (not published).
+	w, next := open(t, s, 0)
+	if next != -1 {
+		t.Fatalf("next %d, want -1", next)
+	}
+	w.Close(ctx)
+	// Restart again, before anything was published.
+	w, next = open(t, s, 0)
+	w.Close(ctx)
+	if next != -1 {
+		t.Fatalf("next %d, want -1", next)
+	}
+	if e := log.Find(slog.LevelError, "damaged marker"); len(e) > 0 {
+		t.Errorf("the marker the sink itself wrote when settling is judged damaged: %v", e[0])
+	}
+	if _, err := os.Stat(path.Join(dir, file.StateDir, "app+agg-1+0.marker.broken")); err == nil {
+		t.Errorf("the sink's own marker was set aside as .broken")
+	}
+}
+
+// hungFS is a crashfs whose namespace operations, once hung is set, take
+// the HDFS FS's default Timeout (a NameNode that stopped answering, failed
+// by the deadline on its connection) and then fail; through WithContext,
+// as the HDFS FS does, they return when their context ends, if sooner.
+type hungFS struct {
+	*crashfs.FS
+	hung bool
+}
+
+var _ file.ContextFS = (*hungFS)(nil)
+
+func (h *hungFS) stall(ctx context.Context, op, name string) error {
+	if !h.hung {
+		return nil
+	}
+	t := time.NewTimer(hdfs.DefaultTimeout)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return fmt.Errorf("%s %s: hdfs: namenode unavailable: i/o timeout", op, name)
+	case <-ctx.Done():
+		return fmt.Errorf("%s %s: hdfs: gave up waiting for the namenode: %w", op, name, ctx.Err())
+	}
+}
+
+func (h *hungFS) WithContext(ctx context.Context) file.FS { return hungView{h, ctx} }
+
+func (h *hungFS) MkdirAll(d string) error { return hungView{h, context.Background()}.MkdirAll(d) }
+func (h *hungFS) Stat(n string) (os.FileInfo, error) {
+	return hungView{h, context.Background()}.Stat(n)
+}
+func (h *hungFS) Remove(n string) error    { return hungView{h, context.Background()}.Remove(n) }
+func (h *hungFS) Rename(a, b string) error { return hungView{h, context.Background()}.Rename(a, b) }
+func (h *hungFS) ReadDir(d string) ([]string, error) {
+	return hungView{h, context.Background()}.ReadDir(d)
+}
+func (h *hungFS) ReadFile(n string) ([]byte, error) {
+	return hungView{h, context.Background()}.ReadFile(n)
+}
+func (h *hungFS) Create(n string) (file.File, error) {
+	return hungView{h, context.Background()}.Create(n)
+}
+
+// hungView is a hungFS bounded by ctx.
+type hungView struct {
+	h   *hungFS
+	ctx context.Context
+}
+
+func (v hungView) MkdirAll(d string) error {
+	if err := v.h.stall(v.ctx, "mkdir", d); err != nil {
+		return err
+	}
+	return v.h.FS.MkdirAll(d)
+}
+
+func (v hungView) Stat(n string) (os.FileInfo, error) {
+	if err := v.h.stall(v.ctx, "stat", n); err != nil {
+		return nil, err
+	}
+	return v.h.FS.Stat(n)
+}
+
+func (v hungView) Remove(n string) error {
+	if err := v.h.stall(v.ctx, "remove", n); err != nil {
+		return err
+	}
+	return v.h.FS.Remove(n)
+}
+
+func (v hungView) Rename(a, b string) error {
+	if err := v.h.stall(v.ctx, "rename", a); err != nil {
+		return err
+	}
+	return v.h.FS.Rename(a, b)
+}
+
+func (v hungView) ReadDir(d string) ([]string, error) {
+	if err := v.h.stall(v.ctx, "readdir", d); err != nil {
+		return nil, err
+	}
+	return v.h.FS.ReadDir(d)
+}
+
+func (v hungView) ReadFile(n string) ([]byte, error) {
+	if err := v.h.stall(v.ctx, "read", n); err != nil {
+		return nil, err
+	}
+	return v.h.FS.ReadFile(n)
+}
+
+func (v hungView) Create(n string) (file.File, error) {
+	if err := v.h.stall(v.ctx, "create", n); err != nil {
+		return nil, err
+	}
+	return v.h.FS.Create(n)
+}
+
+func (v hungView) SyncDir(d string) error { return v.h.FS.SyncDir(d) }
+
+// TestCloseBoundedByCtx: the runtime closes a writer at shutdown with a
+// 30s context (sinks.DefaultCloseTimeout), and sink.go says ctx bounds the
+// time Close may take. With the NameNode hung, each namespace call of the
+// HDFS FS would take its 60s Timeout: Close must give up when ctx ends,
+// and leave the abandoned file for the next Open, not try to delete it
+// with no time left. That Open deletes it and starts from scratch.
+func TestCloseBoundedByCtx(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fsys := &hungFS{FS: crashfs.New()}
+		o := file.Options{Dir: "/d", FS: fsys, Path: "{topic}/{yyyy}/{mm}/{dd}/{hh}"}
+		hdfs.ApplyDefaults(&o)
+		s := newSink(t, o)
+		w, _ := open(t, s, 0)
+		for off := int64(0); off < 3; off++ {
+			if err := w.Write(context.Background(), trec(0, off)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fsys.hung = true
+		const budget = 30 * time.Second
+		ctx, cancel := context.WithTimeout(context.Background(), budget)
+		defer cancel()
+		start := time.Now()
+		off, err := w.Close(ctx)
+		if took := time.Since(start); took > budget || err == nil || off != -1 {
+			t.Errorf("Close(ctx with %s) took %s: %d, %v; want an error within the budget", budget, took, off, err)
+		}
+		fsys.hung = false
+		if names, _ := fsys.ReadDir("/d/" + file.TmpDir); len(names) != 1 {
+			t.Fatalf("temporary files %q: want the abandoned one left", names)
+		}
+		w, next := open(t, s, 0)
+		defer w.Close(context.Background())
+		if names, _ := fsys.ReadDir("/d/" + file.TmpDir); next != -1 || len(names) != 0 {
+			t.Fatalf("open: next %d, temporary files %q; want -1 and none", next, names)
+		}
+	})
+}
+
+// TestOpenBoundedByCtx: Open's recovery, over a hung NameNode, returns
+// when its context ends (at shutdown), not after each call's Timeout.
+func TestOpenBoundedByCtx(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fsys := &hungFS{FS: crashfs.New(), hung: true}
+		o := file.Options{Dir: "/d", FS: fsys, Lazy: true}
+		hdfs.ApplyDefaults(&o)
+		s := newSink(t, o)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		_, _, err := s.Open(ctx, sinks.Partition{Aggregator: agg, Topic: topic, Committed: -1})
+		if took := time.Since(start); took > time.Second || err == nil {
+			t.Errorf("Open(ctx of 1s) took %s: %v", took, err)
+		}
+	})
 }

@@ -221,6 +221,15 @@ func (s *Sink) Open(ctx context.Context, p sinks.Partition) (sinks.PartitionWrit
 	return w, next, nil
 }
 
+// fsFor returns the FS to do the operations of a call bounded by ctx
+// through: s.fs itself unless it is a ContextFS and ctx can end.
+func (s *Sink) fsFor(ctx context.Context) FS {
+	if c, ok := s.fs.(ContextFS); ok && ctx.Done() != nil {
+		return c.WithContext(ctx)
+	}
+	return s.fs
+}
+
 func (s *Sink) release(prefix string) {
 	s.mu.Lock()
 	delete(s.open, prefix)

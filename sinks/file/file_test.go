@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"logship/sinks"
 	"logship/sinks/file"
 	"logship/sinks/internal/crashfs"
+	"logship/sinks/internal/faultfs"
 	"logship/sinks/internal/sinktest"
 )
 
@@ -424,5 +426,76 @@ func TestOSFS(t *testing.T) {
 	}
 	if err := fsys.SyncDir(dir); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCompressedFilesWithinRollSize: with incompressible records, a
+// compressed file must not come out larger than RollSize (doc.go: "never
+// larger").
+func TestCompressedFilesWithinRollSize(t *testing.T) {
+	ctx := context.Background()
+	for _, comp := range []string{file.CompressionGzip, file.CompressionZstd} {
+		t.Run(comp, func(t *testing.T) {
+			dir := t.TempDir()
+			const roll = 1 << 20
+			s := newSink(t, file.Options{Dir: dir, Compression: comp, RollSize: roll})
+			w, _ := open(t, s, 0)
+			rng := rand.New(rand.NewPCG(1, 2))
+			data := make([]byte, 3000)
+			for o := int64(0); o < 2000; o++ {
+				for i := range data {
+					data[i] = byte(' ' + rng.IntN(90))
+				}
+				r := rec(0, o)
+				r.Data = data
+				if err := w.Write(ctx, r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			names, _ := os.ReadDir(filepath.Join(dir, topic))
+			if len(names) < 3 {
+				t.Fatalf("%d files", len(names))
+			}
+			for _, n := range names {
+				fi, _ := n.Info()
+				if fi.Size() > roll {
+					t.Errorf("%s: %d bytes, past RollSize %d", n.Name(), fi.Size(), roll)
+				}
+			}
+		})
+	}
+}
+
+// TestExistingDirectorySyncedOnFirstUse: a final directory an earlier run
+// made (and may have crashed before syncing its parent) is made durable
+// the first time a writer publishes into it: its parent is synced, so a
+// power cut cannot take the directory, and the file in it, away.
+func TestExistingDirectorySyncedOnFirstUse(t *testing.T) {
+	dir := filepath.ToSlash(t.TempDir())
+	if err := os.MkdirAll(filepath.Join(dir, topic, "2024"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ff := faultfs.Wrap(file.OSFS{})
+	var synced []string
+	ff.SetHook(func(op crashfs.Op, name string) error {
+		if op == crashfs.OpSyncDir {
+			synced = append(synced, name)
+		}
+		return nil
+	})
+	s := newSink(t, file.Options{Dir: dir, FS: ff, Path: "{topic}/{yyyy}"})
+	w, _ := open(t, s, 0)
+	ctx := context.Background()
+	if err := w.Write(ctx, trec(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(synced, path.Join(dir, topic)) {
+		t.Fatalf("synced %q: want the parent of the existing %s/2024 among them", synced, topic)
 	}
 }

@@ -1,6 +1,7 @@
 package file
 
 import (
+	"context"
 	"io"
 	"io/fs"
 	"os"
@@ -42,6 +43,24 @@ type FS interface {
 	SyncDir(dir string) error
 }
 
+// ContextFS is an FS whose operations can be bounded by a context: a
+// remote store (HDFS) whose calls may hang for as long as its own timeout.
+// The sink calls WithContext with the context of the Open, Write, Tick or
+// Close it works for, and does that call's operations through the FS it
+// returns, which must return once ctx is done (failing the operation
+// if it did not complete) and refuse to start one after. The sinks
+// runtime bounds Close by its close timeout (30s by default) and cancels
+// Open at shutdown: a hung NameNode must not hold either past that.
+//
+// A File's operations are bounded by Deadliner instead. The local
+// filesystem does not implement ContextFS: its calls do not hang (or, on
+// a hung disk, cannot be interrupted anyway), and it stays as cheap as a
+// system call.
+type ContextFS interface {
+	FS
+	WithContext(ctx context.Context) FS
+}
+
 // File is a file being written.
 type File interface {
 	io.Writer
@@ -54,7 +73,8 @@ type File interface {
 }
 
 // Deadliner is a File whose operations can be bounded in time: the sink
-// sets the deadline of its Close (shutdown) on the file it publishes.
+// sets the deadline of its Close (shutdown) on the file it publishes, and
+// every later Write, Sync and Close of the file returns by then.
 type Deadliner interface {
 	SetDeadline(t time.Time) error
 }

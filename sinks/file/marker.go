@@ -104,8 +104,9 @@ func (m *marker) check() error {
 		return nil
 	}
 	if m.File == "" {
-		// Nothing published yet: only a first publish's intent.
-		if m.Next != 0 || m.Epoch != 0 || m.Pending == nil {
+		// Nothing published yet: a first publish's intent, or the marker
+		// Open rewrote after settling one that had not completed.
+		if m.Next != 0 || m.Epoch != 0 {
 			return fmt.Errorf("no file, but next offset %d, epoch %d", m.Next, m.Epoch)
 		}
 	} else if err := file(m.File, m.Next, m.Epoch); err != nil {
@@ -132,8 +133,8 @@ func (m *marker) check() error {
 // readMarker reads the partition's marker: nil when there is none. A
 // damaged marker is set aside as .broken and logged: recovery then scans
 // the published files, as if there were none.
-func (w *writer) readMarker() (*marker, error) {
-	data, err := w.s.fs.ReadFile(w.marker)
+func (w *writer) readMarker(fsys FS) (*marker, error) {
+	data, err := fsys.ReadFile(w.marker)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -143,7 +144,7 @@ func (w *writer) readMarker() (*marker, error) {
 	m, err := decodeMarker(w.marker, data, w.topic, w.agg, w.part)
 	if errors.Is(err, statefile.ErrCorrupt) {
 		broken := w.marker + ".broken"
-		if rerr := w.s.fs.Rename(w.marker, broken); rerr != nil {
+		if rerr := fsys.Rename(w.marker, broken); rerr != nil {
 			return nil, fmt.Errorf("set aside damaged marker: %w (%w)", rerr, err)
 		}
 		w.log.Error("damaged marker set aside; finding the partition's files by listing them", "file", broken, "err", err)
@@ -155,8 +156,7 @@ func (w *writer) readMarker() (*marker, error) {
 // writeMarker replaces the partition's marker atomically: a temporary file
 // beside it, written, synced and closed, renamed over it, and the
 // directory synced (STYLE 6). A crash leaves the old marker or the new one.
-func (w *writer) writeMarker(m *marker) error {
-	fsys := w.s.fs
+func (w *writer) writeMarker(fsys FS, m *marker) error {
 	tmp := fmt.Sprintf("%s.%0*x%s", w.marker, randDigits, rand.Uint64(), tmpSuffix)
 	f, err := fsys.Create(tmp)
 	if err != nil {

@@ -3,6 +3,7 @@ package file
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,23 @@ func TestMarkerRefusesForeignPaths(t *testing.T) {
 			edit(m)
 			if _, err := decodeMarker("m", encodeMarker(m), "app", "agg-1", 3); !errors.Is(err, statefile.ErrCorrupt) {
 				t.Fatalf("accepted: %v", err)
+			}
+		})
+	}
+}
+
+// TestMarkerOfNothingPublished: the markers the sink writes before its
+// first publish completed (an intent; the one settle writes when the
+// intent's rename never came) read back as they were written.
+func TestMarkerOfNothingPublished(t *testing.T) {
+	for name, m := range map[string]*marker{
+		"first intent": {Topic: "app", Aggregator: "agg-1", Partition: 3, Pending: testMarker().Pending},
+		"settled":      {Topic: "app", Aggregator: "agg-1", Partition: 3},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := decodeMarker("m", encodeMarker(m), "app", "agg-1", 3)
+			if err != nil || !reflect.DeepEqual(got, m) {
+				t.Fatalf("got %+v, %v; want %+v", got, err, m)
 			}
 		})
 	}

@@ -19,7 +19,7 @@ import (
 // returns where its published files stand: a marker with no Pending, File
 // "" when the partition has none.
 func (w *writer) resume(ctx context.Context) (marker, error) {
-	fsys, root := w.s.fs, w.s.opts.Dir
+	fsys, root := w.s.fsFor(ctx), w.s.opts.Dir
 	none := marker{Topic: w.topic, Aggregator: w.agg, Partition: w.part}
 	// The directories themselves must be durable before files in them
 	// can be.
@@ -37,22 +37,22 @@ func (w *writer) resume(ctx context.Context) (marker, error) {
 	// partition's, whatever step a crash stopped them at. One that cannot
 	// be deleted (still under a dead writer's HDFS lease, say) is left:
 	// new temporary names are random, so it is in nobody's way.
-	w.removeStale(w.tmpDir, "temporary file", func(n string) (mine, known bool) {
+	w.removeStale(fsys, w.tmpDir, "temporary file", func(n string) (mine, known bool) {
 		return isTmpName(n, w.prefix), isAnyTmpName(n)
 	})
 	base := path.Base(w.marker)
-	w.removeStale(stateDir, "marker's temporary file", func(n string) (mine, known bool) {
+	w.removeStale(fsys, stateDir, "marker's temporary file", func(n string) (mine, known bool) {
 		return isMarkerTmp(n, base), strings.HasSuffix(n, markerSuffix) || strings.HasSuffix(n, tmpSuffix) || strings.HasSuffix(n, ".broken")
 	})
 
 	// Rule 2: the marker says where the published files end, and which
 	// publish a crash may have interrupted.
-	m, err := w.readMarker()
+	m, err := w.readMarker(fsys)
 	if err != nil {
 		return none, err
 	}
 	if m != nil && m.Pending != nil {
-		if m, err = w.settle(ctx, m); err != nil {
+		if m, err = w.settle(ctx, fsys, m); err != nil {
 			return none, err
 		}
 	}
@@ -109,8 +109,7 @@ func (w *writer) resume(ctx context.Context) (marker, error) {
 
 // removeStale deletes the files of dir that are this partition's (mine),
 // and warns once about those that are nobody's (neither mine nor known).
-func (w *writer) removeStale(dir, what string, classify func(n string) (mine, known bool)) {
-	fsys := w.s.fs
+func (w *writer) removeStale(fsys FS, dir, what string, classify func(n string) (mine, known bool)) {
 	names, err := fsys.ReadDir(dir)
 	if err != nil {
 		w.s.stats.failed("recover")
@@ -147,9 +146,9 @@ func (w *writer) removeStale(dir, what string, classify func(n string) (mine, kn
 // and the marker after it), and was not when it does not (the crash came
 // before the rename; its temporary file was deleted with the others). The
 // marker is rewritten without the pending file.
-func (w *writer) settle(ctx context.Context, m *marker) (*marker, error) {
+func (w *writer) settle(ctx context.Context, fsys FS, m *marker) (*marker, error) {
 	p := m.Pending
-	_, err := w.s.fs.Stat(path.Join(w.s.opts.Dir, p.File))
+	_, err := fsys.Stat(path.Join(w.s.opts.Dir, p.File))
 	switch {
 	case err == nil:
 		n, _ := ParseName(path.Base(p.File)) // checked by decodeMarker
@@ -161,7 +160,7 @@ func (w *writer) settle(ctx context.Context, m *marker) (*marker, error) {
 		return nil, err
 	}
 	m.Pending = nil
-	if err := w.retry(ctx, "marker", func() error { return w.writeMarker(m) }); err != nil {
+	if err := w.retry(ctx, "marker", func() error { return w.writeMarker(fsys, m) }); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -107,7 +107,7 @@ func (w *writer) Write(ctx context.Context, r *sinks.Record) error {
 	}
 	if w.f == nil {
 		now := time.Now()
-		if err := w.create(r, now); err != nil {
+		if err := w.create(ctx, r, now); err != nil {
 			return err
 		}
 		w.at, w.fresh = now, true
@@ -148,9 +148,9 @@ func (w *writer) wouldPass(n int64) bool {
 }
 
 // create starts a new temporary file whose first record is r.
-func (w *writer) create(r *sinks.Record, now time.Time) error {
+func (w *writer) create(ctx context.Context, r *sinks.Record, now time.Time) error {
 	w.tmp = w.newTmpName(r.Offset)
-	f, err := w.s.fs.Create(w.tmp)
+	f, err := w.s.fsFor(ctx).Create(w.tmp)
 	if err != nil {
 		w.tmp = ""
 		return w.fail("create", err)
@@ -199,22 +199,28 @@ func (w *writer) Tick(ctx context.Context, now time.Time) (int64, error) {
 
 // Close implements sinks.PartitionWriter: it publishes the open file, or
 // abandons it when the writer failed earlier (its records are fetched and
-// written again by the next writer). ctx's deadline bounds the publish.
+// written again by the next writer). ctx bounds it: the file's operations
+// get its deadline, the namespace operations its end (through a ContextFS),
+// and an abandoned file is left for the next Open once ctx is done.
 func (w *writer) Close(ctx context.Context) (int64, error) {
 	if w.err == errClosed {
 		return -1, errClosed
 	}
 	var err error
-	if w.err == nil && w.f != nil {
+	if w.f != nil {
+		// Bounds the file's last operations, whether it is published or
+		// abandoned (an HDFS close waits for the NameNode).
 		if dl, ok := ctx.Deadline(); ok {
 			if d, ok := w.f.(Deadliner); ok {
 				d.SetDeadline(dl)
 			}
 		}
+	}
+	if w.err == nil && w.f != nil {
 		err = w.publish(ctx)
 	}
 	if w.err != nil {
-		w.abandon()
+		w.abandon(ctx)
 	}
 	w.err = errClosed
 	w.s.release(w.prefix)
@@ -231,7 +237,7 @@ func (w *writer) report() int64 {
 // publish makes the open file durable and publishes it; see the steps on
 // writer. On error the writer is failed: Close abandons the file.
 func (w *writer) publish(ctx context.Context) error {
-	root, fsys := w.s.opts.Dir, w.s.fs
+	root, fsys := w.s.opts.Dir, w.s.fsFor(ctx)
 	if w.enc != nil {
 		if err := w.enc.Close(); err != nil {
 			return w.fail("flush", err)
@@ -256,7 +262,7 @@ func (w *writer) publish(ctx context.Context) error {
 	rel := path.Join(w.dir, name.String())
 	final := path.Join(root, rel)
 	finalDir := path.Dir(final)
-	if err := w.retry(ctx, "mkdir", func() error { return w.ensureDir(finalDir) }); err != nil {
+	if err := w.retry(ctx, "mkdir", func() error { return w.ensureDir(fsys, finalDir) }); err != nil {
 		return w.fail("mkdir", err)
 	}
 	if err := w.retry(ctx, "publish", func() error {
@@ -274,10 +280,10 @@ func (w *writer) publish(ctx context.Context) error {
 	intent := w.state
 	intent.Topic, intent.Aggregator, intent.Partition = w.topic, w.agg, w.part
 	intent.Pending = &pendingFile{Tmp: path.Join(TmpDir, path.Base(w.tmp)), File: rel, Next: w.last + 1}
-	if err := w.retry(ctx, "marker", func() error { return w.writeMarker(&intent) }); err != nil {
+	if err := w.retry(ctx, "marker", func() error { return w.writeMarker(fsys, &intent) }); err != nil {
 		return w.fail("marker", err)
 	}
-	if err := w.retry(ctx, "rename", func() error { return w.rename(final) }); err != nil {
+	if err := w.retry(ctx, "rename", func() error { return w.rename(fsys, final) }); err != nil {
 		return w.fail("rename", err)
 	}
 	w.tmp = ""
@@ -287,7 +293,7 @@ func (w *writer) publish(ctx context.Context) error {
 		return w.fail("syncdir", err)
 	}
 	done := marker{Topic: w.topic, Aggregator: w.agg, Partition: w.part, Epoch: w.epoch, Next: w.last + 1, File: rel}
-	if err := w.retry(ctx, "marker", func() error { return w.writeMarker(&done) }); err != nil {
+	if err := w.retry(ctx, "marker", func() error { return w.writeMarker(fsys, &done) }); err != nil {
 		// Published, but the marker still names it as pending: the next
 		// Open finds it and reports it. Not reported now.
 		return w.fail("marker", err)
@@ -304,13 +310,13 @@ func (w *writer) publish(ctx context.Context) error {
 
 // rename moves the temporary file to final. A retried rename whose first
 // try went through (the reply was lost) finds the file already there.
-func (w *writer) rename(final string) error {
-	err := w.s.fs.Rename(w.tmp, final)
+func (w *writer) rename(fsys FS, final string) error {
+	err := fsys.Rename(w.tmp, final)
 	if err == nil {
 		return nil
 	}
-	if _, serr := w.s.fs.Stat(w.tmp); errors.Is(serr, fs.ErrNotExist) {
-		if _, ferr := w.s.fs.Stat(final); ferr == nil {
+	if _, serr := fsys.Stat(w.tmp); errors.Is(serr, fs.ErrNotExist) {
+		if _, ferr := fsys.Stat(final); ferr == nil {
 			return nil // done by the try whose reply was lost
 		}
 	}
@@ -319,23 +325,28 @@ func (w *writer) rename(final string) error {
 
 // ensureDir makes dir (a final directory) exist and durable: on a local
 // filesystem, a new directory's entry lives in its parent, which is
-// synced up to the sink's root.
-func (w *writer) ensureDir(dir string) error {
+// synced up to the sink's root. The parents are synced the first time a
+// writer uses dir even when dir exists: an earlier run that crashed may
+// have made it and died before its syncs, and a file renamed into a
+// directory whose own entry is lost to a power cut is lost with it. That
+// costs a few directory syncs per directory and writer, once (HDFS:
+// none, SyncDir is free there).
+func (w *writer) ensureDir(fsys FS, dir string) error {
 	if dir == w.lastDir {
 		return nil
 	}
-	if _, err := w.s.fs.Stat(dir); err != nil {
+	if _, err := fsys.Stat(dir); err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		if err := w.s.fs.MkdirAll(dir); err != nil {
+		if err := fsys.MkdirAll(dir); err != nil {
 			return err
 		}
-		root := path.Clean(w.s.opts.Dir)
-		for d := dir; d != root && d != "/" && d != "."; d = path.Dir(d) {
-			if err := w.s.fs.SyncDir(path.Dir(d)); err != nil {
-				return err
-			}
+	}
+	root := path.Clean(w.s.opts.Dir)
+	for d := dir; d != root && d != "/" && d != "."; d = path.Dir(d) {
+		if err := fsys.SyncDir(path.Dir(d)); err != nil {
+			return err
 		}
 	}
 	w.lastDir = dir
@@ -355,8 +366,10 @@ func (w *writer) fail(step string, err error) error {
 }
 
 // abandon closes and deletes the open temporary file, if any. Its records
-// were never reported, so they are fetched and written again.
-func (w *writer) abandon() {
+// were never reported, so they are fetched and written again. Once ctx is
+// done the delete is skipped, so that Close keeps to its bound: the next
+// Open of the partition deletes the file anyway.
+func (w *writer) abandon(ctx context.Context) {
 	if w.f != nil {
 		w.f.Close()
 		w.f = nil
@@ -364,11 +377,16 @@ func (w *writer) abandon() {
 	}
 	if w.tmp != "" {
 		w.s.stats.abandoned.Add(1)
-		if err := w.s.fs.Remove(w.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			// Harmless: the next Open of the partition deletes it.
-			w.log.Warn("removing abandoned temporary file", "file", w.tmp, "err", err)
-		} else {
-			w.log.Info("abandoned temporary file after an error; its records are written again", "file", w.tmp)
+		switch err := ctx.Err(); {
+		case err != nil:
+			w.log.Warn("abandoned temporary file left for the next open to delete: no time left", "file", w.tmp, "err", err)
+		default:
+			if err := w.s.fsFor(ctx).Remove(w.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				// Harmless: the next Open of the partition deletes it.
+				w.log.Warn("removing abandoned temporary file", "file", w.tmp, "err", err)
+			} else {
+				w.log.Info("abandoned temporary file after an error; its records are written again", "file", w.tmp)
+			}
 		}
 		w.tmp = ""
 	}
