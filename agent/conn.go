@@ -451,7 +451,10 @@ func (a *Agent) sessionDown(err error) {
 	now := time.Now()
 	for _, s := range a.order {
 		s.gen++
-		s.readPos = s.acked
+		if s.f != nil {
+			a.moveReadPos(s, s.acked, now) // checks the file first, keeps the guard
+		}
+		s.readPos = s.acked // a truncation found by the check set both to 0
 		s.partialSize = 0
 		s.busy = false
 		s.nextCheck = now
@@ -508,17 +511,17 @@ func (a *Agent) handleAck(m ackMsg) {
 			// The aggregator has more of this source than was sent
 			// (a duplicate after an old positions file): skip to it.
 			a.log.Info("aggregator already has more of this file: skipping ahead", s.attrs("from", s.readPos, "to", s.acked)...)
-			s.readPos = s.acked
-			s.partialSize = 0
+			a.moveReadPos(s, s.acked, time.Now()) // a truncation found first restarts it at 0
 			s.nextCheck = time.Now()
 		}
 	case wire.AckResync:
 		a.log.Info("aggregator asks to resend from its stored end", s.attrs("stored_end", ack.StoredEnd, "position", s.readPos, "acked", s.acked)...)
 		a.dropFlights(s)
 		s.gen++
-		s.readPos = max(ack.StoredEnd, 0)
-		s.acked = s.readPos
-		s.partialSize = 0
+		if a.moveReadPos(s, max(ack.StoredEnd, 0), time.Now()) {
+			s.acked = s.readPos
+			s.partialSize = 0
+		}
 		s.nextCheck = time.Now()
 		a.posDirty = true
 	case wire.AckFailed:

@@ -72,11 +72,19 @@
 //     or from a tracked file's name, is followed to its new name, whatever
 //     it is. Without file events (polling only) such a file is not seen.
 //   - Truncation: an open file whose size falls below the read position,
-//     whose first bytes change (above), or whose 64 bytes just before the
-//     read position are no longer those the tailer read there (a
-//     truncation followed by growth past the read position between two
-//     looks; checked before every read and at every scan) restarts as a
-//     new source at offset 0, logged at INFO. Its batches in flight stop
+//     whose first bytes change (above; checked at every scan too, whatever
+//     the file's length), or whose 64 bytes just before the read position
+//     are no longer those the tailer read there (a truncation followed by
+//     growth past the read position between two looks; checked before
+//     every read and at every scan) restarts as a new source at offset 0,
+//     logged at INFO. A resumed source is checked the same way before its
+//     first read, against the bytes of its entry's tail fingerprint (so a
+//     file truncated and grown again while the agent waits for an
+//     aggregator is caught). When the read position moves other than by
+//     reading (rewound to the acknowledged position when a session ends,
+//     Resync, skip ahead, topic switch), the file is checked where the
+//     read position was, and the bytes before the new one are taken as the
+//     check's reference. Its batches in flight stop
 //     counting. The new id has a random salt (the time), so that new
 //     content that begins like the old one still gets a new id: otherwise
 //     the aggregator would take it for a duplicate and drop it. A file

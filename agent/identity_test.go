@@ -320,3 +320,65 @@ func TestFileEmptiedWhileStoppedIsANewSource(t *testing.T) {
 		t.Error("truncation while stopped not logged")
 	}
 }
+
+// A file resumed after a restart while the aggregator is down (so nothing
+// is read), then truncated and written again past its stored position
+// before the first read, is a new source from 0: the resumed source is
+// checked at every scan from the start, against the positions entry's
+// tail fingerprint (the bytes before the position) and its first bytes.
+// Otherwise the new content would be read from the old position under the
+// old id: its first lines lost, the line at the position cut. With the
+// same 1100-byte header in both contents only the tail tells.
+func TestTruncatedAfterRestartBeforeFirstReadIsANewSource(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		header string
+	}{
+		{"other first bytes", ""},
+		{"same first 1 KiB", "HEADER " + strings.Repeat("h", 1100)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, "*.log")
+			w := newLogWriter(t, r.path("app.log"), "before")
+			headers := 0
+			if tc.header != "" {
+				w.writeRaw(tc.header + "\n")
+				headers++
+			}
+			w.write(200)
+			ag := startAgent(t, r.opts)
+			r.waitStored(ag, 200+headers)
+			ag.stop(t)
+
+			addr := r.agg.addr
+			r.agg.stop(t)
+			ag2 := startAgent(t, r.opts) // the aggregator is down: nothing is read
+			waitFor(t, "file resumed", func() bool { return ag2.Stats().OpenFiles == 1 })
+
+			// Truncated and written again, past the old position, between
+			// two looks.
+			if err := w.f.Truncate(0); err != nil {
+				t.Fatal(err)
+			}
+			w.stream, w.seq = "after", 0
+			if tc.header != "" {
+				w.writeRaw(tc.header + "\n")
+				headers++
+			}
+			w.write(400)
+			it := ag2.loopIters.Load()
+			waitFor(t, "a few scans", func() bool { return ag2.loopIters.Load() > it+10 })
+
+			r.agg = startRealAgg(t, r.dataDir, addr)
+			srcs := r.waitIdle(ag2)
+			got := 0
+			checkStreams(t, srcs, map[string]int{"before": 200, "after": 400}, func(s string) bool {
+				got++
+				return s == tc.header
+			})
+			if got != headers {
+				t.Errorf("%d header records, want %d", got, headers)
+			}
+		})
+	}
+}

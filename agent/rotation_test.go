@@ -63,6 +63,14 @@ func (r *rig) waitStored(ag *runningAgent, n int) map[uint64]*fakeSource {
 	return readAggregator(r.t, r.agg.addr)
 }
 
+// waitIdle waits until the agent has read and acknowledged every complete
+// line of its files, and returns what the aggregator holds.
+func (r *rig) waitIdle(ag *runningAgent) map[uint64]*fakeSource {
+	r.t.Helper()
+	waitFor(r.t, "idle", ag.Idle)
+	return readAggregator(r.t, r.agg.addr)
+}
+
 // Rename + create, while lines are written and the rotated name matches
 // the glob: the old file is drained through its descriptor (late lines
 // included) and not read again under its new name; the new file is a new

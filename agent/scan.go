@@ -64,37 +64,91 @@ func (a *Agent) scan(now time.Time) {
 	}
 }
 
-// checkTruncated restarts s as a new source if its file was truncated:
-// it is shorter than the read position, or the bytes before the read
-// position changed.
+// checkTruncated restarts s as a new source if its file was truncated
+// (see intact).
 func (a *Agent) checkTruncated(s *source, now time.Time) {
 	if s.f == nil || s.stopping {
 		return
 	}
+	a.intact(s, now)
+}
+
+// intact reports whether s's file still holds what the tailer knows of
+// it: it is not shorter than the read position, the bytes before the read
+// position are those the guard covers, and its first bytes are those the
+// fingerprint covers (whatever the file's length: a truncation followed by
+// growth past the read position between two looks changes them). If not,
+// the change is handled (truncated, startChanged) and intact reports
+// false. A stat error is no evidence of a change: intact reports true.
+func (a *Agent) intact(s *source, now time.Time) bool {
 	fi, err := s.f.Stat()
 	if err != nil {
-		return
+		return true
 	}
 	switch size := fi.Size(); {
 	case size < s.readPos:
 		a.truncated(s, size, now, "size below read position")
 		s.stats.size.Store(size)
-	case a.guardBroken(s):
+	case !a.guardHolds(s):
 		a.truncated(s, size, now, "the bytes before the read position changed")
 		s.stats.size.Store(size)
+	case s.hasID && !a.sameStart(s, size):
+		a.startChanged(s, size, now)
+		s.stats.size.Store(size)
+	default:
+		return true
+	}
+	return false
+}
+
+// guardHolds reports whether the file still holds the bytes of the guard
+// at the read position (see source.guard); true when there is none.
+func (a *Agent) guardHolds(s *source) bool {
+	g := s.guardLen
+	if g == 0 || s.guardPos != s.readPos {
+		return true
+	}
+	fp, err := fingerprintAt(s.f, s.guardPos-int64(g), g, a.fpBuf)
+	return err == nil && fp == s.guardFP
+}
+
+// seedGuard takes the guard at s's read position afresh: the tail
+// fingerprint when it is at the read position (its bytes were checked when
+// it was taken, or when the source was resumed), else the bytes the file
+// has there now. Callers make sure the file is intact first, or have just
+// checked those bytes (resume).
+func (a *Agent) seedGuard(s *source) {
+	s.guardPos, s.guardLen = s.readPos, 0
+	switch {
+	case s.readPos == 0:
+	case s.tailPos == s.readPos && s.tailLen > 0:
+		s.guardLen, s.guardFP = s.tailLen, s.tailFP
+	default:
+		g := int(min(s.readPos, guardMax))
+		if fp, err := fingerprintAt(s.f, s.readPos-int64(g), g, a.fpBuf); err == nil {
+			s.guardLen, s.guardFP = g, fp
+		} // else the file is shorter: the size check catches it
 	}
 }
 
-// guardBroken reports whether the file no longer holds the bytes the
-// tailer last read just before its read position (see source.guard).
-func (a *Agent) guardBroken(s *source) bool {
-	g := s.guardLen
-	if g == 0 || s.guardPos != s.readPos {
+// moveReadPos moves s's read position to pos other than by reading: back
+// to the acknowledged position when a session ends, to the aggregator's
+// stored end (Resync, skip ahead), to the acknowledged position when the
+// file changes topic. The file is first checked where the guard stands
+// (intact; a truncation found then is handled, and moveReadPos reports
+// false), then the guard is taken again at pos: without it, a truncation
+// followed by growth past pos before the next read would go unnoticed.
+func (a *Agent) moveReadPos(s *source, pos int64, now time.Time) bool {
+	if pos == s.readPos {
+		return true
+	}
+	if !a.intact(s, now) {
 		return false
 	}
-	var tmp [guardMax]byte
-	n, _ := s.f.ReadAt(tmp[:g], s.readPos-int64(g))
-	return n < g || !bytes.Equal(tmp[:g], s.guard[:g])
+	s.readPos = pos
+	s.partialSize = 0
+	a.seedGuard(s)
+	return true
 }
 
 // newFile is a file opened by this scan that no source tracks yet.
@@ -215,6 +269,8 @@ func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 		s.readPos, s.acked = e.Pos, e.Pos
 		s.shipped = e.FPLen > 0 // batches may have been sent under its id before
 		if e.hasTail {
+			// The file holds these bytes (probe.holds): they are the
+			// guard until the first read (seedGuard below).
 			s.tailPos, s.tailFP, s.tailLen = e.Pos, uint64(e.TailFP), e.TailLen
 		}
 		a.log.Info("resuming file", s.attrs("pos", e.Pos, "size", size, "id", hex64(s.id))...)
@@ -241,6 +297,9 @@ func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 			return
 		}
 	}
+	// A resumed source, or one started at the end, is checked for a
+	// truncation before its first read too.
+	a.seedGuard(s)
 	s.stats.size.Store(size)
 	s.publish()
 	a.sources[nf.key] = s

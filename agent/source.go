@@ -18,7 +18,8 @@ import (
 const fingerprintMax = 1024
 
 // guardMax is how many bytes before the read position the tailer checks
-// again before it reads on.
+// again before it reads on (a resumed source checks its tail fingerprint's
+// bytes instead, up to fingerprintMax).
 const guardMax = 64
 
 var crcTable = crc64.MakeTable(crc64.ECMA)
@@ -82,11 +83,14 @@ type source struct {
 	// unmatchedSince is when a scan first did not match it (zero: matched).
 	unmatchedSince time.Time
 	stats          sourceStats
-	// guard holds the guardLen bytes just before guardPos, as read last:
-	// before reading on from guardPos, the tailer checks that the file
+	// The guard: guardFP is the CRC-64 of the guardLen bytes just before
+	// guardPos, as the tailer read them (or as the positions file's tail
+	// fingerprint describes them, for a resumed source). Before reading on
+	// from guardPos, and at every scan, the tailer checks that the file
 	// still has them, which catches a truncation followed by growth past
-	// the read position between two looks (see readSource).
-	guard    [guardMax]byte
+	// the read position between two looks (see guardHolds). guardLen 0:
+	// no guard (read position 0).
+	guardFP  uint64
 	guardLen int
 	guardPos int64
 	// pendingSince is when unread bytes were first seen (zero: none).
@@ -256,7 +260,7 @@ func (a *Agent) truncated(s *source, size int64, now time.Time, why string) {
 	s.salt = uint64(now.UnixNano()) | 1
 	s.partialSize = 0
 	s.pendingSince = time.Time{}
-	s.guardLen = 0
+	s.guardLen, s.guardPos = 0, 0
 	a.posDirty = true
 	a.markUnsaved(s)
 	if size > 0 {

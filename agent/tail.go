@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"hash/crc64"
 	"io"
 	"time"
 
@@ -81,9 +82,13 @@ func (a *Agent) service(s *source, now time.Time) {
 		}
 		a.log.Info("switching file to another topic", s.attrs("to_topic", s.switchTo.Topic, "pos", s.acked)...)
 		s.in, s.topic, s.switchTo = s.switchTo, s.switchTo.Topic, nil
-		s.readPos, s.partialSize = s.acked, 0
 		a.posDirty = true
+		ok := a.moveReadPos(s, s.acked, now)
+		s.partialSize = 0
 		s.publish()
+		if !ok {
+			return // truncated: started again, under the new topic
+		}
 	}
 	if s.stopping || s.unsaved {
 		return // see reload and savePositions
@@ -208,12 +213,9 @@ func (a *Agent) readSource(s *source, now time.Time, flushTail, force, partial b
 		c.recMax = min(c.ml.maxBytes, lim.lineMax)
 		bufMax += c.recMax + 1
 	}
-	if g := s.guardLen; g > 0 && s.guardPos == s.readPos {
-		var tmp [guardMax]byte
-		if n, _ := s.f.ReadAt(tmp[:g], s.readPos-int64(g)); n < g || !bytes.Equal(tmp[:g], s.guard[:g]) {
-			a.truncated(s, s.stats.size.Load(), now, "the bytes before the read position changed")
-			return
-		}
+	if !a.guardHolds(s) {
+		a.truncated(s, s.stats.size.Load(), now, "the bytes before the read position changed")
+		return
 	}
 	pos := s.readPos // file offset of the next byte to add
 	start := pos     // range start of the batch being built
@@ -294,13 +296,14 @@ read:
 		}
 	}
 	// Keep the bytes before the new read position for the next turn's
-	// check, when this read still has them.
+	// check: from this read when it still has them, else from the file
+	// (the bytes just read; a grown buffer dropped them).
 	if g := int(min(s.readPos, guardMax)); s.readPos-int64(g) >= bufOff && s.readPos <= bufOff+int64(bufN) {
 		i := int(s.readPos - bufOff)
-		s.guardLen = copy(s.guard[:], a.buf[i-g:i])
+		s.guardLen, s.guardFP = g, crc64.Checksum(a.buf[i-g:i], crcTable)
 		s.guardPos = s.readPos
 	} else if s.guardPos != s.readPos {
-		s.guardLen = 0
+		a.seedGuard(s)
 	}
 	switch {
 	case !atEOF:
