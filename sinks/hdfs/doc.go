@@ -22,20 +22,27 @@
 //     temporary names are random. Nothing ever waits for a lease: there is
 //     no file the sink must append to or recover (the pitfall of
 //     kafka-connect-hdfs's WAL, #53, #141).
-//   - Failures. The client connects on first use and again after a
-//     connection broke (ErrUnavailable), and fails over between an HA
-//     pair. Every NameNode call and datanode write is bounded by
-//     Options.Timeout while it makes no progress, and a shutdown's publish
-//     by the runtime's close timeout. A close the NameNode answers with
-//     "still replicating" is asked again a few times. A publish's NameNode
-//     steps after the close (mkdir, marker, rename) are retried in place
-//     with a backoff; any other failure (a datanode lost mid-write,
-//     permission denied, a quota, ErrQuota) makes the partition's writer
-//     fail: its temporary file is deleted, never patched, and the runtime
-//     logs the error, backs off, opens a new writer, which fetches the
-//     records again. No record is skipped: a commit only ever follows a
-//     published file. Failures show in the sink's Stats (errors by step,
-//     retries, abandoned files), exported by cmd/logship.
+//   - Failures. The client connects on first use and is kept: a NameNode
+//     connection whose call failed is closed at once, and the client dials
+//     again on its next call (ErrUnavailable until then), failing over
+//     between an HA pair, so the lease renewal of the files open on it
+//     never stops. Every NameNode call and datanode write is bounded by
+//     Options.Timeout while it makes no progress, and by the context of
+//     the sink's call too (FS is a file.ContextFS): Open returns when the
+//     runtime cancels it at shutdown, and Close within the runtime's close
+//     timeout, the file's completion included, whatever the NameNode does.
+//     A call given up on ends by its own Timeout, or when the sink closes.
+//     A close the NameNode answers with "still replicating" is asked again
+//     a few times. A publish's NameNode steps after the close (mkdir,
+//     marker, rename) are retried in place with a backoff, about a minute
+//     by default (Options.Retries): an HA failover. Any other failure (a
+//     datanode lost mid-write, permission denied, a quota, ErrQuota) makes
+//     the partition's writer fail: its temporary file is deleted, never
+//     patched, and the runtime logs the error, backs off, opens a new
+//     writer, which fetches the records again. No record is skipped: a
+//     commit only ever follows a published file. Failures show in the
+//     sink's Stats (errors by step, retries, abandoned files), exported by
+//     cmd/logship.
 //
 // The engine's tests (package file) run the same code over a local
 // directory and an in-memory crashable FS; this package's integration

@@ -14,10 +14,16 @@ import (
 // Defaults for Options. RollSize and RollInterval default as in package
 // file (128 MiB, the usual block size; 15m).
 const (
-	DefaultIdleTimeout  = 5 * time.Minute
-	DefaultBufferSize   = 8 << 20
-	DefaultTimeout      = 60 * time.Second
-	DefaultRetries      = 4
+	DefaultIdleTimeout = 5 * time.Minute
+	DefaultBufferSize  = 8 << 20
+	DefaultTimeout     = 60 * time.Second
+	// DefaultRetries with DefaultRetryBackoff (doubling up to package
+	// file's 5s cap: 0.5+1+2+4+11×5s) retry a publish's NameNode steps for
+	// about a minute: what a NameNode HA failover takes (the failover
+	// controller's session timeout, fencing, the standby's transition),
+	// so that a failover does not throw files away. The context of the
+	// call (a shutdown's close timeout) still bounds them.
+	DefaultRetries      = 15
 	DefaultRetryBackoff = 500 * time.Millisecond
 )
 
@@ -49,7 +55,8 @@ type Options struct {
 	// makes no progress. Default 60s.
 	Timeout time.Duration
 	// Retries of a publish's NameNode operations in place (rename,
-	// mkdir, marker), with a backoff from RetryBackoff. Default 4, 500ms.
+	// mkdir, marker), with a backoff from RetryBackoff. Default 15, 500ms:
+	// about a minute, an HA failover.
 	Retries      int
 	RetryBackoff time.Duration
 	// UseDatanodeHostname: dial datanodes by host name, not IP.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,14 +62,16 @@ func TestErrorClasses(t *testing.T) {
 			t.Errorf("%v taken for a NameNode's answer", err)
 		}
 	}
-	f := &FS{}
-	if err := f.check(nil, quota); !errors.Is(err, ErrQuota) {
-		t.Fatalf("check(quota) = %v", err)
+	if err := classify(quota); !errors.Is(err, ErrQuota) {
+		t.Fatalf("classify(quota) = %v", err)
+	}
+	if err := classify(io.ErrUnexpectedEOF); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("classify(a broken connection) = %v", err)
 	}
 }
 
 // TestDeadlineConn: a NameNode that stops answering fails the call after
-// the timeout instead of hanging the sink.
+// the timeout instead of hanging the sink, and the connection is dropped.
 func TestDeadlineConn(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -95,6 +98,11 @@ func TestDeadlineConn(t *testing.T) {
 	_, err = c.Read(make([]byte, 1))
 	if !errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) > time.Second {
 		t.Fatalf("read: %v after %s", err, time.Since(start))
+	}
+	// The connection is closed: a late reply is never read as the answer
+	// to the next call, whose write fails, so the client dials again.
+	if _, err := c.Write([]byte("next call")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after a failed read: %v, want net.ErrClosed", err)
 	}
 }
 
@@ -143,5 +151,56 @@ func TestApplyDefaults(t *testing.T) {
 	ApplyDefaults(&o)
 	if o.IdleTimeout != 5*time.Minute || o.BufferSize != 8<<20 || o.Retries != DefaultRetries {
 		t.Fatalf("%+v", o)
+	}
+}
+
+// TestOpenBoundedByCtx: a NameNode that accepts connections and never
+// answers (hung, or a GC pause). Open returns when its ctx ends, not when
+// the FS's Timeout (default 60s, here 3s) passes (sink.go: ctx bounds
+// Open and Close; the runtime's shutdown waits for them); the call it gave
+// up on ends when the sink closes (goleak checks it did).
+func TestOpenBoundedByCtx(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	s, err := New(Options{Namenodes: []string{ln.Addr().String()}, User: "logship", Path: "/logs/{topic}", Timeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, _, err = s.Open(ctx, sinks.Partition{Aggregator: "agg-1", Topic: "app", Partition: 0, Committed: -1})
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Open(ctx of 100ms) returned after %s: %v", took.Round(100*time.Millisecond), err)
 	}
 }
