@@ -200,4 +200,15 @@
 // One sink per Dir: two sinks consuming the same partitions into the same
 // Dir would delete each other's temporary files and share markers. Open
 // refuses a partition already open in the same Sink.
+//
+// An aggregator that lost or reset its log under the sink (the runtime
+// WARNs and goes on from the log's new end) gives old offsets to new
+// records at the same epoch. Their files overlap the old ones (WARNed), a
+// file whose first and last offsets match an old one's exactly is refused
+// (a published file is never overwritten: the writer fails, and the
+// runtime, resuming after the old files, jumps again), and a listing
+// resumes after the old files, which go further. Names cannot tell the
+// two logs apart without a new naming version; the sound fix is for the
+// aggregator to start a new epoch when it resets a log, which names and
+// recovery already order.
 package file
