@@ -10,6 +10,7 @@ package cassandra
 
 import (
 	"context"
+	"net"
 	"fmt"
 	"os"
 	"os/exec"
@@ -360,7 +361,7 @@ func writeWithSink(tb testing.TB, s *Sink, recs []sinks.Record) {
 // goroutines with plain gocql unlogged batches.
 func writePlain(tb testing.TB, o Options, recs []sinks.Record, batchMax, conc int) {
 	tb.Helper()
-	c, err := cluster(&o, o.Keyspace)
+	c, err := cluster(&o, o.Keyspace, &connectDialer{ctx: context.Background(), d: net.Dialer{Timeout: o.Timeout}})
 	if err != nil {
 		tb.Fatal(err)
 	}
