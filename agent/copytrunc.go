@@ -31,8 +31,9 @@ import (
 // ghost is the identity of a truncated source, for its copy to resume.
 type ghost struct {
 	topic   string
-	e       posEntry // identity, and the position to resume at (its tail fingerprinted)
-	unread  int64    // bytes the file had past the read position when it was truncated
+	e       posEntry  // identity, and the position to resume at (its tail fingerprinted)
+	unread  int64     // bytes the file had past the read position when it was truncated
+	made    time.Time // the truncated file's ctime when the truncation was seen (else the time): a copy is older
 	expires time.Time
 }
 
@@ -52,7 +53,12 @@ func (a *Agent) addGhost(s *source, now time.Time) {
 	if !s.hasID || s.fpLen == 0 {
 		return
 	}
-	g := &ghost{topic: s.topic, expires: now.Add(a.ghostTTL())}
+	g := &ghost{topic: s.topic, made: now, expires: now.Add(a.ghostTTL())}
+	if fi, err := s.f.Stat(); err == nil {
+		if ct, ok := changeTime(fi); ok && ct.Before(now) {
+			g.made = ct // the file system's clock, as birth times
+		}
+	}
 	g.e = posEntry{ID: hex64(s.id), Topic: s.topic, Path: s.path, FP: hex64(s.fp), FPLen: s.fpLen, Salt: hex64(s.salt), hasTail: true}
 	if s.tailPos >= 0 {
 		g.e.Pos, g.e.TailFP, g.e.TailLen = s.tailPos, hex64(s.tailFP), s.tailLen
@@ -63,15 +69,32 @@ func (a *Agent) addGhost(s *source, now time.Time) {
 }
 
 // claimGhost returns, and forgets, the ghost of nf's topic whose content
-// nf holds.
+// nf holds, and whose copy nf may be (see bornAfter).
 func (a *Agent) claimGhost(nf *newFile) *ghost {
 	for i, g := range a.ghosts {
-		if g.topic == nf.in.Topic && nf.probe.holds(&g.e) {
+		if g.topic == nf.in.Topic && !bornAfter(nf, g) && nf.probe.holds(&g.e) {
 			a.ghosts = slices.Delete(a.ghosts, i, i+1)
 			return g
 		}
 	}
 	return nil
+}
+
+// bornAfter reports whether nf was created after g's file was truncated:
+// its birth time is later than the truncated file's change time (ctime)
+// when the truncation was seen. Such a file cannot be g's copy:
+// copytruncate creates the copy before it truncates. This is what tells
+// a copy from another file that merely begins with the same bytes (a CSV
+// header) when g's position lies within them: both hold g's content.
+// Both time stamps come from the file system's clock, so a copy never
+// looks born after (a clock stepped back, or a copy on another machine's
+// file system, could make it so: it is then shipped again rather than
+// lost); a file created within the same tick of that clock as the
+// truncation is not told apart. Without a birth time (file system,
+// platform) nothing is ruled out.
+func bornAfter(nf *newFile, g *ghost) bool {
+	b, ok := birthTime(nf.f)
+	return ok && time.Unix(b.sec, int64(b.nsec)).After(g.made)
 }
 
 // mayBeCopy reports whether nf may be a copy in progress of a live source
@@ -81,7 +104,7 @@ func (a *Agent) mayBeCopy(nf *newFile) bool {
 		return false
 	}
 	for _, g := range a.ghosts {
-		if g.topic != nf.in.Topic || nf.size >= g.e.Pos && nf.size >= int64(g.e.FPLen) {
+		if g.topic != nf.in.Topic || nf.size >= g.e.Pos && nf.size >= int64(g.e.FPLen) || bornAfter(nf, g) {
 			continue // too short to be a ghost's copy, or long enough to be matched already
 		}
 		if nf.size < int64(g.e.FPLen) {

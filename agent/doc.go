@@ -121,7 +121,16 @@
 //   - A new file of the same topic that holds the ghost's content (first
 //     bytes, length, the bytes before the position: the restart rule)
 //     resumes the ghost's source there, under its id; what it sends again
-//     up to what was acknowledged, the aggregator drops as duplicates.
+//     up to what was acknowledged, the aggregator drops as duplicates. A
+//     file born after the truncation (its birth time is later than the
+//     truncated file's change time when the truncation was seen, where
+//     the file system gives birth times) is not a copy and never claims a
+//     ghost: otherwise a file that begins with the same header would take
+//     the ghost of one truncated while it held only that header. One
+//     created within the same tick of the file system's clock as the
+//     truncation is not told apart. (A ghost
+//     read back from the positions file after a restart has no such
+//     check: the restart rule alone applies.)
 //   - A new file whose bytes so far are a live source's (its first bytes,
 //     and its last bytes at the same offsets, or the source's file is now
 //     shorter), or the first bytes of a ghost, may be a copy in progress:

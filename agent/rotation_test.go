@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -289,4 +290,90 @@ func TestCopytruncateAfterUnacknowledgedSendIsNotDuplicated(t *testing.T) {
 	fa.setDropEvery(0)
 	waitFor(t, "all lines", func() bool { return fa.records() >= 150 && ag.Idle() })
 	checkStreams(t, fa.snapshot(), map[string]int{"before": 100, "after": 50}, nil)
+}
+
+// A copytruncate ghost is not claimed by another file that merely begins
+// with the same header. A CSV file that holds only its header is shipped
+// and its position saved (pos = the header's length, tail = the header),
+// then truncated: its ghost's content is the header alone, which b.csv,
+// created later with the same header, holds too. Were b.csv to claim the
+// ghost, its header would never be shipped and its lines would be stored
+// under a.csv's id. b.csv was born after the truncation was seen, so it
+// cannot be the copy.
+func TestGhostIsNotClaimedByANewFileWithTheSameHeader(t *testing.T) {
+	r := newRig(t, "*.csv")
+	const header = "ts,level,msg"
+	a := newLogWriter(t, r.path("a.csv"), "a")
+	a.writeRaw(header + "\n")
+	ag := startAgent(t, r.opts)
+	r.waitStored(ag, 1)
+	waitFor(t, "position saved", func() bool {
+		es := readPositions(t, filepath.Join(r.dir, "state"))
+		return len(es) == 1 && es[0].Pos == int64(len(header)+1)
+	})
+	if err := a.f.Truncate(0); err != nil { // a plain truncation
+		t.Fatal(err)
+	}
+	waitFor(t, "ghost saved", func() bool {
+		for _, e := range readPositions(t, filepath.Join(r.dir, "state")) {
+			if e.Inode == 0 {
+				return true
+			}
+		}
+		return false
+	})
+	// A file created within the same tick of the file system's clock as
+	// the truncation is not told apart from a copy (see bornAfter): let
+	// the clock move on first.
+	waitFSClockPast(t, r.path("a.csv"))
+	b := newLogWriter(t, r.path("b.csv"), "b")
+	b.writeRaw(header + "\n")
+	b.write(5)
+	waitFor(t, "b's lines", func() bool { return r.stored() >= 6 })
+	srcs := r.waitIdle(ag)
+	headers := 0
+	checkStreams(t, srcs, map[string]int{"b": 5}, func(s string) bool {
+		if s == header {
+			headers++
+			return true
+		}
+		return false
+	})
+	if headers != 2 {
+		t.Errorf("%d header records stored, want 2 (a.csv's and b.csv's)", headers)
+	}
+	for _, s := range srcs {
+		if strings.HasSuffix(s.path, "b.csv") && len(s.records) > 0 && s.records[0] != header {
+			t.Errorf("b.csv's source starts with %q, not its header", s.records[0])
+		}
+	}
+}
+
+// waitFSClockPast waits until files created now get a birth time later
+// than path's change time. It skips the test where there are no birth
+// times.
+func waitFSClockPast(t *testing.T, path string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, ok := changeTime(fi)
+	if !ok {
+		t.Skip("no change times on this platform")
+	}
+	probe := filepath.Join(t.TempDir(), "probe")
+	waitFor(t, "the file system's clock to move on", func() bool {
+		f, err := os.Create(probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(probe)
+		defer f.Close()
+		b, ok := birthTime(f)
+		if !ok {
+			t.Skip("no birth times on this file system")
+		}
+		return time.Unix(b.sec, int64(b.nsec)).After(ct)
+	})
 }
