@@ -10,8 +10,8 @@ package cassandra
 
 import (
 	"context"
-	"net"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
