@@ -34,7 +34,7 @@ type session struct {
 	done      chan struct{}
 	once      sync.Once
 	errv      error
-	healthy   atomic.Bool // got a good ack: resets the backoff
+	healthy   atomic.Bool // proof of life (a good ack, a heartbeat answer): resets the backoff
 	wg        sync.WaitGroup
 	startedAt time.Time
 	limits    frameLimits // from the Welcome; read by the loop
@@ -108,6 +108,10 @@ type connStats struct {
 	failovers       atomic.Int64
 	sessionsLost    atomic.Int64
 	heartbeats      atomic.Int64
+
+	// healthyAfterHook, when > 0, replaces healthyAfter. A test hook:
+	// set before Run, read by connLoop's goroutine.
+	healthyAfterHook time.Duration
 }
 
 // ConnStats is the state of the agent's connection to its aggregators.
@@ -253,7 +257,26 @@ func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
 	if refused(s.err()) {
 		return false // the same batches would be refused at once: back off
 	}
-	return s.healthy.Load() || time.Since(s.startedAt) >= healthyAfter
+	if errors.Is(s.err(), wire.ErrIdle) {
+		// The aggregator went silent (a hung disk holds its acks and the
+		// heartbeat answers queued behind them; a stalled route): whatever
+		// it answered before, count a failure, so that failoverAfter
+		// silent sessions in a row move the agent on.
+		return false
+	}
+	if s.c.Version() >= 2 {
+		// A live version 2 aggregator answers a heartbeat within one
+		// interval: only that, or a good ack, is proof of life. A session
+		// that merely lasted proves nothing (it may have been silent).
+		return s.healthy.Load()
+	}
+	// Version 1 has no heartbeats: an idle session proves nothing either
+	// way, so one that lasted counts as healthy.
+	after := healthyAfter
+	if a.conn.healthyAfterHook > 0 {
+		after = a.conn.healthyAfterHook
+	}
+	return s.healthy.Load() || time.Since(s.startedAt) >= after
 }
 
 // refused reports whether the aggregator closed the session because it
@@ -334,6 +357,7 @@ func (a *Agent) readLoop(s *session) {
 		switch t {
 		case wire.TypeHeartbeat:
 			// Proof of life; the read deadline moved with it.
+			s.healthy.Store(true)
 		case wire.TypeProduceAck:
 			var m ackMsg
 			m.s = s

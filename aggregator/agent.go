@@ -284,7 +284,9 @@ func (a *agentConn) writeLoop() {
 				kill("sending error", err)
 				continue
 			}
-			closeWrite(a.nc)
+			// The reader has stopped (a fatal ack is its last): this
+			// goroutine may read now.
+			closeAfterError(a.c)
 			dead = true
 			a.nc.Close()
 			continue
@@ -345,6 +347,28 @@ func (a *agentConn) writeLoop() {
 		}
 		a.nc.Close()
 	}
+}
+
+// errorDrain bounds how long a connection closed with an Error frame
+// waits for the client to close its side.
+const errorDrain = time.Second
+
+// closeAfterError is called once an Error frame was sent, by the one
+// goroutine reading c (its reads must be over). It half-closes the
+// connection, then reads and drops whatever the client still sends until
+// it closes, for at most errorDrain; the caller then closes. Closing at
+// once could leave unread bytes (frames the client pipelined, the rest of
+// a frame too large to read) in the socket, and the kernel answers those
+// with a reset, which can destroy the Error frame before the client reads
+// it. At shutdown (c interrupted) it does not wait.
+func closeAfterError(c *wire.Conn) {
+	nc := c.NetConn()
+	closeWrite(nc)
+	nc.SetReadDeadline(time.Now().Add(errorDrain))
+	if c.Interrupted() {
+		return // the deadline in the past may just have been overwritten
+	}
+	io.Copy(io.Discard, nc)
 }
 
 // closeWrite half-closes a connection (a FIN, or TLS's close_notify), so

@@ -36,6 +36,23 @@ const MinTokenLen = 16
 type grant struct {
 	token string // the token's name; "" when auth is off
 	admin bool
+	// id is the Hello's id when the token is limited to some ids
+	// (Token.IDs), else "". A consumer so limited may commit, reset and
+	// fetch the offsets of that one sink only: the ids would mean nothing
+	// if every request could name another sink.
+	id      string
+	limited bool
+}
+
+// checkSink refuses a request (what: "offset commit", ...) that acts for
+// sink when the token is limited to the ids of its Hello and sink is not
+// the Hello's id. The error closes the connection with an auth Error.
+func (g grant) checkSink(what, sink string) error {
+	if !g.limited || sink == g.id {
+		return nil
+	}
+	return &peerError{reason: rejectAuth, code: wire.CodeAuth,
+		msg: fmt.Sprintf("%s refused: token %q connected as %q may not act for sink %q", what, g.token, g.id, sink)}
 }
 
 // tokens checks Hellos against the configured tokens. Nil means auth is
@@ -106,5 +123,5 @@ func (t *tokens) check(h *wire.Hello) (grant, error) {
 	if len(tk.IDs) > 0 && !slices.Contains(tk.IDs, h.ID) {
 		return grant{}, fmt.Errorf("token %q may not connect as %q", tk.Name, h.ID)
 	}
-	return grant{token: tk.Name, admin: admin}, nil
+	return grant{token: tk.Name, admin: admin, id: h.ID, limited: len(tk.IDs) > 0}, nil
 }

@@ -32,7 +32,9 @@ func protocolErr(format string, a ...any) error {
 // own would have nothing to overlap with. A long poll ends when ctx does.
 //
 // g is what the consumer's token allows: an OffsetReset without the admin
-// role closes the connection with an auth error.
+// role, or, from a token limited to some ids, an OffsetCommit, OffsetReset
+// or OffsetFetch for a sink other than the Hello's id, closes the
+// connection with an auth error.
 func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, g grant, log *slog.Logger) {
 	nc := c.NetConn()
 	defer nc.Close()
@@ -63,7 +65,7 @@ func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, g grant, log *
 		case wire.TypeFetch:
 			err = s.fetch(ctx, c, p, log)
 		case wire.TypeOffsetCommit:
-			err = s.offsetCommit(c, p, log)
+			err = s.offsetCommit(c, p, g, log)
 		case wire.TypeOffsetForTime:
 			err = s.offsetForTime(c, p, log)
 		case wire.TypeStatus:
@@ -74,11 +76,11 @@ func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, g grant, log *
 					msg: fmt.Sprintf("offset reset refused: token %q does not have the admin role", g.token)}
 				break
 			}
-			err = s.offsetReset(c, p, log)
+			err = s.offsetReset(c, p, g, log)
 		case wire.TypeHeartbeat:
 			err = s.heartbeat(c, p)
 		case wire.TypeOffsetFetch:
-			err = s.offsetFetch(c, p)
+			err = s.offsetFetch(c, p, g)
 		default:
 			err = protocolErr("unexpected %s frame from a consumer", t)
 		}
@@ -100,16 +102,17 @@ func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, g grant, log *
 	}
 }
 
-// refusePeer logs why a connection is closed and sends the Error frame.
-// The caller closes the connection.
+// refusePeer logs why a connection is closed, sends the Error frame and
+// closes the connection (closeAfterError).
 func (s *Server) refusePeer(c *wire.Conn, log *slog.Logger, pe *peerError) {
 	s.stats.reject(pe.reason)
 	log.Warn("closing connection", "err", pe.msg)
 	nc := c.NetConn()
 	nc.SetWriteDeadline(s.writeDeadline())
 	if c.WriteError(pe.code, pe.msg) == nil {
-		closeWrite(nc)
+		closeAfterError(c)
 	}
+	nc.Close()
 }
 
 // heartbeat answers a consumer's Heartbeat (version 2).
@@ -223,10 +226,13 @@ func (s *Server) read(ctx context.Context, part *logstore.Partition, f *wire.Fet
 }
 
 // offsetCommit stores a sink's offset durably before it answers.
-func (s *Server) offsetCommit(c *wire.Conn, p []byte, log *slog.Logger) error {
+func (s *Server) offsetCommit(c *wire.Conn, p []byte, g grant, log *slog.Logger) error {
 	var m wire.OffsetCommit
 	if err := m.Decode(p); err != nil {
 		return protocolErr("offset commit: %v", err)
+	}
+	if err := g.checkSink("offset commit", m.Sink); err != nil {
+		return err
 	}
 	res := wire.OffsetCommitted{Req: m.Req, Status: wire.CommitOK}
 	if err := s.offsets.commit(m.Sink, m.Topic, m.Partition, m.Offset, m.Epoch); err != nil {
@@ -252,10 +258,13 @@ func (s *Server) offsetCommit(c *wire.Conn, p []byte, log *slog.Logger) error {
 // epoch. It does not check the offset against the log: the operator's tool
 // resolves times and bounds from the metadata before it asks, and an
 // offset out of range is handled by the sink like any other.
-func (s *Server) offsetReset(c *wire.Conn, p []byte, log *slog.Logger) error {
+func (s *Server) offsetReset(c *wire.Conn, p []byte, g grant, log *slog.Logger) error {
 	var m wire.OffsetReset
 	if err := m.Decode(p); err != nil {
 		return protocolErr("offset reset: %v", err)
+	}
+	if err := g.checkSink("offset reset", m.Sink); err != nil {
+		return err
 	}
 	res := wire.OffsetCommitted{Req: m.Req, Status: wire.CommitOK}
 	epoch, err := s.offsets.reset(m.Sink, m.Topic, m.Partition, m.Offset)
@@ -275,10 +284,13 @@ func (s *Server) offsetReset(c *wire.Conn, p []byte, log *slog.Logger) error {
 
 // offsetFetch answers with a sink's committed offsets in a topic; none for
 // a sink or topic without commits (or with an invalid name).
-func (s *Server) offsetFetch(c *wire.Conn, p []byte) error {
+func (s *Server) offsetFetch(c *wire.Conn, p []byte, g grant) error {
 	var m wire.OffsetFetch
 	if err := m.Decode(p); err != nil {
 		return protocolErr("offset fetch: %v", err)
+	}
+	if err := g.checkSink("offset fetch", m.Sink); err != nil {
+		return err
 	}
 	res := wire.Offsets{Req: m.Req, Offsets: s.offsets.committed(m.Sink, m.Topic)}
 	c.NetConn().SetWriteDeadline(s.writeDeadline())

@@ -41,7 +41,10 @@
 // a missing or unknown token, or one without the Hello's role or id:
 // "auth") gets an Error frame first. Tokens (Options.Tokens, see Token)
 // are looked up by the SHA-256 of the presented secret and compared in
-// constant time; no message names a secret. Without tokens every Hello
+// constant time; no message names a secret. A token limited to some ids
+// (Token.IDs) binds the connection to the id of its Hello: an agent's
+// batches must carry that agent id, and a consumer may commit, reset and
+// fetch the offsets of that sink only (below). Without tokens every Hello
 // is accepted and may reset offsets.
 //
 // # Timeouts
@@ -64,6 +67,27 @@
 // before the next read waits, so an idle connection holds no large buffer,
 // and the memory for batches is bounded by the connections reading one at
 // the same moment. TestConcurrentAgents measures it.
+//
+// Only an agent's Produce may be as large as the max frame
+// (Options.MaxFrameBytes); every other frame after the handshake (an
+// agent's Heartbeat, every consumer request) is bounded by
+// wire.MaxControlFrame (64 KiB). The bound is checked against the frame's
+// header (length and type), before any buffer is taken: a client that
+// announces a large control frame and then trickles it is refused at once
+// (reason "protocol") instead of holding a large pooled buffer for the
+// read timeout. A consumer request is small (a Metadata naming 500 topics
+// of the longest name still fits).
+//
+// # Closing with an Error frame
+//
+// Whenever the server closes a connection with an Error frame (a refused
+// Hello, a bad frame, a timeout, an auth refusal), it half-closes the
+// connection after it, then reads and drops whatever the client still
+// sends until the client closes, for at most one second (errorDrain), and
+// only then closes. Closing at once could leave unread bytes (pipelined
+// frames, the rest of a refused frame) in the socket, which the kernel
+// answers with a reset that can destroy the Error frame before the client
+// reads it. At shutdown it does not wait.
 //
 // # Agents
 //
@@ -166,6 +190,13 @@
 //     from any other the connection is closed with an auth Error frame.
 //
 //   - OffsetFetch: the sink's committed offsets in a topic, by partition.
+//
+// With a token limited to some ids, an OffsetCommit, OffsetReset or
+// OffsetFetch whose sink is not the Hello's id closes the connection with
+// an auth Error frame, a WARN line and the reason "auth", and changes
+// nothing: such a token speaks for one sink, and could otherwise move (or
+// reset, or read) the offsets of every other sink. An operator's tool that
+// resets a sink with such a token connects as that sink.
 //
 // # Offsets file, version 2
 //

@@ -304,7 +304,9 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		s.stats.reject(reason)
 		s.log.Warn("connection refused", "remote", remote, "role", hello.Role.String(), "id", hello.ID, "err", msg)
 		nc.SetWriteDeadline(s.writeDeadline())
-		c.WriteError(code, msg)
+		if c.WriteError(code, msg) == nil {
+			closeAfterError(c)
+		}
 		nc.Close()
 	}
 	if ctx.Err() != nil {
@@ -345,6 +347,15 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	log.Debug("connection accepted", "version", hello.Version)
 	c.SetReadTimeouts(s.opts.IdleTimeout, s.opts.ReadTimeout)
+	// Only an agent's Produce carries a batch: every other frame of either
+	// role is refused above MaxControlFrame, from its header, before a
+	// buffer is taken for it.
+	switch hello.Role {
+	case wire.RoleAgent:
+		c.SetBulkType(wire.TypeProduce)
+	case wire.RoleConsumer:
+		c.SetMaxFrame(wire.MaxControlFrame)
+	}
 	switch hello.Role {
 	case wire.RoleAgent:
 		s.stats.openAgents.Add(1)

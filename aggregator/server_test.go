@@ -152,6 +152,60 @@ func TestBadClients(t *testing.T) {
 	}
 }
 
+// TestControlFramesAreSmall: after the handshake only an agent's Produce
+// may be larger than wire.MaxControlFrame. Any other frame announcing more
+// is refused from its header, without waiting for (or taking a buffer
+// for) its payload; and although the client goes on sending that payload,
+// it reads the Error frame and then EOF, not a reset: the server drains
+// what it does not read before it closes.
+func TestControlFramesAreSmall(t *testing.T) {
+	ts := start(t, t.TempDir(), func(o *Options) { o.ReadTimeout = time.Minute })
+	const size = 15 << 20 // under the 16 MiB max frame, more than the sockets buffer
+	for _, tc := range []struct {
+		name string
+		role wire.Role
+		typ  wire.Type
+	}{
+		{"agent heartbeat", wire.RoleAgent, wire.TypeHeartbeat},
+		{"agent unknown type", wire.RoleAgent, 99},
+		{"consumer fetch", wire.RoleConsumer, wire.TypeFetch},
+		{"consumer metadata", wire.RoleConsumer, wire.TypeMetadata},
+		{"consumer produce", wire.RoleConsumer, wire.TypeProduce},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := wire.DialContext(context.Background(), ts.Addr(), wire.Hello{Role: tc.role, ID: "small-01"}, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nc := c.NetConn()
+			defer nc.Close()
+			frame := binary.BigEndian.AppendUint32(nil, size+1)
+			frame = append(frame, byte(tc.typ))
+			frame = append(frame, make([]byte, size)...)
+			wrote := make(chan error, 1)
+			go func() { _, err := nc.Write(frame); wrote <- err }()
+
+			nc.SetReadDeadline(time.Now().Add(10 * time.Second)) // far below the read timeout
+			typ, p, err := c.ReadFrame()
+			if err != nil || typ != wire.TypeError {
+				t.Fatalf("got %s %v, want an Error frame", typ, err)
+			}
+			if rerr := wire.DecodeError(p); !isRemote(rerr, wire.CodeProtocol) || !strings.Contains(rerr.Error(), "frame too large") {
+				t.Fatalf("error frame %v, want a protocol error saying frame too large", rerr)
+			}
+			if _, _, err := c.ReadFrame(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after the Error frame: %v, want EOF", err)
+			}
+			if err := <-wrote; err != nil {
+				t.Fatalf("writing the payload: %v, want it drained", err)
+			}
+		})
+	}
+	if n := ts.Stats().Rejected["protocol"]; n != 5 {
+		t.Fatalf("rejected protocol %d, want 5", n)
+	}
+}
+
 // TestHelloRefused: a role the server does not know and an agent without a
 // valid id are refused with an Error frame.
 func TestHelloRefused(t *testing.T) {

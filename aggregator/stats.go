@@ -16,7 +16,7 @@ const (
 	rejectProtocol                          // bad frame after the handshake: length, type, truncation
 	rejectBatch                             // bad batch: CRC, lengths, topic name
 	rejectTLS                               // TLS handshake failed: bad, expired or unknown certificate, not TLS
-	rejectAuth                              // missing or unknown token, a role the token lacks, a reset without admin
+	rejectAuth                              // missing or unknown token, a role or id the token lacks, a reset without admin, another sink's offsets
 	rejectIdle                              // no frame within the idle timeout
 	rejectSlow                              // a frame not complete within the read timeout (slowloris)
 	numRejectReasons

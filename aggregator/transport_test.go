@@ -120,6 +120,86 @@ func TestNoAuthAllowsReset(t *testing.T) {
 	}
 }
 
+// TestAuthIDLimitedTokenActsForItsSinkOnly: a consumer or admin token
+// limited to some ids (Token.IDs) commits, resets and fetches the offsets
+// of the sink its Hello named and of no other: a request naming another
+// sink closes the connection with an auth error, logged and counted, and
+// leaves that sink's offsets as they were.
+func TestAuthIDLimitedTokenActsForItsSinkOnly(t *testing.T) {
+	const (
+		sinkASecret  = "sink-a-secret-0123456789"
+		adminASecret = "admin-a-secret-0123456789"
+	)
+	ts := start(t, t.TempDir(), func(o *Options) {
+		o.Tokens = []Token{
+			{Name: "sink-a", Secret: sinkASecret, Roles: []string{RoleConsumer}, IDs: []string{"sink-a"}},
+			{Name: "admin-a", Secret: adminASecret, Roles: []string{RoleAdmin}, IDs: []string{"sink-a"}},
+			{Name: "sinks", Secret: consumerSecret, Roles: []string{RoleConsumer}},
+		}
+	})
+	dialAs := func(t *testing.T, id, token string) *consumerClient {
+		t.Helper()
+		c, _, err := wire.DialContext(context.Background(), ts.Addr(), wire.Hello{Role: wire.RoleConsumer, ID: id, Token: token}, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.NetConn().Close() })
+		return &consumerClient{t: t, c: c}
+	}
+	// sink-b commits with the shared token, which has no id limits.
+	if r := dialAs(t, "sink-b", consumerSecret).commit("sink-b", "app", 0, 1000); r.Status != wire.CommitOK {
+		t.Fatalf("sink-b's own commit: %+v", r)
+	}
+
+	for _, tc := range []struct {
+		name, token string
+		typ         wire.Type
+		payload     []byte
+		want        wire.Type
+		msg         string
+	}{
+		{"commit", sinkASecret, wire.TypeOffsetCommit,
+			(&wire.OffsetCommit{Req: 1, Sink: "sink-b", Topic: "app", Offset: 5}).Encode(nil), wire.TypeOffsetCommitted,
+			`offset commit refused: token "sink-a" connected as "sink-a" may not act for sink "sink-b"`},
+		{"fetch", sinkASecret, wire.TypeOffsetFetch,
+			(&wire.OffsetFetch{Req: 1, Sink: "sink-b", Topic: "app"}).Encode(nil), wire.TypeOffsets,
+			`offset fetch refused: token "sink-a"`},
+		{"reset", adminASecret, wire.TypeOffsetReset,
+			(&wire.OffsetReset{Req: 1, Sink: "sink-b", Topic: "app", Offset: 0}).Encode(nil), wire.TypeOffsetCommitted,
+			`offset reset refused: token "admin-a" connected as "sink-a" may not act for sink "sink-b"`},
+	} {
+		t.Run(tc.name+" for another sink", func(t *testing.T) {
+			_, err := dialAs(t, "sink-a", tc.token).call(tc.typ, tc.payload, tc.want)
+			if !isRemote(err, wire.CodeAuth) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v, want an auth error with %q", err, tc.msg)
+			}
+		})
+	}
+	if n := ts.Stats().Rejected["auth"]; n != 3 {
+		t.Errorf("rejected auth %d, want 3", n)
+	}
+	if got := len(ts.logs.lines("level=WARN", "closing connection", "may not act for sink")); got != 3 {
+		t.Errorf("%d log lines for the refusals, want 3:\n%s", got, ts.logs)
+	}
+	if got := dialAs(t, "sink-b", consumerSecret).offsets("sink-b", "app"); len(got) != 1 || got[0].Offset != 1000 || got[0].Epoch != 0 {
+		t.Errorf("sink-b's committed offsets %+v, want offset 1000 epoch 0", got)
+	}
+
+	t.Run("own sink", func(t *testing.T) {
+		a := dialAs(t, "sink-a", sinkASecret)
+		if r := a.commit("sink-a", "app", 0, 7); r.Status != wire.CommitOK {
+			t.Fatalf("commit %+v", r)
+		}
+		admin := dialAs(t, "sink-a", adminASecret)
+		if r := admin.reset("sink-a", "app", 0, 3); r.Status != wire.CommitOK {
+			t.Fatalf("reset %+v", r)
+		}
+		if got := a.offsets("sink-a", "app"); len(got) != 1 || got[0].Offset != 3 || got[0].Epoch != 1 {
+			t.Fatalf("sink-a's offsets %+v, want offset 3 epoch 1", got)
+		}
+	})
+}
+
 // TestTimeouts: a client that connects and says nothing, one that goes
 // quiet after its handshake, and one that trickles a frame byte by byte
 // are each cut with a logged reason and counted; one that sends

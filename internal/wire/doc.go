@@ -39,8 +39,12 @@
 // whose token lacks the role the Hello asks for (agent or consumer), gets
 // Error code 3 (auth) and the connection is closed; the message never says
 // which tokens exist. A token may also be limited to some client ids (an
-// agent's own token). OffsetReset needs a token with the admin role: from
-// any other token it gets Error code 3 and the connection is closed. With
+// agent's own token): its holder then acts only as the id of its Hello
+// (an agent's batches carry that agent id; a consumer's OffsetCommit,
+// OffsetReset and OffsetFetch name that sink), and any other request gets
+// Error code 3 and the connection is closed. OffsetReset needs a token
+// with the admin role: from any other token it gets Error code 3 and the
+// connection is closed. With
 // no tokens configured every Hello is accepted, as are resets. Tokens are
 // secrets: without TLS they cross the network in clear.
 //
@@ -64,6 +68,12 @@
 //	0  4  length   bytes after this field: 1 + payload; at most the receiver's max frame size
 //	4  1  type
 //	5  .  payload
+//
+// The server's max frame size (sent in Welcome) bounds an agent's Produce
+// only: every other frame a client sends, during the handshake and after
+// it, is bounded by MaxControlFrame (64 KiB), so that a server takes a
+// large buffer only for a batch. A frame over its bound is refused from
+// its header (Error code 1).
 //
 // Payload fields are encoded in order with these primitives: u8, u16, u32,
 // u64/i64 (fixed width), and str (u16 length + bytes). Batches travel as the
@@ -96,6 +106,19 @@
 // epoch it read; a commit under another epoch gets status 3 (reset) and
 // is not stored, so a running sink can never overwrite a reset it has not
 // seen yet. It sees it in Offsets, which it asks for every few seconds.
+//
+// The aggregator checks a batch's framing, both CRC32Cs, its lengths,
+// names and agent id (batch.Parse and the checks in aggregator/doc.go),
+// and stores the compressed records as they came: it neither decompresses
+// them nor decodes the records. By design: decompressing every batch on
+// the ingest path would cost the aggregator the CPU that the agents'
+// compression saves, and the CRCs already catch damage in transit and on
+// disk. So a batch that an agent built wrong (compressed content that does
+// not decompress, or records that do not decode, under a good CRC) is
+// stored and served; a sink stops at it with an error wrapping
+// sinks.ErrCorruptFetch, after delivering the records before it, and
+// retries there (logging the error) until an operator resets its offset
+// past the batch (logship offsets reset).
 //
 // Agents pipeline Produce frames (up to their window of unacknowledged
 // bytes) and match acks by seq; the server acks in the order it received.

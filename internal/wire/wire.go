@@ -180,6 +180,7 @@ type Conn struct {
 	r        *bufio.Reader
 	w        *bufio.Writer
 	maxFrame int
+	bulk     Type    // when set, the one type that may exceed MaxControlFrame
 	rbuf     []byte  // frames up to smallFrame bytes; kept
 	big      *[]byte // the last frame's buffer when it was larger; pooled
 	hdr      [5]byte
@@ -221,6 +222,16 @@ func (c *Conn) NetConn() net.Conn { return c.c }
 
 // SetMaxFrame changes the bound on frames read.
 func (c *Conn) SetMaxFrame(n int) { c.maxFrame = n }
+
+// SetBulkType bounds every frame read whose type is not t by
+// MaxControlFrame (or the max frame size, when smaller); frames of type t
+// keep the max frame size. The type is in the frame's header, so a frame
+// over its bound is refused (ErrFrameTooBig) before any buffer is taken
+// for it: a peer that announces a huge Heartbeat and then trickles it
+// holds no large buffer. A server calls it after the handshake with the
+// one type the peer's role may send large (Produce for agents). Zero
+// lifts the per-type bound.
+func (c *Conn) SetBulkType(t Type) { c.bulk = t }
 
 // Version is the protocol version the handshake settled on (0 before it).
 // Safe for concurrent use.
@@ -330,10 +341,14 @@ func (c *Conn) readFrame() (Type, []byte, error) {
 	if n < 1 {
 		return 0, nil, fmt.Errorf("%w: length 0", ErrMalformed)
 	}
-	if n-1 > c.maxFrame {
-		return 0, nil, fmt.Errorf("%w: %d bytes, max %d", ErrFrameTooBig, n-1, c.maxFrame)
-	}
 	t := Type(c.hdr[4])
+	limit := c.maxFrame
+	if c.bulk != 0 && t != c.bulk {
+		limit = min(limit, MaxControlFrame)
+	}
+	if n-1 > limit {
+		return 0, nil, fmt.Errorf("%w: %s of %d bytes, max %d", ErrFrameTooBig, t, n-1, limit)
+	}
 	n--
 	var p []byte
 	if n <= smallFrame {

@@ -119,6 +119,43 @@ func TestFrameTooBig(t *testing.T) {
 	}
 }
 
+// TestBulkType: with a bulk type set, only frames of that type may exceed
+// MaxControlFrame, and a larger frame of another type is refused from its
+// header alone: its payload is never read.
+func TestBulkType(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		typ     Type
+		size    int
+		tooBig  bool
+		maxSize int
+	}{
+		{"bulk type, large", TypeProduce, MaxControlFrame + 1, false, DefaultMaxFrame},
+		{"bulk type, over max frame", TypeProduce, 2 * MaxControlFrame, true, MaxControlFrame + 10},
+		{"control type at the bound", TypeHeartbeat, MaxControlFrame, false, DefaultMaxFrame},
+		{"control type over the bound", TypeHeartbeat, MaxControlFrame + 1, true, DefaultMaxFrame},
+		{"unknown type over the bound", 99, MaxControlFrame + 1, true, DefaultMaxFrame},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := frame(tc.typ, make([]byte, tc.size))[:5]
+			var in bytes.Buffer
+			in.Write(hdr)
+			if !tc.tooBig {
+				in.Write(make([]byte, tc.size))
+			}
+			r := NewConn(fakeConn{&in}, tc.maxSize)
+			r.SetBulkType(TypeProduce)
+			typ, p, err := r.ReadFrame()
+			switch {
+			case tc.tooBig && !errors.Is(err, ErrFrameTooBig):
+				t.Fatalf("got %s of %d bytes, %v; want ErrFrameTooBig", typ, len(p), err)
+			case !tc.tooBig && (err != nil || typ != tc.typ || len(p) != tc.size):
+				t.Fatalf("got %s of %d bytes, %v; want %s of %d bytes", typ, len(p), err, tc.typ, tc.size)
+			}
+		})
+	}
+}
+
 type fakeConn struct{ rw io.ReadWriter }
 
 func (f fakeConn) Read(p []byte) (int, error)       { return f.rw.Read(p) }
