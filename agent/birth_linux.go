@@ -2,22 +2,9 @@ package agent
 
 import (
 	"os"
-	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// changeTime returns the status change time (ctime) of a file: the time
-// stamp of its last change, a truncation included, from the same clock
-// as birth times.
-func changeTime(fi os.FileInfo) (time.Time, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return time.Time{}, false
-	}
-	return time.Unix(st.Ctim.Unix()), true
-}
 
 // birthTime returns the creation time of the open file f, from statx(2).
 // ok is false when the kernel or the file system does not report one (the

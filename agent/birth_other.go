@@ -2,13 +2,7 @@
 
 package agent
 
-import (
-	"os"
-	"time"
-)
-
-// changeTime is only needed beside birthTime.
-func changeTime(fi os.FileInfo) (time.Time, bool) { return time.Time{}, false }
+import "os"
 
 // birthTime is not implemented on this platform: sources get a random salt
 // instead (see doc.go, "Sources and their identity").

@@ -33,7 +33,7 @@ type ghost struct {
 	topic   string
 	e       posEntry  // identity, and the position to resume at (its tail fingerprinted)
 	unread  int64     // bytes the file had past the read position when it was truncated
-	made    time.Time // the truncated file's ctime when the truncation was seen (else the time): a copy is older
+	made    time.Time // when the truncation was seen: a copy is older
 	expires time.Time
 }
 
@@ -54,11 +54,6 @@ func (a *Agent) addGhost(s *source, now time.Time) {
 		return
 	}
 	g := &ghost{topic: s.topic, made: now, expires: now.Add(a.ghostTTL())}
-	if fi, err := s.f.Stat(); err == nil {
-		if ct, ok := changeTime(fi); ok && ct.Before(now) {
-			g.made = ct // the file system's clock, as birth times
-		}
-	}
 	g.e = posEntry{ID: hex64(s.id), Topic: s.topic, Path: s.path, FP: hex64(s.fp), FPLen: s.fpLen, Salt: hex64(s.salt), hasTail: true}
 	if s.tailPos >= 0 {
 		g.e.Pos, g.e.TailFP, g.e.TailLen = s.tailPos, hex64(s.tailFP), s.tailLen
@@ -80,18 +75,19 @@ func (a *Agent) claimGhost(nf *newFile) *ghost {
 	return nil
 }
 
-// bornAfter reports whether nf was created after g's file was truncated:
-// its birth time is later than the truncated file's change time (ctime)
-// when the truncation was seen. Such a file cannot be g's copy:
+// bornAfter reports whether nf was created after the truncation that
+// made g was seen, by its birth time. Such a file cannot be g's copy:
 // copytruncate creates the copy before it truncates. This is what tells
 // a copy from another file that merely begins with the same bytes (a CSV
 // header) when g's position lies within them: both hold g's content.
-// Both time stamps come from the file system's clock, so a copy never
-// looks born after (a clock stepped back, or a copy on another machine's
-// file system, could make it so: it is then shipped again rather than
-// lost); a file created within the same tick of that clock as the
-// truncation is not told apart. Without a birth time (file system,
-// platform) nothing is ruled out.
+// File time stamps come from a coarse clock that lags the system clock
+// (by up to a tick, a few ms), so a copy never looks born after (unless
+// the clock is stepped back, or the copy is on another machine's file
+// system: it is then shipped again rather than lost), while a file
+// created within that tick after the truncation was seen is not told
+// apart. (The truncated file's own ctime is no better reference: it is
+// not always moved by the truncation and the writes before it.) Without a
+// birth time (file system, platform) nothing is ruled out.
 func bornAfter(nf *newFile, g *ghost) bool {
 	b, ok := birthTime(nf.f)
 	return ok && time.Unix(b.sec, int64(b.nsec)).After(g.made)

@@ -122,13 +122,12 @@
 //     bytes, length, the bytes before the position: the restart rule)
 //     resumes the ghost's source there, under its id; what it sends again
 //     up to what was acknowledged, the aggregator drops as duplicates. A
-//     file born after the truncation (its birth time is later than the
-//     truncated file's change time when the truncation was seen, where
-//     the file system gives birth times) is not a copy and never claims a
-//     ghost: otherwise a file that begins with the same header would take
-//     the ghost of one truncated while it held only that header. One
-//     created within the same tick of the file system's clock as the
-//     truncation is not told apart. (A ghost
+//     file born after the truncation was seen (by its birth time, where
+//     the file system gives one) is not a copy and never claims a ghost:
+//     otherwise a file that begins with the same header would take the
+//     ghost of one truncated while it held only that header. One created
+//     within a tick of the file system's coarse clock (a few ms) after it
+//     is not told apart. (A ghost
 //     read back from the positions file after a restart has no such
 //     check: the restart rule alone applies.)
 //   - A new file whose bytes so far are a live source's (its first bytes,
