@@ -46,9 +46,10 @@ Examples:
 	return exitError{2}
 }
 
-// connectAll dials every aggregator; an unreachable one is an error
-// naming it.
-func connectAll(ctx context.Context, addrs []string, secFlags *securityFlags) ([]*sinks.Client, func(), error) {
+// connectAll dials every aggregator as the consumer name ("" for none: a
+// reset names its sink, so that a token limited to that sink works). An
+// unreachable aggregator is an error naming it.
+func connectAll(ctx context.Context, addrs []string, secFlags *securityFlags, name string) ([]*sinks.Client, func(), error) {
 	sec, err := secFlags.security()
 	if err != nil {
 		return nil, nil, err
@@ -60,7 +61,7 @@ func connectAll(ctx context.Context, addrs []string, secFlags *securityFlags) ([
 		}
 	}
 	for _, a := range addrs {
-		c, err := sec.Dial(ctx, a, "")
+		c, err := sec.Dial(ctx, a, name)
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("aggregator %s: %w", a, err)
@@ -72,7 +73,7 @@ func connectAll(ctx context.Context, addrs []string, secFlags *securityFlags) ([
 
 // statusAll asks every aggregator for its status.
 func statusAll(ctx context.Context, addrs []string, secFlags *securityFlags) ([]*wire.Status, error) {
-	cs, closeAll, err := connectAll(ctx, addrs, secFlags)
+	cs, closeAll, err := connectAll(ctx, addrs, secFlags, "")
 	if err != nil {
 		return nil, err
 	}
@@ -273,7 +274,7 @@ func runOffsetsReset(ctx context.Context, args []string, stdout, stderr io.Write
 	if len(targets) != 1 {
 		return errors.New("give exactly one of --to-earliest, --to-latest, --to-offset, --to-time, --by-duration, --shift-by")
 	}
-	cs, closeAll, err := connectAll(ctx, *aggs, secFlags)
+	cs, closeAll, err := connectAll(ctx, *aggs, secFlags, *sink)
 	if err != nil {
 		return err
 	}
