@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,10 +223,10 @@ type Agent struct {
 	firstScan     bool
 	lastScan      time.Time
 	inputs        []*input
-	ghosts        []*ghost              // truncated sources waiting for their copy
-	held          []*heldCopy           // new files that may be copies in progress
-	closed        map[fileKey]time.Time // files closed lately, and when: a late rename event must not open them again
-	waiting       int                   // files the last scan could not open (MaxOpenFiles)
+	ghosts        []*ghost               // truncated sources waiting for their copy
+	held          []*heldCopy            // new files that may be copies in progress
+	closed        map[fileKey]closedFile // files closed lately: a late rename event must not open them again
+	waiting       int                    // files the last scan could not open (MaxOpenFiles)
 	warnedLimit   bool
 	watch         *watcher // nil: polling only
 	lock          *os.File // flock on StateDir/lock, held until Run returns
@@ -644,20 +645,20 @@ func (a *Agent) loop(ctx context.Context) {
 // fileEvents applies the watcher's hints: written files are checked now
 // (an untracked one the globs match, such as a file created empty and
 // then written, is considered at once); a file renamed from a name the
-// globs match (or from a tracked file's name) is followed to its new name,
-// even one no glob matches, so that a file created and rotated away
-// between two scans (a second rotation while the agent is behind) is still
-// found; a file created, renamed or removed starts a scan.
+// globs match (or from a tracked file's name), directly or through a
+// chain of renames (see followRenames), is followed to its new name, even
+// one no glob matches, so that a file created and rotated away between
+// two scans (a second rotation while the agent is behind) is still found;
+// a file created, renamed or removed starts a scan.
 func (a *Agent) fileEvents(now time.Time) {
 	written, moves, rescan := a.watch.take()
 	var news []*newFile
-	for _, m := range moves {
-		in := a.inputOf(m.from)
-		if in == nil || a.recentlyClosed(m.to, now) {
+	for _, f := range a.followRenames(moves) {
+		if a.recentlyClosed(f.path, now) {
 			continue
 		}
-		if nf := a.consider(in, m.to, news, now); nf != nil {
-			a.log.Info("file found by its rename from a name the globs match", "topic", in.Topic, "source", m.to, "from", m.from)
+		if nf := a.consider(f.in, f.path, news, now); nf != nil {
+			a.log.Info("file found by its rename from a name the globs match", "topic", f.in.Topic, "source", f.path, "from", f.from)
 			news = append(news, nf)
 		}
 	}
@@ -688,13 +689,71 @@ func (a *Agent) fileEvents(now time.Time) {
 	}
 }
 
+// followed is a name to follow after a batch of renames.
+type followed struct {
+	path, from string
+	in         *input
+}
+
+// followRenames returns the names a batch of renames (in the order they
+// happened) leaves files of the inputs at: those whose last rename in the
+// batch came from a name the globs match, from a tracked file's name, or
+// from a name that such a rename earlier in the batch filled. The chain
+// matters when the loop takes the events late: after a shift rotation
+// done three times (.2 to .3, .1 to .2, app.log to .1, each time), the
+// file now at .2 came from app.log through .1, and .1 was neither matched
+// nor tracked when it moved on. The files are looked at now, not when
+// they were renamed: what is at a followed name now is what the last
+// rename left there (or nothing).
+func (a *Agent) followRenames(moves []move) []followed {
+	if len(moves) == 0 {
+		return nil
+	}
+	type via struct {
+		in   *input // nil: the file there is none of the inputs'
+		from string
+	}
+	at := make(map[string]via) // names renamed to in this batch
+	var order []string
+	for _, m := range moves {
+		v, ok := at[m.from]
+		if !ok {
+			v.in = a.inputOf(m.from)
+		}
+		delete(at, m.from) // vacated: what appears there next is judged afresh
+		if _, ok := at[m.to]; !ok {
+			order = append(order, m.to)
+		}
+		at[m.to] = via{in: v.in, from: m.from}
+	}
+	var out []followed
+	for _, p := range order {
+		if v, ok := at[p]; ok && v.in != nil && !slices.ContainsFunc(out, func(f followed) bool { return f.path == p }) {
+			out = append(out, followed{path: p, from: v.from, in: v.in})
+		}
+	}
+	return out
+}
+
+// closedFile is a file the agent closed lately, and how to know it again.
+type closedFile struct {
+	at    time.Time
+	born  birth // zero: no birth time
+	fp    uint64
+	fpLen int
+	size  int64
+}
+
 // recentlyClosed reports whether path is a file the agent closed (drained
 // and acknowledged, or given up) lately: a rename event that arrives after
-// the scan that closed it must not open it again. Entries older than two
-// scan intervals are forgotten.
+// the scan that closed it must not open it again. Its (device, inode) is
+// not enough: a deleted file's inode is reused at once by a new file,
+// which may be rotated away before a scan sees it. So the file must also
+// have the closed file's birth time or, without birth times, its size and
+// first bytes. Entries older than two scan intervals are forgotten.
 func (a *Agent) recentlyClosed(path string, now time.Time) bool {
-	for k, at := range a.closed {
-		if now.Sub(at) > 2*a.opts.ScanInterval+time.Second {
+	for k, c := range a.closed {
+		if now.Sub(c.at) > 2*a.opts.ScanInterval+time.Second {
 			delete(a.closed, k)
 		}
 	}
@@ -703,8 +762,38 @@ func (a *Agent) recentlyClosed(path string, now time.Time) bool {
 		return false
 	}
 	k, ok := keyOf(fi)
-	_, closed := a.closed[k]
-	return ok && closed
+	c, closed := a.closed[k]
+	if !ok || !closed {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if b, ok := birthTime(f); ok && c.born != (birth{}) {
+		return b == c.born
+	}
+	if fi.Size() != c.size {
+		return false
+	}
+	fp, err := fingerprintN(f, c.fpLen, a.fpBuf)
+	return err == nil && fp == c.fp
+}
+
+// noteClosed remembers s, about to be closed, for recentlyClosed.
+func (a *Agent) noteClosed(s *source, size int64, now time.Time) {
+	if a.closed == nil {
+		a.closed = make(map[fileKey]closedFile)
+	}
+	c := closedFile{at: now, size: size}
+	if b, ok := birthTime(s.f); ok {
+		c.born = b
+	}
+	if s.hasID {
+		c.fp, c.fpLen = s.fp, s.fpLen
+	}
+	a.closed[s.key] = c
 }
 
 // globInput returns the first input whose globs match path (not

@@ -70,7 +70,15 @@
 //     and renamed out of the globs before a scan saw it) is found through
 //     the rename's file event: a file renamed from a name the globs match,
 //     or from a tracked file's name, is followed to its new name, whatever
-//     it is. Without file events (polling only) such a file is not seen.
+//     it is. The renames the loop takes at once are a chain: a name that
+//     an earlier rename of the batch filled counts as well (rotated three
+//     times before the loop took the events, a shift rotation moves the
+//     file created as app.log on from .1 to .2). A rename to the (device,
+//     inode) of a file closed lately (up to two scan intervals) is a late
+//     event of that file and is not followed, unless its birth time (or,
+//     without birth times, its size or first bytes) differs: a new file
+//     on the reused inode of a deleted one. Without file events (polling
+//     only) such a file is not seen.
 //   - Truncation: an open file whose size falls below the read position,
 //     whose first bytes change (above; checked at every scan too, whatever
 //     the file's length), or whose 64 bytes just before the read position

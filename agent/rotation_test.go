@@ -368,3 +368,157 @@ func waitFSClockPast(t *testing.T, at time.Time) {
 		return time.Unix(b.sec, int64(b.nsec)).After(at)
 	})
 }
+
+// A file rotated three times (logrotate's shift naming: .2 -> .3, .1 ->
+// .2, app.log -> .1, create app.log) before the loop takes the file
+// events: the file created as app.log at the first rotation was renamed
+// to .1 and then to .2, names no glob matches, and .1 was neither matched
+// nor tracked when it moved on. The renames of one batch are a chain
+// (followRenames): .2 is followed because its file came from app.log
+// through .1. A loop a few milliseconds behind (a slow positions fsync, a
+// big scan) during rotations at a high rate is enough to need it.
+// Deterministic: the test takes the place of the loop and calls
+// fileEvents once all the events are in.
+func TestRenameChainFollowedWhenEventsAreTakenLate(t *testing.T) {
+	dir := t.TempDir()
+	opts := testOpts(t, dir, "127.0.0.1:1")
+	logs := filepath.Join(dir, "logs")
+	os.MkdirAll(logs, 0o755)
+	p := func(s string) string { return filepath.Join(logs, s) }
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{p("app.log")}}}
+	a, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	wt, err := newWatcher(a.log)
+	if err != nil {
+		t.Skip("no file events:", err)
+	}
+	a.watch = wt
+	defer func() {
+		for _, s := range a.order {
+			a.closeSource(s)
+		}
+		a.closeHeld()
+		wt.close()
+	}()
+
+	write := func(name, stream string) {
+		w := newLogWriter(t, p(name), stream)
+		w.write(50)
+		w.f.Close()
+	}
+	write("app.log", "gen1")
+	a.scan(time.Now())
+	const rotations = 3
+	for i := 2; i <= rotations+1; i++ {
+		for j := i - 2; j >= 1; j-- {
+			if err := os.Rename(p("app.log."+itoa(j)), p("app.log."+itoa(j+1))); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Rename(p("app.log"), p("app.log.1")); err != nil {
+			t.Fatal(err)
+		}
+		write("app.log", "gen"+itoa(i))
+	}
+	waitFor(t, "all rename events", func() bool {
+		wt.mu.Lock()
+		defer wt.mu.Unlock()
+		return len(wt.moves) >= rotations*(rotations+1)/2
+	})
+	a.fileEvents(time.Now())
+	a.scan(time.Now())
+	for _, name := range []string{"app.log", "app.log.1", "app.log.2", "app.log.3"} {
+		fi, err := os.Stat(p(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, _ := keyOf(fi)
+		if a.sources[key] == nil && !a.heldKey(key) {
+			t.Errorf("%s (%d bytes) is not tracked: its lines are never shipped", name, fi.Size())
+		}
+	}
+}
+
+// A rename event whose new name has the (device, inode) of a file the
+// agent closed lately is ignored only if it is that file (same birth
+// time). Inodes are reused at once on ext4: a rotated file drained and
+// closed (old.log), then deleted by the rotation that drops the oldest
+// file, leaves its inode number to the next app.log; if that app.log is
+// rotated away before a scan sees it (the case rename events are followed
+// for), it must still be opened, not taken for a late event of the file
+// just closed.
+func TestRotatedFileOnAReusedInodeIsNotTakenForAClosedOne(t *testing.T) {
+	dir := t.TempDir()
+	opts := testOpts(t, dir, "127.0.0.1:1")
+	logs := filepath.Join(dir, "logs")
+	os.MkdirAll(logs, 0o755)
+	p := func(s string) string { return filepath.Join(logs, s) }
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{p("app.log")}}}
+	a, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	wt, err := newWatcher(a.log)
+	if err != nil {
+		t.Skip("no file events:", err)
+	}
+	a.watch = wt
+	defer func() {
+		for _, s := range a.order {
+			a.closeSource(s)
+		}
+		a.closeHeld()
+		wt.close()
+	}()
+	write := func(name, stream string) {
+		w := newLogWriter(t, p(name), stream)
+		w.write(50)
+		w.f.Close()
+	}
+	write("app.log", "gen1")
+	a.scan(time.Now())
+	if len(a.order) != 1 {
+		t.Fatalf("%d sources", len(a.order))
+	}
+	s := a.order[0]
+	fi, _ := os.Stat(p("app.log"))
+	oldKey, _ := keyOf(fi)
+	s.readPos, s.acked = fi.Size(), fi.Size() // as if shipped and acknowledged
+	if err := os.Rename(p("app.log"), p("old.log")); err != nil {
+		t.Fatal(err)
+	}
+	a.scan(time.Now())
+	a.scan(time.Now()) // drained, acknowledged, did not grow: closed
+	if len(a.order) != 0 {
+		t.Fatalf("rotated file not closed")
+	}
+	if err := os.Remove(p("old.log")); err != nil {
+		t.Fatal(err)
+	}
+	write("app.log", "gen2")
+	fi, _ = os.Stat(p("app.log"))
+	if k, _ := keyOf(fi); k != oldKey {
+		t.Skip("the file system did not reuse the inode")
+	}
+	wt.take() // the events so far were handled by the scans above
+	// Rotated before any scan saw it.
+	if err := os.Rename(p("app.log"), p("app.log.1")); err != nil {
+		t.Fatal(err)
+	}
+	write("app.log", "gen3")
+	waitFor(t, "rename event", func() bool {
+		wt.mu.Lock()
+		defer wt.mu.Unlock()
+		return len(wt.moves) >= 1
+	})
+	a.fileEvents(time.Now())
+	a.scan(time.Now())
+	fi, _ = os.Stat(p("app.log.1"))
+	if key, _ := keyOf(fi); a.sources[key] == nil && !a.heldKey(key) {
+		t.Errorf("app.log.1 (%d bytes, a new file on a reused inode) is not tracked: its lines are never shipped", fi.Size())
+	}
+}

@@ -362,11 +362,8 @@ func (a *Agent) reap(now time.Time) {
 		default:
 			continue
 		}
+		a.noteClosed(s, size, now)
 		a.closeSource(s)
-		if a.closed == nil {
-			a.closed = make(map[fileKey]time.Time)
-		}
-		a.closed[s.key] = now
 		gone = true
 	}
 	if gone {
