@@ -89,6 +89,15 @@ func (a *agentConn) readLoop(ctx context.Context) {
 			a.acks <- ack{heartbeat: true, nonce: hb.Nonce}
 			continue
 		}
+		if t == wire.TypeAgentReport && a.c.Version() >= 2 {
+			var r wire.AgentReport
+			if err := r.Decode(p); err != nil {
+				a.fatal(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("agent report: %v", err))
+				return
+			}
+			a.entry.report(&r)
+			continue
+		}
 		if t != wire.TypeProduce {
 			a.fatal(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("unexpected %s frame from an agent", t))
 			return

@@ -42,7 +42,8 @@ type agentEntry struct {
 
 	batches, bytes, raw atomic.Int64
 
-	mu      sync.Mutex // guards topics and samples
+	mu      sync.Mutex        // guards topics, samples and files
+	files   *wire.AgentReport // the agent's last report of its files, nil before one
 	topics  map[string]struct{}
 	samples []ratePoint // (time, raw bytes so far), oldest first, within rateWindow
 	lastAt  time.Time   // time of the newest sample
@@ -93,15 +94,28 @@ func (e *agentEntry) batch(topic string, size, raw int, now time.Time) {
 	e.mu.Unlock()
 }
 
+// report keeps the agent's last report of its files. Called by the
+// connection's reader only.
+func (e *agentEntry) report(r *wire.AgentReport) {
+	e.mu.Lock()
+	e.files = r
+	e.mu.Unlock()
+}
+
 func (e *agentEntry) status(now time.Time) wire.AgentStatus {
 	raw := e.raw.Load()
 	e.mu.Lock()
 	topics := slices.Sorted(maps.Keys(e.topics))
 	base := e.samples[0]
+	files := e.files
 	e.mu.Unlock()
 	st := wire.AgentStatus{
 		ID: e.id, Address: e.addr, Connected: e.connected, Topics: topics,
 		Batches: e.batches.Load(), Bytes: e.bytes.Load(), RawBytes: raw,
+		OpenFiles: -1, LagBytes: -1,
+	}
+	if files != nil {
+		st.OpenFiles, st.LagBytes, st.Lagging = int(files.Files), files.LagBytes, files.Lagging
 	}
 	if d := now.Sub(base.at).Seconds(); d > 0 {
 		st.BytesPerSec = float64(raw-base.raw) / d

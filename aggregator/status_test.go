@@ -78,6 +78,22 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("sink %+v", sk)
 	}
 
+	if st.Agents[0].OpenFiles != -1 || st.Agents[0].LagBytes != -1 {
+		t.Fatalf("file lag before any report: %+v", st.Agents[0])
+	}
+	// The agent's report of its files shows in the status.
+	rep := wire.AgentReport{Files: 2, LagBytes: 600, Lagging: []wire.FileLag{{Topic: "app", Path: "/var/log/a.log", Size: 1000, Acked: 400}}}
+	if err := a.c.WriteFrame(wire.TypeAgentReport, rep.Encode(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool {
+		ag := cc.status().Agents
+		return len(ag) == 1 && ag[0].OpenFiles == 2 && ag[0].LagBytes == 600 && len(ag[0].Lagging) == 1 && ag[0].Lagging[0] == rep.Lagging[0]
+	})
+
 	// Gone agents leave the list.
 	a.close()
 	waitUntil(t, func() bool { return len(cc.status().Agents) == 0 })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -71,12 +72,35 @@ func printStatus(w io.Writer, d statusDoc) error {
 	fmt.Fprintf(tw, "Aggregators: %s\n\n", strings.Join(ids, ", "))
 
 	fmt.Fprintf(tw, "AGENTS (%d connected)\n", len(d.Agents))
-	fmt.Fprintln(tw, "AGENT\tADDRESS\tAGGREGATOR\tCONNECTED\tTOPICS\tRAW/S\tRAW TOTAL\tSTORED TOTAL")
+	fmt.Fprintln(tw, "AGENT\tADDRESS\tAGGREGATOR\tCONNECTED\tTOPICS\tRAW/S\tRAW TOTAL\tSTORED TOTAL\tOPEN FILES\tFILE LAG")
 	for _, a := range d.Agents {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s/s\t%s\t%s\n", a.ID, a.Address, a.Aggregator, a.Connected.UTC().Format(time.RFC3339),
-			strings.Join(a.Topics, ","), humanBytes(int64(a.BytesPerSec)), humanBytes(a.RawBytes), humanBytes(a.Bytes))
+		files, lag := "-", "-" // the agent has not reported yet
+		if a.OpenFiles >= 0 {
+			files, lag = strconv.Itoa(a.OpenFiles), humanBytes(a.LagBytes)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s/s\t%s\t%s\t%s\t%s\n", a.ID, a.Address, a.Aggregator, a.Connected.UTC().Format(time.RFC3339),
+			strings.Join(a.Topics, ","), humanBytes(int64(a.BytesPerSec)), humanBytes(a.RawBytes), humanBytes(a.Bytes), files, lag)
 	}
 	fmt.Fprintln(tw)
+	// The files that lag most, as each agent reports them.
+	const perAgent = 5
+	printed := false
+	for _, a := range d.Agents {
+		for i, f := range a.Lagging {
+			if i == perAgent || f.Size <= f.Acked {
+				break
+			}
+			if !printed {
+				fmt.Fprintln(tw, "LAGGING FILES (the most behind, per agent)")
+				fmt.Fprintln(tw, "AGENT\tTOPIC\tPATH\tSIZE\tACKED\tLAG")
+				printed = true
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", a.ID, f.Topic, f.Path, f.Size, f.Acked, humanBytes(f.Size-f.Acked))
+		}
+	}
+	if printed {
+		fmt.Fprintln(tw)
+	}
 
 	fmt.Fprintf(tw, "PARTITIONS (%d)\n", len(d.Partitions))
 	fmt.Fprintln(tw, "TOPIC\tAGGREGATOR\tPARTITION\tSTART\tEND\tSIZE\tSEGMENTS\tFIRST APPENDED\tLAST APPENDED")

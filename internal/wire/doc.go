@@ -19,8 +19,8 @@
 // protocol version: client speaks 3..4, server 1..2") and the connection
 // is closed. Versions:
 //
-//	1  the frames below except Heartbeat
-//	2  adds Heartbeat (type 19); nothing else changes
+//	1  the frames below except Heartbeat and AgentReport
+//	2  adds Heartbeat (type 19) and AgentReport (type 20); nothing else changes
 //
 // # TLS
 //
@@ -100,6 +100,8 @@
 //	17    Status          consumer → server u64 req
 //	18    StatusResult    server → consumer u64 req, then a JSON document (wire.Status, "version": 1) to the end of the frame
 //	19    Heartbeat       either            u64 nonce; version 2; a client sends it, the server echoes it
+//	20    AgentReport     agent → server    u32 open files, i64 lag bytes, u16 n, n × (str topic, str path, i64 size, i64 acked);
+//	                                        version 2; not answered; the files that lag most, within 63 KiB
 //
 // Committed offsets carry a reset epoch: 0 at the first commit, one more
 // at each OffsetReset (an operator's replay). A sink commits under the

@@ -48,6 +48,7 @@ func fuzzSeeds() map[string][][]byte {
 		"FuzzStatusResult":    {enc(&StatusResult{Req: 13, Status: Status{Version: StatusVersion, Aggregator: "a", Time: now}}), append(EncodeProduceHeader(nil, 1), `{"version":1,"agents":null}`...)},
 		"FuzzError":           {encError(CodeAuth, "unknown token")},
 		"FuzzHeartbeat":       {enc(&Heartbeat{Nonce: 42})},
+		"FuzzAgentReport":     {enc(&AgentReport{Files: 2, LagBytes: 10, Lagging: []FileLag{{"app", "/var/log/a.log", 20, 10}}})},
 		// Whole streams: preamble, Hello and frames; or frames alone.
 		"FuzzServerHandshake": {
 			append(Preamble(), frame(TypeHello, (&Hello{Role: RoleAgent, ID: "a"}).Encode(nil))...),
@@ -132,6 +133,7 @@ func FuzzOffsetForTime(f *testing.F)   { roundTrip[OffsetForTime](f) }
 func FuzzOffsetTime(f *testing.F)      { roundTrip[OffsetTime](f) }
 func FuzzStatusRequest(f *testing.F)   { roundTrip[StatusRequest](f) }
 func FuzzHeartbeat(f *testing.F)       { roundTrip[Heartbeat](f) }
+func FuzzAgentReport(f *testing.F)     { roundTrip[AgentReport](f) }
 
 func FuzzProduce(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p []byte) {

@@ -150,6 +150,12 @@ type AgentStatus struct {
 	Bytes       int64     `json:"bytes"`         // bytes of those batches, as stored (compressed)
 	RawBytes    int64     `json:"raw_bytes"`     // bytes of their records, uncompressed
 	BytesPerSec float64   `json:"bytes_per_sec"` // raw bytes per second over the last minute or so
+	// As the agent reports them (AgentReport): its open files, their
+	// total lag in bytes, and the files that lag most. -1 and none until
+	// the agent's first report (agents of protocol version 1 send none).
+	OpenFiles int       `json:"open_files"`
+	LagBytes  int64     `json:"lag_bytes"`
+	Lagging   []FileLag `json:"lagging,omitempty"`
 }
 
 // PartitionStatus is one partition of the aggregator's log.
@@ -181,4 +187,69 @@ type SinkStatus struct {
 	CommittedTime *time.Time `json:"committed_time,omitempty"`
 	// Behind is set when retention deleted records the sink had not read.
 	Behind bool `json:"behind,omitempty"`
+}
+
+// AgentReport (version 2, agent → server, not answered) tells the
+// aggregator how far behind the agent is in its files, for `logship
+// status`: how many files it has open, their total lag, and the files
+// that lag most, as many as fit in MaxAgentReport bytes. An agent sends
+// one every few heartbeats; the aggregator keeps the last.
+type AgentReport struct {
+	Files    uint32    // open files
+	LagBytes int64     // their total lag: size minus acknowledged position
+	Lagging  []FileLag // the files that lag most, most first
+}
+
+// FileLag is one file of an AgentReport.
+type FileLag struct {
+	Topic string `json:"topic"`
+	Path  string `json:"path"`
+	Size  int64  `json:"size"`  // at the agent's last look
+	Acked int64  `json:"acked"` // acknowledged position
+}
+
+// MaxAgentReport bounds an AgentReport's payload: it is a control frame.
+const MaxAgentReport = MaxControlFrame - 1024
+
+// Encode appends the payload: u32 files, i64 lag bytes, u16 n, n × (str
+// topic, str path, i64 size, i64 acked). It lists files from Lagging in
+// order while the payload stays within MaxAgentReport bytes.
+func (m *AgentReport) Encode(b []byte) []byte {
+	e := Enc{B: b}
+	start := len(b)
+	e.U32(m.Files)
+	e.I64(m.LagBytes)
+	at := len(e.B)
+	e.U16(0)
+	n := 0
+	for _, f := range m.Lagging {
+		if n == 1<<16-1 || len(e.B)-start+2+len(f.Topic)+2+len(f.Path)+16 > MaxAgentReport {
+			break
+		}
+		e.Str(f.Topic)
+		e.Str(f.Path)
+		e.I64(f.Size)
+		e.I64(f.Acked)
+		n++
+	}
+	e.B[at], e.B[at+1] = byte(n>>8), byte(n)
+	return e.B
+}
+
+// Decode reads the payload.
+func (m *AgentReport) Decode(p []byte) error {
+	if len(p) > MaxAgentReport {
+		return fmt.Errorf("%w: agent report of %d bytes, limit %d", ErrMalformed, len(p), MaxAgentReport)
+	}
+	d := Dec{B: p}
+	m.Files, m.LagBytes = d.U32(), d.I64()
+	n := int(d.U16())
+	if n > len(p)/20 { // each entry takes at least 20 bytes
+		return fmt.Errorf("%w: %d files in %d bytes", ErrMalformed, n, len(p))
+	}
+	m.Lagging = make([]FileLag, 0, n)
+	for i := 0; i < n && d.Err() == nil; i++ {
+		m.Lagging = append(m.Lagging, FileLag{Topic: d.Str(), Path: d.Str(), Size: d.I64(), Acked: d.I64()})
+	}
+	return d.Done()
 }

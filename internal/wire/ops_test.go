@@ -2,6 +2,8 @@ package wire
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"reflect"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ func TestOpsRoundTrip(t *testing.T) {
 		{"offset for time", &OffsetForTime{Req: 1, Topic: "app", Partition: 3, TimeMs: now.UnixMilli()}, &OffsetForTime{}},
 		{"offset time", &OffsetTime{Req: 2, Status: TimeFailed, Offset: 9, Message: "disk"}, &OffsetTime{}},
 		{"status request", &StatusRequest{Req: 3}, &StatusRequest{}},
+		{"agent report", &AgentReport{Files: 3, LagBytes: 900, Lagging: []FileLag{{"app", "/var/log/a.log", 1000, 400}, {"web", "/w", 5, 5}}}, &AgentReport{}},
 		{"status", &StatusResult{Req: 4, Status: Status{
 			Version: StatusVersion, Aggregator: "agg-1", Time: now,
 			Agents:     []AgentStatus{{ID: "web-1", Address: "10.0.0.1:5000", Connected: now, Topics: []string{"app"}, Batches: 2, Bytes: 100, RawBytes: 900, BytesPerSec: 1.5}},
@@ -53,6 +56,26 @@ func TestStatusDecodeRefuses(t *testing.T) {
 	}
 }
 
+// TestAgentReportBounded: however many files lag, the report stays within
+// MaxAgentReport and lists the first ones, in order.
+func TestAgentReportBounded(t *testing.T) {
+	r := AgentReport{Files: 5000, LagBytes: 1 << 40}
+	for i := range 5000 {
+		r.Lagging = append(r.Lagging, FileLag{Topic: "app", Path: fmt.Sprintf("/var/log/app/%04d-%s.log", i, strings.Repeat("x", 40)), Size: int64(i), Acked: 1})
+	}
+	b := r.Encode(nil)
+	if len(b) > MaxAgentReport {
+		t.Fatalf("%d bytes, limit %d", len(b), MaxAgentReport)
+	}
+	var got AgentReport
+	if err := got.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	if got.Files != 5000 || len(got.Lagging) < 500 || got.Lagging[0] != r.Lagging[0] || got.Lagging[len(got.Lagging)-1] != r.Lagging[len(got.Lagging)-1] {
+		t.Fatalf("listed %d files: first %+v", len(got.Lagging), got.Lagging[0])
+	}
+}
+
 func FuzzOpsDecoders(f *testing.F) {
 	f.Add((&OffsetForTime{Req: 1, Topic: "app", TimeMs: 5}).Encode(nil))
 	f.Add((&OffsetTime{Req: 1, Message: "x"}).Encode(nil))
@@ -62,5 +85,6 @@ func FuzzOpsDecoders(f *testing.F) {
 		new(OffsetTime).Decode(p)
 		new(StatusRequest).Decode(p)
 		new(StatusResult).Decode(p)
+		new(AgentReport).Decode(p)
 	})
 }

@@ -54,6 +54,7 @@ const (
 	TypeStatus          Type = 17
 	TypeStatusResult    Type = 18
 	TypeHeartbeat       Type = 19 // version 2
+	TypeAgentReport     Type = 20 // version 2
 )
 
 var typeNames = map[Type]string{
@@ -62,7 +63,7 @@ var typeNames = map[Type]string{
 	TypeMetadata: "Metadata", TypeMetadataResult: "MetadataResult", TypeOffsetCommit: "OffsetCommit",
 	TypeOffsetCommitted: "OffsetCommitted", TypeOffsetFetch: "OffsetFetch", TypeOffsets: "Offsets",
 	TypeOffsetReset: "OffsetReset", TypeOffsetForTime: "OffsetForTime", TypeOffsetTime: "OffsetTime",
-	TypeStatus: "Status", TypeStatusResult: "StatusResult", TypeHeartbeat: "Heartbeat",
+	TypeStatus: "Status", TypeStatusResult: "StatusResult", TypeAgentReport: "AgentReport", TypeHeartbeat: "Heartbeat",
 }
 
 func (t Type) String() string {
