@@ -206,7 +206,8 @@ type Agent struct {
 
 	// Everything below, up to the channels, is owned by the loop goroutine
 	// (the one that calls Run): sources, in-flight batches, the window.
-	restored      *restoredSet // unclaimed entries of the positions file
+	restored      *restoredSet         // unclaimed entries of the positions file
+	released      map[fileKey]posEntry // entries of files closed because a reload removed their input (reload.go)
 	sources       map[fileKey]*source
 	order         []*source // round-robin order of sources
 	rr            int

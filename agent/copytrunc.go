@@ -157,6 +157,10 @@ func (a *Agent) sameBytes(nf *newFile, s *source) bool {
 // the others are new sources.
 func (a *Agent) startNew(news []*newFile, now time.Time) {
 	for _, nf := range news {
+		if e, lost := a.claimReleased(nf); e != nil || lost != nil {
+			a.startSource(nf, e, lost, now)
+			continue
+		}
 		if g := a.claimGhost(nf); g != nil {
 			a.log.Info("copy of a truncated file (copytruncate): resuming its source", "topic", nf.in.Topic, "source", nf.path, "of", g.e.Path, "pos", g.e.Pos)
 			a.startSource(nf, &g.e, nil, now)

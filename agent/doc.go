@@ -348,6 +348,14 @@
 // the positions file) once their batches in flight are acknowledged; a
 // file now matched first by an input of another topic goes on under that
 // topic from its acknowledged position once nothing of it is in flight.
+// The entry of a file closed for its removed input is kept aside, in
+// memory (at most MaxOpenFiles of them): if a later reload matches the
+// file again, it resumes that entry by the restart rule (its own device
+// and inode, first bytes, the bytes before the position), under its id,
+// from its position; a file that no longer holds the entry's content is
+// a new, salted source from 0. A restart forgets them. Files held as
+// possible copies (copytruncate) are let go at a reload and found again
+// by the scan under the new inputs.
 // Invalid inputs are refused with every problem and the running ones stay.
 // Other options need a restart.
 //

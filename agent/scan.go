@@ -202,7 +202,7 @@ func (a *Agent) consider(in *input, path string, news []*newFile, now time.Time)
 	// positions file has an entry for its (dev, inode): it was emptied while
 	// the agent was stopped, and must not be taken for a new file when it
 	// grows again (it would get its old id back).
-	if fi.Size() == 0 && !a.restored.hasKey(key) {
+	if fi.Size() == 0 && !a.hasEntry(key) {
 		return nil
 	}
 	for _, nf := range news {
@@ -210,7 +210,7 @@ func (a *Agent) consider(in *input, path string, news []*newFile, now time.Time)
 			return nil
 		}
 	}
-	if in.IgnoreOlder > 0 && now.Sub(fi.ModTime()) > in.IgnoreOlder && !a.restored.hasKey(key) {
+	if in.IgnoreOlder > 0 && now.Sub(fi.ModTime()) > in.IgnoreOlder && !a.hasEntry(key) {
 		return nil // picked up when it is written again
 	}
 	if len(a.sources)+len(a.held)+len(news) >= a.opts.MaxOpenFiles {
@@ -223,7 +223,7 @@ func (a *Agent) consider(in *input, path string, news []*newFile, now time.Time)
 		return nil
 	}
 	fi, err = f.Stat()
-	if k2, ok := keyOf(fi); err != nil || !ok || k2 != key || (fi.Size() == 0 && !a.restored.hasKey(key)) {
+	if k2, ok := keyOf(fi); err != nil || !ok || k2 != key || (fi.Size() == 0 && !a.hasEntry(key)) {
 		f.Close() // replaced between stat and open: next scan
 		return nil
 	}
@@ -277,7 +277,7 @@ func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 	case lost != nil:
 		s.salt = uint64(now.UnixNano()) | 1
 		a.markUnsaved(s)
-		a.log.Info("file truncated while the agent was stopped (or replaced: it no longer holds the bytes before its position): starting a new source at offset 0",
+		a.log.Info("file truncated while the agent was stopped or its input removed (or replaced: it no longer holds the bytes before its position): starting a new source at offset 0",
 			s.attrs("pos", lost.Pos, "size", size)...)
 	case size == 0:
 		nf.f.Close() // only files with an entry are tracked while empty
@@ -335,6 +335,7 @@ func (a *Agent) reap(now time.Time) {
 		if s.stopping {
 			if s.inflight == 0 {
 				a.log.Info("input removed: file closed", s.attrs("acked", s.acked)...)
+				a.release(s)
 				a.closeSource(s)
 				gone = true
 			}
