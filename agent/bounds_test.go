@@ -527,3 +527,35 @@ func TestReloadLetsGoOfHeldCopiesOfRemovedInputs(t *testing.T) {
 		t.Errorf("%d files still held", len(a.held))
 	}
 }
+
+// A multiline record held at the end of the file waits for the rule's
+// Timeout even when it is longer than partial_timeout (which is for an
+// incomplete last line only): it is not forced out at partial_timeout.
+func TestMultilineTimeoutLongerThanPartialTimeout(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.PartialTimeout = 20 * time.Millisecond
+	const timeout = 400 * time.Millisecond
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")},
+		Multiline: &Multiline{Pattern: `^\s`, Match: "continuation", Timeout: timeout}}}
+	w := newLogWriter(t, filepath.Join(dir, "a.log"), "a")
+	start := time.Now()
+	w.writeRaw("first\n\tat one\n")
+	ag := startAgent(t, opts)
+	waitFor(t, "the record held", func() bool { return ag.Stats().OpenFiles == 1 })
+	waitFor(t, "the record shipped", func() bool { return fa.records() == 1 })
+	// The agent may be slow to ship it, never quick: this cannot fail by
+	// chance.
+	if d := time.Since(start); d < timeout {
+		t.Errorf("multiline record shipped after %v, before its timeout %v", d, timeout)
+	}
+	waitFor(t, "idle", ag.Idle)
+	var got []string
+	for _, s := range fa.snapshot() {
+		got = append(got, s.records...)
+	}
+	if want := []string{"first\n\tat one"}; !slices.Equal(got, want) {
+		t.Errorf("records %q, want %q", got, want)
+	}
+}

@@ -210,7 +210,8 @@
 //     record keep their newlines between them. A record is closed by the
 //     next line that does not continue it, or, for the last record of a
 //     file, when the file has not changed for the rule's Timeout (default
-//     1s). A record that would pass MaxLines (default 500) or MaxBytes
+//     1s), whether PartialTimeout is shorter or longer (an incomplete line
+//     after it may be its next line). A record that would pass MaxLines (default 500) or MaxBytes
 //     (default MaxLineBytes) is cut there (counted); the rest starts the
 //     next record. A line longer than MaxLineBytes is never joined. Like
 //     everything else, a pending record is not kept in memory: it is read

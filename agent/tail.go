@@ -133,18 +133,20 @@ func (a *Agent) service(s *source, now time.Time) {
 		// Only held bytes follow readPos: a multiline record waiting for
 		// the line that ends it, and/or a last line without its newline.
 		// Each is shipped when its timeout passes.
-		age := now.Sub(s.heldSince)
-		force := s.heldLines && s.in.ml != nil && age >= s.in.ml.timeout
-		partial := age >= a.opts.PartialTimeout
-		if force || partial {
-			a.readSource(s, now, true, force || partial, partial)
+		// A multiline record among them waits for its own timeout,
+		// even past PartialTimeout: an incomplete line after it may be
+		// the line that continues it.
+		wait := a.opts.PartialTimeout
+		mlHeld := s.heldLines && s.in.ml != nil
+		if mlHeld {
+			wait = s.in.ml.timeout
+		}
+		if age := now.Sub(s.heldSince); age >= wait {
+			partial := age >= a.opts.PartialTimeout
+			a.readSource(s, now, true, mlHeld || partial, partial)
 			return
 		}
-		due := s.heldSince.Add(a.opts.PartialTimeout)
-		if s.heldLines && s.in.ml != nil {
-			due = s.heldSince.Add(s.in.ml.timeout)
-		}
-		if due.Before(s.nextCheck) {
+		if due := s.heldSince.Add(wait); due.Before(s.nextCheck) {
 			s.nextCheck = due
 		}
 		return
