@@ -49,7 +49,8 @@ bench:
 
 # The end-to-end benchmark: agent and aggregator processes on generated
 # logs, beside cat | nc, for fsync always/interval and zstd/s2. Installs
-# netcat for the baseline when it can. BENCH_ARGS="-lines 1000000 -sink".
+# netcat for the baseline when it can. BENCH_ARGS="-lines 1000000 -sink";
+# BENCH_ARGS="-profile /tmp/prof" also writes CPU profiles of both processes.
 BENCH_ARGS ?=
 bench-e2e:
 	@command -v nc >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

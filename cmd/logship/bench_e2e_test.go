@@ -18,6 +18,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,6 +37,8 @@ var (
 	benchLineLen = flag.Int("line-len", 150, "approximate bytes per access-log line")
 	benchSink    = flag.Bool("sink", false, "also run a file sink and time until every line is published")
 	benchModes   = flag.String("modes", "always/zstd,always/s2,interval/zstd,interval/s2", "fsync/compression runs")
+	benchProfile = flag.String("profile", "", "write CPU profiles of the agent and the aggregator (the first seconds of each run) to this directory")
+	benchProfSec = flag.Int("profile-seconds", 3, "length of each CPU profile")
 )
 
 // benchResult is one row of the table.
@@ -201,7 +204,11 @@ func shipOnce(t *testing.T, dir, logs, fsync, comp string, lines, records, raw i
 		t.Fatal(err)
 	}
 	aggCfg := filepath.Join(dir, "aggregator.toml")
-	writeFile(t, aggCfg, fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = 4\nfsync = %q\n", filepath.Join(dir, "data"), fsync))
+	metrics := ""
+	if *benchProfile != "" {
+		metrics = "metrics_listen = \"127.0.0.1:0\"\n"
+	}
+	writeFile(t, aggCfg, fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = 4\nfsync = %q\n%s", filepath.Join(dir, "data"), fsync, metrics))
 	agg := start(t, "aggregator", "aggregator", "--config", aggCfg)
 	var addr string
 	waitFor(t, "the aggregator to listen", 20*time.Second, func() bool {
@@ -212,7 +219,7 @@ func shipOnce(t *testing.T, dir, logs, fsync, comp string, lines, records, raw i
 		return m != nil
 	})
 	agentCfg := filepath.Join(dir, "agent.toml")
-	writeFile(t, agentCfg, fmt.Sprintf(`id = "bench"
+	writeFile(t, agentCfg, fmt.Sprintf(metrics+`id = "bench"
 state_dir = %q
 aggregators = [%q]
 compression = %q
@@ -239,6 +246,17 @@ paths = [%q]
 	defer c.Close()
 	begin := time.Now()
 	ag := start(t, "agent", "agent", "--config", agentCfg)
+	profiled := make(chan struct{})
+	if *benchProfile != "" {
+		go func() {
+			defer close(profiled)
+			name := strings.ReplaceAll(fsync+"-"+comp, "/", "-")
+			profile(t, agg, filepath.Join(*benchProfile, name+"-aggregator.pprof"))
+		}()
+		profile(t, ag, filepath.Join(*benchProfile, strings.ReplaceAll(fsync+"-"+comp, "/", "-")+"-agent.pprof"))
+	} else {
+		close(profiled)
+	}
 	var stored int64
 	waitFor(t, "every line stored", 10*time.Minute, func() bool {
 		st, err := c.Status(context.Background())
@@ -252,6 +270,7 @@ paths = [%q]
 		return stored >= records
 	})
 	elapsed := time.Since(begin)
+	<-profiled
 	st, _ := c.Status(context.Background())
 	var wire int64
 	for _, p := range st.Partitions {
@@ -281,6 +300,30 @@ paths = [%q]
 // appMultiline is the app input's multiline rule: a record starts with a
 // date. Empty: every line is a record.
 const appMultiline = ""
+
+// profile fetches a CPU profile of p (from its metrics address) into path.
+func profile(t *testing.T, p *proc, path string) {
+	var addr string
+	waitFor(t, p.name+" metrics address", 20*time.Second, func() bool {
+		m := metricsRE.FindStringSubmatch(p.output())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, *benchProfSec))
+	if err != nil {
+		t.Errorf("profile %s: %v", p.name, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Error(err)
+	}
+	t.Logf("profile of the %s: %s (go tool pprof -top %s)", p.name, path, path)
+}
 
 // countLines counts the lines of the published files under dir.
 func countLines(dir string) int64 {

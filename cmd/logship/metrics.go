@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +24,8 @@ import (
 	"logship/sinks/file"
 )
 
-// serveMetrics serves Prometheus /metrics, /healthz and /readyz on addr
+// serveMetrics serves Prometheus /metrics, /healthz, /readyz and Go's
+// /debug/pprof/ on addr
 // until ctx is done. /healthz answers 200 while the process runs; /readyz
 // answers 200 when ready returns nil and 503 with its error otherwise. The
 // listener is bound before it returns, so a bad address fails the command
@@ -40,6 +42,13 @@ func serveMetrics(ctx context.Context, addr string, c prometheus.Collector, read
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	// Go's profiler, for a look under load (make bench-e2e PROFILE=1):
+	// go tool pprof http://ADDR/debug/pprof/profile?seconds=10
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := ready(); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
