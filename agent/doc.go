@@ -211,9 +211,12 @@
 //     next line that does not continue it, or, for the last record of a
 //     file, when the file has not changed for the rule's Timeout (default
 //     1s), whether PartialTimeout is shorter or longer (an incomplete line
-//     after it may be its next line). A record that would pass MaxLines (default 500) or MaxBytes
-//     (default MaxLineBytes) is cut there (counted); the rest starts the
-//     next record. A line longer than MaxLineBytes is never joined. Like
+//     after it may be its next line). A record that would pass MaxLines
+//     (default 500) or MaxBytes (default MaxLineBytes) is cut there
+//     (counted); the rest starts the next record. A line longer than
+//     MaxLineBytes is never joined: each of its pieces, the last one
+//     included, is a record of its own (so is what completes a partial
+//     line shipped at its timeout). Like
 //     everything else, a pending record is not kept in memory: it is read
 //     again on the next turn.
 //

@@ -104,6 +104,10 @@ type cutter struct {
 	force bool
 	// partial: an incomplete line at eof is a record (PartialTimeout).
 	partial bool
+	// midLine: data starts inside a line that was cut (longer than
+	// lineMax): its last piece is a record of its own, never the start
+	// of a multiline record.
+	midLine bool
 }
 
 // next finds the record at the start of data. adv is how many bytes of
@@ -113,13 +117,15 @@ func (c *cutter) next(data []byte) (rec []byte, adv int, split bool) {
 	nl := bytes.IndexByte(data[:min(len(data), c.lineMax+1)], '\n')
 	switch {
 	case nl < 0 && len(data) > c.lineMax:
+		c.midLine = true
 		return data[:c.lineMax], c.lineMax, true
 	case nl < 0 && c.eof && c.partial && len(data) > 0:
 		return data, len(data), false
 	case nl < 0:
 		return nil, 0, false
 	}
-	if c.ml == nil {
+	if c.ml == nil || c.midLine {
+		c.midLine = false
 		return data[:nl], nl + 1, false
 	}
 	end, lines := nl, 1 // the record is data[:end]

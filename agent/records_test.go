@@ -29,6 +29,10 @@ func TestCutter(t *testing.T) {
 		{"multiline forced", cutter{ml: start, lineMax: 10, recMax: 20, eof: true, force: true}, "S1\nc\nS2\nc\n", []string{"S1\nc", "S2\nc"}, 0, 0},
 		{"multiline max lines", cutter{ml: start, lineMax: 10, recMax: 20, force: true}, "S\na\nb\nc\nd\n", []string{"S\na\nb", "c\nd"}, 0, 1},
 		{"multiline max bytes", cutter{ml: start, lineMax: 10, recMax: 8, force: true}, "S\naaa\nbbb\n", []string{"S\naaa", "bbb"}, 0, 1},
+		// A line longer than lineMax is never joined, its last piece
+		// included.
+		{"multiline long first line", cutter{ml: start, lineMax: 4, recMax: 20, force: true}, "Sabcdef\nc\nS2\n", []string{"Sabc", "def", "c", "S2"}, 0, 1},
+		{"multiline read from inside a long line", cutter{ml: start, lineMax: 10, recMax: 20, force: true, midLine: true}, "ef\nc\nS\n", []string{"ef", "c", "S"}, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := []byte(tc.data)

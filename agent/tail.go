@@ -219,6 +219,15 @@ func (a *Agent) readSource(s *source, now time.Time, flushTail, force, partial b
 		a.truncated(s, s.stats.size.Load(), now, "the bytes before the read position changed")
 		return
 	}
+	if c.ml != nil && s.readPos > 0 {
+		// Reading on from a cut inside a long line (or from a partial
+		// line shipped at its timeout): what follows up to the newline
+		// is a record of its own, not the start of a multiline record.
+		var prev [1]byte
+		if n, _ := s.f.ReadAt(prev[:], s.readPos-1); n == 1 && prev[0] != '\n' {
+			c.midLine = true
+		}
+	}
 	pos := s.readPos // file offset of the next byte to add
 	start := pos     // range start of the batch being built
 	var bufOff int64 // file offset of a.buf[0]
