@@ -559,3 +559,50 @@ func TestMultilineTimeoutLongerThanPartialTimeout(t *testing.T) {
 		t.Errorf("records %q, want %q", got, want)
 	}
 }
+
+// A partial last line is shipped at partial_timeout even when the
+// connection drops more often than that: each lost session makes the
+// file be read again from its acknowledged position, and the same held
+// bytes found again keep their timer. Here every batch of another file
+// (written every few ms) drops the connection before its ack.
+func TestPartialLineTimeoutSurvivesReconnects(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	opts := testOpts(t, dir, fa.addr())
+	opts.PartialTimeout = 300 * time.Millisecond
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	p := newLogWriter(t, filepath.Join(dir, "partial.log"), "p")
+	p.writeRaw("no newline yet")
+	b := newLogWriter(t, filepath.Join(dir, "busy.log"), "b")
+	b.write(1)
+	fa.setDropEvery(1)
+	ag := startAgent(t, opts)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // lines that keep the connection dropping
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				b.write(1)
+			}
+		}
+	}()
+	waitFor(t, "the partial line", func() bool {
+		for _, s := range fa.snapshot() {
+			if slices.Contains(s.records, "no newline yet") {
+				return true
+			}
+		}
+		return false
+	})
+	close(stop)
+	<-done
+	if c := fa.counts(); c.conns < 3 {
+		t.Errorf("%d connections: the test did not drop them", c.conns)
+	}
+	fa.setDropEvery(0)
+	waitFor(t, "idle", ag.Idle)
+}

@@ -202,7 +202,9 @@
 //   - A last line without its newline is held back, unread, until it is
 //     complete, or until the file has not changed for PartialTimeout
 //     (default 5s): it is then shipped as it is, and what completes it
-//     later is a record of its own.
+//     later is a record of its own. A read position that goes back (a
+//     lost session, a Resync) does not restart that timer: the same held
+//     bytes found again are due when they were.
 //   - Multiline (per input): with Match "start", a line that matches the
 //     pattern (or does not, with Negate) starts a record and the lines
 //     that follow and do not start one join it; with "continuation", a
@@ -216,9 +218,8 @@
 //     (counted); the rest starts the next record. A line longer than
 //     MaxLineBytes is never joined: each of its pieces, the last one
 //     included, is a record of its own (so is what completes a partial
-//     line shipped at its timeout). Like
-//     everything else, a pending record is not kept in memory: it is read
-//     again on the next turn.
+//     line shipped at its timeout). Like everything else, a pending
+//     record is not kept in memory: it is read again on the next turn.
 //
 // # Window and acks
 //

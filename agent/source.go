@@ -70,7 +70,13 @@ type source struct {
 	// (a multiline record).
 	partialSize int64
 	heldSince   time.Time
-	heldLines   bool
+	// heldAt is the partialSize that heldSince is for. It outlives a
+	// reset of partialSize (a session lost, a Resync: the bytes are read
+	// again), so that the same held bytes found again keep their timer:
+	// otherwise a connection that drops more often than PartialTimeout
+	// would hold a partial line back for ever.
+	heldAt    int64
+	heldLines bool
 	// unsaved: the source's identity is not in the positions file yet; it
 	// is not read until it is (so that a crash cannot give it another id
 	// after some of it was shipped).
@@ -258,7 +264,7 @@ func (a *Agent) truncated(s *source, size int64, now time.Time, why string) {
 	s.hasID = false
 	s.shipped = false
 	s.salt = uint64(now.UnixNano()) | 1
-	s.partialSize = 0
+	s.partialSize, s.heldAt = 0, 0
 	s.pendingSince = time.Time{}
 	s.guardLen, s.guardPos = 0, 0
 	a.posDirty = true

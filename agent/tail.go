@@ -133,23 +133,26 @@ func (a *Agent) service(s *source, now time.Time) {
 		// Only held bytes follow readPos: a multiline record waiting for
 		// the line that ends it, and/or a last line without its newline.
 		// Each is shipped when its timeout passes.
-		// A multiline record among them waits for its own timeout,
-		// even past PartialTimeout: an incomplete line after it may be
-		// the line that continues it.
-		wait := a.opts.PartialTimeout
-		mlHeld := s.heldLines && s.in.ml != nil
-		if mlHeld {
-			wait = s.in.ml.timeout
-		}
-		if age := now.Sub(s.heldSince); age >= wait {
-			partial := age >= a.opts.PartialTimeout
-			a.readSource(s, now, true, mlHeld || partial, partial)
+		due, force, partial := a.heldDue(s, now)
+		if !now.Before(due) {
+			a.readSource(s, now, true, force, partial)
 			return
 		}
-		if due := s.heldSince.Add(wait); due.Before(s.nextCheck) {
+		if due.Before(s.nextCheck) {
 			s.nextCheck = due
 		}
 		return
+	}
+	if size == s.heldAt {
+		// Read again up to the same held bytes (the read position went
+		// back: a session lost, a Resync): if their timeout ran, they
+		// are due now, with everything before them, rather than after a
+		// batch wait and one more turn, which a connection that drops
+		// often would never give them.
+		if due, force, partial := a.heldDue(s, now); !now.Before(due) {
+			a.readSource(s, now, true, force, partial)
+			return
+		}
 	}
 	if s.pendingSince.IsZero() {
 		s.pendingSince = now
@@ -162,6 +165,20 @@ func (a *Agent) service(s *source, now time.Time) {
 		return
 	}
 	a.readSource(s, now, byAge, false, false)
+}
+
+// heldDue returns when s's held bytes (see source.partialSize) are due,
+// and the cutter's force and partial for a read at now. A multiline
+// record among them waits for its own timeout, even past PartialTimeout:
+// an incomplete line after it may be the line that continues it.
+func (a *Agent) heldDue(s *source, now time.Time) (due time.Time, force, partial bool) {
+	wait := a.opts.PartialTimeout
+	mlHeld := s.heldLines && s.in.ml != nil
+	if mlHeld {
+		wait = s.in.ml.timeout
+	}
+	partial = now.Sub(s.heldSince) >= a.opts.PartialTimeout
+	return s.heldSince.Add(wait), mlHeld || partial, partial
 }
 
 // startChanged handles a file whose first bytes are no longer those its
@@ -234,7 +251,6 @@ func (a *Agent) readSource(s *source, now time.Time, flushTail, force, partial b
 	var bufN int
 	budget := fairShare
 	atEOF := false
-	prevHeld := s.partialSize
 	s.partialSize = 0
 read:
 	for budget > 0 {
@@ -287,8 +303,8 @@ read:
 			if len(data) > 0 && flushTail {
 				s.partialSize = pos + int64(len(data))
 				s.heldLines = bytes.IndexByte(data, '\n') >= 0
-				if s.partialSize != prevHeld {
-					s.heldSince = now
+				if s.partialSize != s.heldAt {
+					s.heldSince, s.heldAt = now, s.partialSize
 				}
 			}
 			break
