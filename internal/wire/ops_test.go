@@ -3,8 +3,8 @@ package wire
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
