@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -287,6 +289,19 @@ func refused(err error) bool {
 	return errors.As(err, &re) && re.Code == wire.CodeProtocol
 }
 
+// lagReport is what the agent tells the aggregator of its files: how many
+// are open, their total lag, and the files that lag most, most first.
+func (a *Agent) lagReport() *wire.AgentReport {
+	src := a.sourceStats()
+	r := &wire.AgentReport{Files: uint32(len(src))}
+	slices.SortFunc(src, func(x, y SourceStats) int { return cmp.Compare(y.Lag, x.Lag) })
+	for _, f := range src {
+		r.LagBytes += f.Lag
+		r.Lagging = append(r.Lagging, wire.FileLag{Topic: f.Topic, Path: f.Path, Size: f.Size, Acked: f.AckedPos})
+	}
+	return r
+}
+
 // writeLoop owns the session's writes. On a version 2 session it sends a
 // heartbeat when it has written nothing for the heartbeat interval.
 func (a *Agent) writeLoop(s *session) {
@@ -298,11 +313,32 @@ func (a *Agent) writeLoop(s *session) {
 	if s.c.Version() < 2 {
 		beat.Stop()
 	}
+	// Reports of the files' lag, for logship status: soon after the
+	// session starts, then every heartbeat interval.
+	report := time.NewTimer(min(time.Second, every))
+	defer report.Stop()
+	if s.c.Version() < 2 {
+		report.Stop()
+	}
 	var nonce uint64
+	var rep []byte
 	for {
 		select {
 		case <-s.done:
 			return
+		case <-report.C:
+			rep = a.lagReport().Encode(rep[:0])
+			before := s.c.WrittenBytes
+			err := s.c.WriteFrame(wire.TypeAgentReport, rep)
+			if err == nil && len(s.send) == 0 {
+				err = s.c.Flush()
+			}
+			a.wireBytes.Add(s.c.WrittenBytes - before)
+			if err != nil {
+				s.fail(fmt.Errorf("write report: %w", err))
+				return
+			}
+			report.Reset(every)
 		case <-beat.C:
 			nonce++
 			before := s.c.WrittenBytes

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -227,4 +228,32 @@ func TestHeartbeatAnswersKeepAggregator(t *testing.T) {
 	if st := ag.ConnStats(); st.Failovers != 0 {
 		t.Fatalf("stats %+v, want no failover", st)
 	}
+}
+
+// TestAgentReportsFileLag: a version 2 session reports the open files and
+// their lag to the aggregator, most lagging first.
+func TestAgentReportsFileLag(t *testing.T) {
+	dir := t.TempDir()
+	fa := newFakeAgg(t)
+	fa.setHold(true) // nothing is acknowledged: the files lag by all they hold
+	opts := testOpts(t, dir, fa.addr())
+	opts.HeartbeatInterval = 50 * time.Millisecond
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	newLogWriter(t, filepath.Join(dir, "a.log"), "a").write(10)
+	newLogWriter(t, filepath.Join(dir, "b.log"), "b").write(100)
+	startAgent(t, opts)
+	var r *wire.AgentReport
+	waitFor(t, "a report of both files", func() bool {
+		fa.mu.Lock()
+		r = fa.report
+		fa.mu.Unlock()
+		return r != nil && r.Files == 2 && len(r.Lagging) == 2 && r.Lagging[1].Size > 0
+	})
+	if r.Lagging[0].Size-r.Lagging[0].Acked < r.Lagging[1].Size-r.Lagging[1].Acked || !strings.HasSuffix(r.Lagging[0].Path, "b.log") {
+		t.Fatalf("not most lagging first: %+v", r.Lagging)
+	}
+	if r.LagBytes != (r.Lagging[0].Size-r.Lagging[0].Acked)+(r.Lagging[1].Size-r.Lagging[1].Acked) {
+		t.Fatalf("lag %d, files %+v", r.LagBytes, r.Lagging)
+	}
+	fa.setHold(false)
 }

@@ -29,9 +29,10 @@ type fakeAgg struct {
 	sources   map[uint64]*fakeSource
 	conns     map[*wire.Conn]bool
 	nconns    int
-	hold      bool // acks are queued, not sent
-	failNext  int  // answer the next n batches Failed
-	dropEvery int  // close the connection after every n-th batch, before its ack
+	hold      bool              // acks are queued, not sent
+	report    *wire.AgentReport // the last AgentReport received
+	failNext  int               // answer the next n batches Failed
+	dropEvery int               // close the connection after every n-th batch, before its ack
 	frames    int
 	appended  int
 	dups      int
@@ -174,6 +175,19 @@ func (f *fakeAgg) serve(nc net.Conn) {
 		}
 		if err != nil {
 			return
+		}
+		if t == wire.TypeAgentReport {
+			var r wire.AgentReport
+			if err := r.Decode(p); err != nil {
+				f.mu.Lock()
+				f.errorf("agent report: %v", err)
+				f.mu.Unlock()
+				return
+			}
+			f.mu.Lock()
+			f.report = &r
+			f.mu.Unlock()
+			continue
 		}
 		if t != wire.TypeProduce {
 			f.mu.Lock()

@@ -129,8 +129,9 @@ func TestReplayByTime(t *testing.T) {
 	}
 	var st struct {
 		Agents []struct {
-			ID     string   `json:"id"`
-			Topics []string `json:"topics"`
+			ID        string   `json:"id"`
+			Topics    []string `json:"topics"`
+			OpenFiles int      `json:"open_files"`
 		} `json:"agents"`
 		Partitions []struct {
 			Topic, Aggregator string
@@ -149,7 +150,7 @@ func TestReplayByTime(t *testing.T) {
 	if err := json.Unmarshal([]byte(js), &st); err != nil {
 		t.Fatalf("status json: %v\n%s", err, js)
 	}
-	if len(st.Agents) != 1 || st.Agents[0].ID != "web-01" || len(st.Partitions) != 1 || st.Partitions[0].EndOffset != 800 ||
+	if len(st.Agents) != 1 || st.Agents[0].ID != "web-01" || st.Agents[0].OpenFiles != 1 || len(st.Partitions) != 1 || st.Partitions[0].EndOffset != 800 ||
 		st.Partitions[0].StartOffset == nil || st.Partitions[0].Bytes == 0 || st.Partitions[0].Aggregator != "agg-1" ||
 		len(st.Sinks) != 1 || st.Sinks[0].Sink != "archive" || st.Sinks[0].Committed != 800 || st.Sinks[0].Lag == nil || *st.Sinks[0].Lag != 0 {
 		t.Fatalf("status: %s", js)
