@@ -19,7 +19,7 @@ func TestAgentReload(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	root := t.TempDir()
-	agg, addr := startAggregator(t, root, "")
+	agg, addr := startAggregator(t, root, 1, "")
 	for _, d := range []string{"a", "b"} {
 		os.MkdirAll(filepath.Join(root, d), 0o755)
 		writeFile(t, filepath.Join(root, d, d+".log"), fmt.Sprintf("%s line 1\n%s line 2\n", d, d))

@@ -240,17 +240,7 @@ func TestEndToEnd(t *testing.T) {
 	for _, d := range []string{"app", "web"} {
 		os.MkdirAll(filepath.Join(logs, d), 0o755)
 	}
-	aggCfg := filepath.Join(root, "aggregator.toml")
-	writeFile(t, aggCfg, fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = 3\n", filepath.Join(root, "data")))
-	agg := start(t, "aggregator", "aggregator", "--config", aggCfg)
-	var addr string
-	waitFor(t, "the aggregator to listen", 20*time.Second, func() bool {
-		m := listenRE.FindStringSubmatch(agg.output())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	})
+	agg, addr := startAggregator(t, root, 3, "")
 
 	out := filepath.Join(root, "archive")
 	sinkCfg := filepath.Join(root, "sinks.toml")

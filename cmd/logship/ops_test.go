@@ -16,23 +16,31 @@ import (
 	"time"
 )
 
-// startAggregator starts an aggregator process with its data under root
-// and returns it and the address it listens on.
-func startAggregator(t testing.TB, root string, extra string) (*proc, string) {
+// startAggregator starts an aggregator process with partitions
+// partitions, its data under root and its metrics on a port of its own,
+// and returns it and the address it listens on. extra is appended to its
+// config.
+func startAggregator(t testing.TB, root string, partitions int, extra string) (*proc, string) {
 	t.Helper()
 	cfg := filepath.Join(root, "aggregator.toml")
-	writeFile(t, cfg, fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = 1\n%s",
-		filepath.Join(root, "data"), extra))
+	writeFile(t, cfg, fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = %d\n%s",
+		filepath.Join(root, "data"), partitions, extra))
 	p := start(t, "aggregator", "aggregator", "--config", cfg)
-	var addr string
-	waitFor(t, "the aggregator to listen", 20*time.Second, func() bool {
-		m := listenRE.FindStringSubmatch(p.output())
+	return p, logged(t, p, listenRE, "the aggregator to listen")
+}
+
+// logged waits for p to log a line re matches and returns its first group.
+func logged(t testing.TB, p *proc, re *regexp.Regexp, what string) string {
+	t.Helper()
+	var v string
+	waitFor(t, what, 20*time.Second, func() bool {
+		m := re.FindStringSubmatch(p.output())
 		if m != nil {
-			addr = m[1]
+			v = m[1]
 		}
 		return m != nil
 	})
-	return p, addr
+	return v
 }
 
 // epochLines returns the lines of the published files of one epoch (0: the
@@ -84,7 +92,7 @@ func TestReplayByTime(t *testing.T) {
 	root := t.TempDir()
 	logs := filepath.Join(root, "logs")
 	os.MkdirAll(logs, 0o755)
-	agg, addr := startAggregator(t, root, "")
+	agg, addr := startAggregator(t, root, 1, "")
 
 	out := filepath.Join(root, "archive")
 	sinkCfg := filepath.Join(root, "sinks.toml")
@@ -237,7 +245,7 @@ func TestAggregatorReload(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	root := t.TempDir()
-	agg, addr := startAggregator(t, root, "")
+	agg, addr := startAggregator(t, root, 1, "")
 	cfg := filepath.Join(root, "aggregator.toml")
 	base := fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = 1\n", filepath.Join(root, "data"))
 	hup := func(content, want string) {
@@ -343,14 +351,7 @@ func TestSinkNotReady(t *testing.T) {
 	cfg := filepath.Join(root, "sinks.toml")
 	writeFile(t, cfg, fmt.Sprintf("aggregators = [\"127.0.0.1:1\"]\nmetrics_listen = \"127.0.0.1:0\"\n[[sink]]\nname = \"s\"\ntype = \"file\"\ntopics = [\"app\"]\ndir = %q\n", filepath.Join(root, "out")))
 	sink := start(t, "sink", "sink", "--config", cfg)
-	var addr string
-	waitFor(t, "metrics address", 20*time.Second, func() bool {
-		m := metricsRE.FindStringSubmatch(sink.output())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	})
+	addr := logged(t, sink, metricsRE, "metrics address")
 	waitFor(t, "not ready", 20*time.Second, func() bool {
 		code, body := httpGet(t, "http://"+addr+"/readyz")
 		return code == 503 && strings.Contains(body, "sink s: aggregators not reached: 127.0.0.1:1")

@@ -39,7 +39,7 @@ func TestMutualTLSAndTokens(t *testing.T) {
 	agentTok, sinkTok, opsTok := tok("agent", "agent-secret-0123456789"), tok("sinks", "sinks-secret-0123456789"), tok("ops", "ops-secret-0123456789ab")
 	wrongTok := tok("wrong", "not-a-known-token-0000")
 
-	agg, addr := startAggregator(t, root, fmt.Sprintf(`
+	agg, addr := startAggregator(t, root, 1, fmt.Sprintf(`
 [tls]
 cert_file = %q
 key_file = %q
