@@ -21,11 +21,13 @@ test: lint
 test-race: test
 
 # The agent killed with SIGKILL at random points while 50,000 lines/s are
-# written: SOAK_ROUNDS rounds (make test runs 2).
+# written: SOAK_ROUNDS rounds (make test runs 2); then the aggregator
+# stopped for 30 s under the same load (make test: 2 s).
 .PHONY: soak
 SOAK_ROUNDS ?= 10
 soak:
 	LOGSHIP_SOAK_ROUNDS=$(SOAK_ROUNDS) $(GO) test -race -count=1 -run '^TestSIGKILLSoak$$' -v ./agent/
+	$(GO) test -race -count=1 -tags slow -run '^TestAggregatorStoppedAndRestarted$$' -v ./agent/
 
 # The transport under load: 1,000 agent connections to one aggregator
 # (make test runs 100), with the aggregator's heap per connection measured,
@@ -38,7 +40,7 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
 	$(GO) vet -tags e2ebench ./cmd/logship
-	$(GO) vet -tags slow ./aggregator
+	$(GO) vet -tags slow ./aggregator ./agent
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
