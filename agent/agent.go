@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,9 @@ type Options struct {
 	// WindowBytes bounds unacknowledged raw bytes on the connection
 	// (default 16 MiB); a full window stops reading.
 	WindowBytes int
+	// Compressors is how many goroutines compress batches in parallel
+	// (default GOMAXPROCS; see compress.go).
+	Compressors int
 	// ScanInterval is how often the globs are expanded again (default 1s).
 	ScanInterval time.Duration
 	// PollInterval is how often an idle file is checked for growth
@@ -245,6 +249,7 @@ type Agent struct {
 	loopIters atomic.Int64
 
 	bufPool sync.Pool
+	pool    *compressPool // compresses batches for the loop (compress.go)
 
 	conn connStats // the connection's state and counters (conn.go)
 
@@ -282,8 +287,15 @@ func New(opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := batch.NewBuilder(opts.Compression)
+	// The Builder only collects records: the pool compresses them.
+	b, err := batch.NewBuilder(batch.None)
 	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	pool, err := newCompressPool(opts.Compression, opts.Compressors)
+	if err != nil {
+		b.Close()
 		lock.Close()
 		return nil, err
 	}
@@ -293,6 +305,7 @@ func New(opts Options) (*Agent, error) {
 		posPath:   filepath.Join(opts.StateDir, positionsFile),
 		sources:   make(map[fileKey]*source),
 		builder:   b,
+		pool:      pool,
 		buf:       make([]byte, readBufSize),
 		fpBuf:     make([]byte, fingerprintMax),
 		firstScan: true,
@@ -307,6 +320,7 @@ func New(opts Options) (*Agent, error) {
 	entries, err := a.loadPositions()
 	if err != nil {
 		b.Close()
+		pool.close()
 		lock.Close()
 		return nil, err
 	}
@@ -341,6 +355,9 @@ func (o *Options) validate() error {
 	}
 	if o.WindowBytes < 0 {
 		errs = append(errs, fmt.Errorf("window bytes %d is negative", o.WindowBytes))
+	}
+	if o.Compressors < 0 {
+		errs = append(errs, fmt.Errorf("compressors %d is negative", o.Compressors))
 	}
 	errs = append(errs, checkInputs(o.Inputs, o.MaxLineBytes)...)
 	if o.MaxOpenFiles < 0 {
@@ -404,6 +421,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.WindowBytes == 0 {
 		o.WindowBytes = DefaultWindowBytes
+	}
+	if o.Compressors == 0 {
+		o.Compressors = runtime.GOMAXPROCS(0)
 	}
 	def(&o.BatchWait, DefaultBatchWait)
 	def(&o.ScanInterval, DefaultScanInterval)
@@ -498,6 +518,7 @@ func (a *Agent) Close() error {
 		return nil
 	}
 	a.builder.Close()
+	a.pool.close()
 	return a.lock.Close()
 }
 
@@ -531,6 +552,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer a.lock.Close()
 	defer a.builder.Close()
+	defer a.pool.close()
 	if !a.opts.NoWatch {
 		w, err := newWatcher(a.log)
 		if err != nil {
@@ -541,6 +563,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
+	a.pool.start(a)
 	connCtx, stopConn := context.WithCancel(context.Background())
 	defer stopConn()
 	connDone := make(chan struct{})
@@ -567,6 +590,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			s.fail(errStopping)
 		}
 	}
+	a.pool.stop() // the loop and the writers are gone: nothing is queued
 	if a.sess != nil {
 		a.sessionDown(errStopping)
 	}

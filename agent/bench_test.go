@@ -67,11 +67,18 @@ func BenchmarkShip(b *testing.B) {
 // BenchmarkAgentAlone measures the agent by itself, in a child process (so
 // that its CPU time and peak RSS are its own), shipping 8 files of 150-byte
 // lines with zstd to an aggregator that only counts the bytes it gets and
-// acks. It reports lines/s (wall clock, GOMAXPROCS=1: one core), CPU
-// seconds per GB of file bytes, and the child's peak RSS.
+// acks. It reports lines/s (wall clock, with GOMAXPROCS=1: one core, and
+// GOMAXPROCS=2), CPU seconds per GB of file bytes, and the child's peak
+// RSS.
 //
 //	go test -run '^$' -bench AgentAlone -benchtime 3x ./agent/
 func BenchmarkAgentAlone(b *testing.B) {
+	for _, procs := range []int{1, 2} {
+		b.Run(fmt.Sprintf("procs=%d", procs), func(b *testing.B) { benchAgentAlone(b, procs) })
+	}
+}
+
+func benchAgentAlone(b *testing.B, procs int) {
 	const files, lineLen, fileBytes = 8, 150, 64 << 20
 	dir := b.TempDir()
 	var lines int64
@@ -110,7 +117,7 @@ func BenchmarkAgentAlone(b *testing.B) {
 			Inputs: []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}},
 		}
 		start := time.Now()
-		cmd := startChild(b, dir, cfg, "GOMAXPROCS=1")
+		cmd := startChild(b, dir, cfg, fmt.Sprintf("GOMAXPROCS=%d", procs))
 		fa.mu.Lock()
 		for fa.rawIn < total {
 			fa.cond.Wait()

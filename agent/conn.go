@@ -32,7 +32,7 @@ type session struct {
 	addr      string
 	aggID     string
 	c         *wire.Conn
-	send      chan outBatch
+	send      chan *compressJob // in seq order
 	done      chan struct{}
 	once      sync.Once
 	errv      error
@@ -232,7 +232,7 @@ func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
 	defer a.conn.connected.Store(false)
 	s := &session{
 		addr: addr, aggID: w.Aggregator, c: c,
-		send: make(chan outBatch, maxInFlight), done: make(chan struct{}),
+		send: make(chan *compressJob, maxInFlight), done: make(chan struct{}),
 		startedAt: time.Now(),
 		limits:    newFrameLimits(a.opts.BatchBytes, int(w.MaxFrame)),
 	}
@@ -353,13 +353,21 @@ func (a *Agent) writeLoop(s *session) {
 			}
 			a.conn.heartbeats.Add(1)
 			beat.Reset(every)
-		case b := <-s.send:
+		case j := <-s.send:
+			// Jobs come in seq order; wait for this one's batch (see
+			// compress.go).
+			select {
+			case <-j.ready:
+			case <-s.done:
+				return
+			}
 			if s.c.Version() >= 2 {
 				beat.Reset(every)
 			}
 			before := s.c.WrittenBytes
-			err := s.c.WriteFrame(wire.TypeProduce, wire.EncodeProduceHeader(hdr[:0], b.seq), *b.data)
-			a.putBuf(b.data)
+			err := s.c.WriteFrame(wire.TypeProduce, wire.EncodeProduceHeader(hdr[:0], j.seq), *j.data)
+			a.putBuf(j.data)
+			a.pool.putJob(j)
 			if err == nil && len(s.send) == 0 {
 				err = s.c.Flush()
 			}
@@ -425,7 +433,7 @@ type flight struct {
 	src        *source
 	gen        uint64
 	start, end int64
-	size       int  // bytes of the built batch
+	size       int  // raw bytes of its records (a compressor builds the batch)
 	dropped    bool // its window is already released (resync, truncation)
 }
 

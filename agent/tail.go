@@ -352,45 +352,6 @@ read:
 // maxPathLen bounds the path carried in a batch (it is for humans).
 const maxPathLen = batch.MaxStringLen
 
-// ship builds the batch of the Builder's records, covering [start, end) of
-// s, puts it in flight and hands it to the connection's writer.
-func (a *Agent) ship(s *source, start, end int64) {
-	lines := a.builder.Count()
-	path := s.path
-	if len(path) > maxPathLen {
-		path = path[len(path)-maxPathLen:]
-	}
-	bp := a.getBuf()
-	out, err := a.builder.Build((*bp)[:0], batch.Meta{
-		Agent: a.opts.ID, Topic: s.topic, Path: path,
-		SourceID: s.id, RangeStart: start, RangeEnd: end,
-	})
-	if err != nil {
-		// Sizes are bounded by validated options: this cannot happen.
-		panic("BUG: agent: build batch: " + err.Error())
-	}
-	*bp = out
-	a.seq++
-	a.flights.push(flight{seq: a.seq, src: s, gen: s.gen, start: start, end: end, size: len(out)})
-	a.inflightBytes += end - start
-	s.inflight++
-	s.readPos = end
-	s.shipped = true
-	// Never blocks: the channel holds maxInFlight batches and at most
-	// that many are in flight.
-	a.sess.send <- outBatch{seq: a.seq, data: bp}
-	a.lines.Add(int64(lines))
-	a.rawBytes.Add(end - start)
-	s.stats.read.Add(end - start)
-	a.batches.Add(1)
-}
-
-// outBatch is a built batch on its way to the writer.
-type outBatch struct {
-	seq  uint64
-	data *[]byte
-}
-
 func (a *Agent) getBuf() *[]byte {
 	if p, ok := a.bufPool.Get().(*[]byte); ok {
 		return p

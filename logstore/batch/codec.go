@@ -22,10 +22,10 @@ type Meta struct {
 // Builder collects records of one source and encodes them as a batch.
 // A Builder is reused batch after batch; it is not safe for concurrent use.
 // Adding a record costs two varints and a copy: no allocation once the
-// buffer has grown.
+// buffer has grown. Build compresses on the calling goroutine; Take hands
+// the records to another goroutine's Compressor instead.
 type Builder struct {
-	comp  Compression
-	enc   *zstd.Encoder
+	c     *Compressor
 	raw   []byte
 	count int
 	first int64
@@ -34,18 +34,58 @@ type Builder struct {
 
 // NewBuilder returns a Builder that compresses with c.
 func NewBuilder(c Compression) (*Builder, error) {
-	b := &Builder{comp: c}
+	comp, err := NewCompressor(c)
+	if err != nil {
+		return nil, err
+	}
+	return &Builder{c: comp}, nil
+}
+
+// Compressor encodes Records as batches: the compressing half of a Builder,
+// for a goroutine of its own. It is not safe for concurrent use; use one
+// per goroutine.
+type Compressor struct {
+	comp Compression
+	enc  *zstd.Encoder
+}
+
+// NewCompressor returns a Compressor that compresses with c.
+//
+// zstd runs at its fastest level without the frame's own checksum: the
+// batch's body CRC32C already covers the compressed payload, and the
+// records' varints and the raw length catch a decoder that goes wrong.
+func NewCompressor(c Compression) (*Compressor, error) {
+	comp := &Compressor{comp: c}
 	if c == Zstd {
 		enc, err := zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.SpeedFastest),
 			zstd.WithEncoderConcurrency(1),
+			zstd.WithEncoderCRC(false),
 			zstd.WithZeroFrames(true))
 		if err != nil {
 			return nil, fmt.Errorf("batch: zstd encoder: %w", err)
 		}
-		b.enc = enc
+		comp.enc = enc
 	}
-	return b, nil
+	return comp, nil
+}
+
+// Records are the encoded records of a batch, taken out of a Builder
+// (Take) to be compressed by a Compressor, possibly on another goroutine.
+type Records struct {
+	Raw         []byte // the records, encoded as in the payload
+	Count       int
+	First, Last int64 // unix ns of the first and the latest record
+}
+
+// Take returns the records added so far and resets the Builder, which goes
+// on with buf[:0] as its buffer (nil: it grows one). The returned Raw is
+// the Builder's old buffer: the caller owns it now.
+func (b *Builder) Take(buf []byte) Records {
+	r := Records{Raw: b.raw, Count: b.count, First: b.first, Last: b.last}
+	b.raw = buf[:0]
+	b.Reset()
+	return r
 }
 
 // Add appends one record read at ts (unix ns). Timestamps should not go
@@ -84,7 +124,18 @@ func (b *Builder) Reset() {
 // Build appends the encoded batch to dst and returns it. Base offset and
 // append time are zero; the header CRC is valid. The Builder is Reset.
 func (b *Builder) Build(dst []byte, m Meta) ([]byte, error) {
-	if b.count == 0 {
+	r := Records{Raw: b.raw, Count: b.count, First: b.first, Last: b.last}
+	out, err := b.c.Build(dst, &r, m)
+	if err == nil {
+		b.Reset()
+	}
+	return out, err
+}
+
+// Build appends the batch of r to dst and returns it. Base offset and
+// append time are zero; the header CRC is valid. r is not changed.
+func (c *Compressor) Build(dst []byte, r *Records, m Meta) ([]byte, error) {
+	if r.Count == 0 {
 		return dst, fmt.Errorf("BUG: batch: Build with no records")
 	}
 	for _, s := range [...]string{m.Agent, m.Topic, m.Path} {
@@ -97,10 +148,10 @@ func (b *Builder) Build(dst []byte, m Meta) ([]byte, error) {
 	dst = append(dst, fixed[:]...)
 	h := dst[start:]
 	h[offMagic] = Magic
-	h[offCompress] = byte(b.comp)
-	binary.BigEndian.PutUint32(h[offCount:], uint32(b.count))
-	binary.BigEndian.PutUint64(h[offFirstTime:], uint64(b.first))
-	binary.BigEndian.PutUint64(h[offLastTime:], uint64(b.last))
+	h[offCompress] = byte(c.comp)
+	binary.BigEndian.PutUint32(h[offCount:], uint32(r.Count))
+	binary.BigEndian.PutUint64(h[offFirstTime:], uint64(r.First))
+	binary.BigEndian.PutUint64(h[offLastTime:], uint64(r.Last))
 	binary.BigEndian.PutUint64(h[offSourceID:], m.SourceID)
 	binary.BigEndian.PutUint64(h[offRangeStart:], uint64(m.RangeStart))
 	binary.BigEndian.PutUint64(h[offRangeEnd:], uint64(m.RangeEnd))
@@ -108,20 +159,20 @@ func (b *Builder) Build(dst []byte, m Meta) ([]byte, error) {
 		dst = binary.BigEndian.AppendUint16(dst, uint16(len(s)))
 		dst = append(dst, s...)
 	}
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(b.raw)))
-	switch b.comp {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(r.Raw)))
+	switch c.comp {
 	case None:
-		dst = append(dst, b.raw...)
+		dst = append(dst, r.Raw...)
 	case Zstd:
-		dst = b.enc.EncodeAll(b.raw, dst)
+		dst = c.enc.EncodeAll(r.Raw, dst)
 	case S2:
 		// s2.Encode writes into the spare capacity when it is large enough.
-		need := s2.MaxEncodedLen(len(b.raw))
+		need := s2.MaxEncodedLen(len(r.Raw))
 		if need < 0 {
-			return dst[:start], fmt.Errorf("%w: %d raw bytes", ErrTooLarge, len(b.raw))
+			return dst[:start], fmt.Errorf("%w: %d raw bytes", ErrTooLarge, len(r.Raw))
 		}
 		dst = slices.Grow(dst, need)
-		enc := s2.Encode(dst[len(dst):len(dst)+need], b.raw)
+		enc := s2.Encode(dst[len(dst):len(dst)+need], r.Raw)
 		dst = dst[:len(dst)+len(enc)]
 	}
 	size := len(dst) - start
@@ -132,14 +183,16 @@ func (b *Builder) Build(dst []byte, m Meta) ([]byte, error) {
 	binary.BigEndian.PutUint32(h[offLength:], uint32(size-4))
 	binary.BigEndian.PutUint32(h[offBodyCRC:], Checksum(h[offBody:]))
 	binary.BigEndian.PutUint32(h[offHeaderCRC:], Checksum(h[:offHeaderCRC]))
-	b.Reset()
 	return dst, nil
 }
 
 // Close releases the encoder.
-func (b *Builder) Close() {
-	if b.enc != nil {
-		b.enc.Close()
+func (b *Builder) Close() { b.c.Close() }
+
+// Close releases the encoder.
+func (c *Compressor) Close() {
+	if c.enc != nil {
+		c.enc.Close()
 	}
 }
 
