@@ -236,6 +236,9 @@ type Agent struct {
 	watch         *watcher // nil: polling only
 	lock          *os.File // flock on StateDir/lock, held until Run returns
 
+	waitingFiles map[fileKey]*waitingFile // files waiting for MaxOpenFiles, until opened or given up (scan.go)
+	ghostFlights map[uint64]ghostFlight   // by seq: batches in flight of sources when they were truncated (copytrunc.go)
+
 	ackCh    chan ackMsg
 	sessCh   chan *session
 	idleCh   chan chan bool
@@ -585,7 +588,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-connDone:
 			done = true
 		case m := <-a.ackCh:
-			a.handleAck(m)
+			a.ack(m)
 		case s := <-a.sessCh:
 			s.fail(errStopping)
 		}
@@ -593,6 +596,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.pool.stop() // the loop and the writers are gone: nothing is queued
 	if a.sess != nil {
 		a.sessionDown(errStopping)
+		a.settleGhostFlights()
 	}
 	err := a.savePositions()
 	for _, s := range a.order {
@@ -645,11 +649,12 @@ func (a *Agent) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case m := <-a.ackCh:
-			a.handleAck(m)
+			a.ack(m)
 		case s := <-a.sessCh:
 			a.sessionUp(s)
+			a.settleGhostFlights() // a session it replaced is gone
 		case <-sessDone:
-			a.sessionLost()
+			a.lostSession()
 		case <-scanT.C:
 			a.scan(time.Now())
 		case <-posT.C:
@@ -860,9 +865,9 @@ func (a *Agent) drain() {
 	for a.sess != nil && a.flights.len() > 0 {
 		select {
 		case m := <-a.ackCh:
-			a.handleAck(m)
+			a.ack(m)
 		case <-a.sess.done:
-			a.sessionLost()
+			a.lostSession()
 		case <-t.C:
 			a.log.Warn("stopping: in-flight acks did not arrive in time; they will be sent again after restart",
 				"batches", a.flights.len(), "bytes", a.inflightBytes)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"slices"
 	"time"
+
+	"logship/internal/wire"
 )
 
 // copytruncate while the agent runs (doc.go, "copytruncate"). logrotate's
@@ -35,6 +37,34 @@ type ghost struct {
 	unread  int64     // bytes the file had past the read position when it was truncated
 	made    time.Time // when the truncation was seen: a copy is older
 	expires time.Time
+	// lost counts the bytes of its batches in flight at the truncation
+	// that turned out not stored (lost with their session, or refused):
+	// given up with unread if no copy claims the ghost (see ghostFlight).
+	lost  int64
+	state ghostState
+}
+
+// ghostState is where a ghost stands: waiting for its copy, claimed by
+// one (which sends everything from the ghost's position again), or
+// expired (its bytes given up).
+type ghostState uint8
+
+const (
+	ghostWaiting ghostState = iota
+	ghostClaimed
+	ghostExpired
+)
+
+// ghostFlight is a batch that was in flight when its source was truncated.
+// The truncation drops it (its ack no longer moves the source, which
+// starts again at 0), but its bytes are no longer in the file: if the
+// aggregator never stores it (the session ends before its ack, or the
+// ack is not Appended or Duplicate) and no copy claims the ghost, they
+// are lost, and must be counted and logged, not forgotten.
+type ghostFlight struct {
+	g     *ghost
+	sess  *session // the session it was sent in
+	bytes int64
 }
 
 // heldCopy is a new file that may be a copy in progress.
@@ -59,8 +89,80 @@ func (a *Agent) addGhost(s *source, now time.Time) {
 		g.e.Pos, g.e.TailFP, g.e.TailLen = s.tailPos, hex64(s.tailFP), s.tailLen
 	}
 	g.unread = max(s.stats.size.Load()-s.readPos, 0)
+	// Its batches in flight, about to be dropped (truncated calls
+	// dropFlights next): their outcome decides whether their bytes were
+	// stored (see ghostFlight).
+	for _, f := range a.flights.all() {
+		if f.src == s && !f.dropped && f.gen == s.gen && a.sess != nil {
+			if a.ghostFlights == nil {
+				a.ghostFlights = make(map[uint64]ghostFlight)
+			}
+			a.ghostFlights[f.seq] = ghostFlight{g: g, sess: a.sess, bytes: f.end - f.start}
+		}
+	}
 	a.ghosts = append(a.ghosts, g)
 	a.posDirty = true
+}
+
+// ack applies one ack (handleAck), after noting the outcome of a batch
+// that was in flight when its source was truncated (see ghostFlight).
+// Loop goroutine; every ack the loop takes goes through here.
+func (a *Agent) ack(m ackMsg) {
+	if len(a.ghostFlights) > 0 && m.s == a.sess && a.flights.len() > 0 && a.flights.peek().seq == m.ack.Seq {
+		if gf, ok := a.ghostFlights[m.ack.Seq]; ok {
+			delete(a.ghostFlights, m.ack.Seq)
+			if m.ack.Status != wire.AckAppended && m.ack.Status != wire.AckDuplicate {
+				a.ghostFlightLost(gf)
+			}
+		}
+	}
+	a.handleAck(m)
+	a.settleGhostFlights()
+}
+
+// lostSession handles the end of the current session (sessionLost),
+// applying the acks already queued through ack first, so that a batch of
+// a truncated source acknowledged before the connection dropped is known
+// stored. Loop goroutine.
+func (a *Agent) lostSession() {
+	for s, more := a.sess, true; more && a.sess == s && len(a.ghostFlights) > 0; {
+		select {
+		case m := <-a.ackCh:
+			a.ack(m)
+		default:
+			more = false
+		}
+	}
+	a.sessionLost()
+	a.settleGhostFlights()
+}
+
+// settleGhostFlights gives up the batches of truncated sources whose
+// session ended before their ack: nothing says the aggregator stored
+// them (if it did, the count is an overestimate, never a silent loss).
+// Loop goroutine, after anything that may end a session.
+func (a *Agent) settleGhostFlights() {
+	for seq, gf := range a.ghostFlights {
+		if gf.sess != a.sess {
+			delete(a.ghostFlights, seq)
+			a.ghostFlightLost(gf)
+		}
+	}
+}
+
+// ghostFlightLost counts the bytes of a batch of a truncated source that
+// was not stored: kept on its ghost while it waits for a copy, forgotten
+// if a copy claimed it (the copy sends them again), given up at once if
+// the ghost expired already.
+func (a *Agent) ghostFlightLost(gf ghostFlight) {
+	switch gf.g.state {
+	case ghostWaiting:
+		gf.g.lost += gf.bytes
+	case ghostExpired:
+		a.log.Warn("truncated file's batch in flight was not stored and no copy of the file was found: giving up its bytes",
+			"topic", gf.g.topic, "source", gf.g.e.Path, "bytes", gf.bytes)
+		a.givenUp.Add(gf.bytes)
+	}
 }
 
 // claimGhost returns, and forgets, the ghost of nf's topic whose content
@@ -69,6 +171,7 @@ func (a *Agent) claimGhost(nf *newFile) *ghost {
 	for i, g := range a.ghosts {
 		if g.topic == nf.in.Topic && !bornAfter(nf, g) && nf.probe.holds(&g.e) {
 			a.ghosts = slices.Delete(a.ghosts, i, i+1)
+			g.state = ghostClaimed
 			return g
 		}
 	}
@@ -214,10 +317,11 @@ func (a *Agent) expireGhosts(now time.Time) {
 		if now.Before(g.expires) {
 			return false
 		}
-		if g.unread > 0 {
+		g.state = ghostExpired
+		if g.unread > 0 || g.lost > 0 {
 			a.log.Warn("truncated file had unread bytes and no copy of it was found: giving them up",
-				"topic", g.topic, "source", g.e.Path, "bytes", g.unread)
-			a.givenUp.Add(g.unread)
+				"topic", g.topic, "source", g.e.Path, "bytes", g.unread+g.lost, "unread", g.unread, "in_flight_not_stored", g.lost)
+			a.givenUp.Add(g.unread + g.lost)
 		}
 		a.posDirty = true
 		return true

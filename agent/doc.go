@@ -152,7 +152,13 @@
 //   - A ghost whose copy never shows up (the rotated name is outside the
 //     globs, or a plain truncation) is forgotten; the bytes the file had
 //     past the read position when it was truncated are given up: logged
-//     with the file name and counted in Stats.GivenUpBytes.
+//     with the file name and counted in Stats.GivenUpBytes. So are the
+//     bytes of its batches that were in flight at the truncation and
+//     were not stored: their session ended before their ack (they may
+//     have been stored: counted anyway, an overestimate rather than a
+//     silent loss), or their ack was neither Appended nor Duplicate. Such
+//     a batch settled after its ghost expired is given up then; one whose
+//     ghost a copy claimed is not (the copy sends it again).
 //
 // The unavoidable window: lines the application writes after the copy has
 // read the file's end and before the truncation are in neither file. No
@@ -330,7 +336,17 @@
 //     file with a positions entry of its own is always resumed.
 //   - MaxOpenFiles (default 1024) bounds the open files, held copies
 //     included. Files found beyond it are not opened: they wait, counted
-//     in Stats.FilesWaiting and logged once, until others are closed.
+//     in Stats.FilesWaiting and logged once, until others are closed. A
+//     waiting file is remembered by (device, inode) and birth time: one
+//     renamed to a name the globs still match is the same waiting file
+//     under its new name, and one renamed out of the globs (seen through
+//     the rename's file event) waits like a rotated file, up to
+//     DrainTimeout, and is opened when there is room. One deleted, or
+//     rotated away where no event followed it, before it could be opened
+//     (missing from its name at two scans in a row), or whose inode a new
+//     file took, is given up: its size is logged at WARN with its name
+//     and counted in Stats.GivenUpBytes. One emptied while it waited is
+//     logged (its bytes may be in a copy: copytruncate), not counted.
 //   - DrainTimeout (default 24h) bounds how long a file no glob matches
 //     any more (rotated away, deleted) is kept open to be drained. Past
 //     it, the bytes not acknowledged are given up: logged at WARN with the
@@ -379,6 +395,23 @@
 // acknowledged positions and closes everything. Batches not acknowledged
 // by then are sent again after the restart, and dropped by the aggregator
 // if it had stored them.
+//
+// # Testing
+//
+// Tests use real files, the real aggregator in process (or the fake one
+// of fake_test.go where a test needs faults), lines with sequence numbers,
+// and wait on conditions. The timer-driven tests (partial_timeout,
+// multiline Timeout, drain_timeout) run on the real clock, not in a
+// testing/synctest bubble: the agent's connection is real TCP
+// (wire.Dialer, no dial seam) and the file watcher blocks reading the
+// inotify descriptor; a goroutine blocked in such I/O is not durably
+// blocked, so the bubble's clock would never advance. They are written
+// so that a slow machine only makes them slower (a record shipped after
+// its timeout is checked against the time it was written, never
+// before). A dial seam that takes net.Pipe, with NoWatch, would let
+// them move into a bubble. TestAggregatorStoppedAndRestarted stops the
+// aggregator for 2s, and for the 30s of issue 4 with -tags slow (make
+// soak).
 //
 // # Not yet
 //

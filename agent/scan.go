@@ -36,6 +36,7 @@ func (a *Agent) scan(now time.Time) {
 			}
 		}
 	}
+	news = a.followWaiting(news, now)
 	if a.firstScan {
 		a.startSources(news, now)
 	} else {
@@ -210,11 +211,11 @@ func (a *Agent) consider(in *input, path string, news []*newFile, now time.Time)
 			return nil
 		}
 	}
-	if in.IgnoreOlder > 0 && now.Sub(fi.ModTime()) > in.IgnoreOlder && !a.hasEntry(key) {
-		return nil // picked up when it is written again
+	if in.IgnoreOlder > 0 && now.Sub(fi.ModTime()) > in.IgnoreOlder && !a.hasEntry(key) && a.waitingFiles[key] == nil {
+		return nil // picked up when it is written again (one waiting already passed this check)
 	}
 	if len(a.sources)+len(a.held)+len(news) >= a.opts.MaxOpenFiles {
-		a.waiting++
+		a.noteWaiting(in, key, path, fi)
 		return nil
 	}
 	f, err := os.Open(path)
@@ -227,6 +228,7 @@ func (a *Agent) consider(in *input, path string, news []*newFile, now time.Time)
 		f.Close() // replaced between stat and open: next scan
 		return nil
 	}
+	delete(a.waitingFiles, key)
 	return &newFile{in: in, path: path, f: f, key: key, size: fi.Size(), probe: newProbe(f, fi.Size(), a.fpBuf)}
 }
 
@@ -392,4 +394,147 @@ func lastLineEnd(f *os.File, size int64) int64 {
 		return 0
 	}
 	return size
+}
+
+// waitingFile is a file found beyond MaxOpenFiles, not opened yet: it is
+// remembered by (device, inode) and birth time, so that a rename to a name
+// the globs still match finds it again (the same file, under its new
+// name), a rename out of the globs that a file event shows is followed
+// like that of an open file, and one deleted (or rotated away unseen)
+// before it could be opened is not lost silently (followWaiting).
+type waitingFile struct {
+	in    *input
+	path  string
+	size  int64
+	mtime time.Time
+	born  birth  // zero: no birth time
+	seen  uint64 // the last scan (scanGen) that found it
+	// unmatchedSince is when a scan first found it at a name no glob
+	// matches (zero: matched): it waits up to DrainTimeout from then.
+	unmatchedSince time.Time
+}
+
+// noteWaiting records a file that consider could not open for
+// MaxOpenFiles: new, or found again (maybe under another name). A file on
+// the (device, inode) of a waiting one that has another birth time is a
+// new file on a reused inode: the waiting one was deleted, and its bytes
+// are given up. Loop goroutine.
+func (a *Agent) noteWaiting(in *input, key fileKey, path string, fi os.FileInfo) {
+	if a.waitingFiles == nil {
+		a.waitingFiles = make(map[fileKey]*waitingFile)
+	}
+	w := a.waitingFiles[key]
+	if w != nil && (fi.Size() < w.size || !fi.ModTime().Equal(w.mtime)) {
+		// Changed since the last look: the same file written to, or a new
+		// file on the reused inode of a deleted one. The birth time tells
+		// them apart; without one, a file that shrank is taken for
+		// another (or truncated: its bytes are gone as well).
+		b, ok := birthOf(path)
+		if ok && w.born != (birth{}) && b != w.born || (!ok || w.born == birth{}) && fi.Size() < w.size {
+			a.giveUpWaiting(w, "deleted (its inode now holds another file) or truncated before it was opened")
+			w = nil
+		}
+	}
+	if w == nil {
+		w = &waitingFile{in: in, path: path}
+		w.born, _ = birthOf(path)
+		a.waitingFiles[key] = w
+	} else if w.path != path {
+		a.log.Info("file waiting for max_open_files renamed", "topic", in.Topic, "source", w.path, "to", path)
+		w.path = path
+	}
+	w.in, w.size, w.mtime = in, fi.Size(), fi.ModTime()
+	if w.seen != a.scanGen {
+		w.seen = a.scanGen
+		a.waiting++
+	}
+}
+
+// birthOf returns the birth time of the file at path (see birthTime).
+func birthOf(path string) (birth, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return birth{}, false
+	}
+	defer f.Close()
+	return birthTime(f)
+}
+
+// followWaiting looks after the waiting files that this scan's globs did
+// not find (it runs after them), and returns news with those it opened:
+//
+//   - Still at their last name, which no glob matches any more (renamed
+//     out of the globs; file events followed the rename): considered
+//     again, as a rotated file, opened once there is room, for up to
+//     DrainTimeout after a scan first found it unmatched. Past that, its
+//     bytes are given up.
+//   - No longer at their last name (deleted, or renamed where no event
+//     followed it), for two scans in a row (one of grace: a file renamed
+//     while the globs were expanded may be missed once): given up.
+//   - Emptied while waiting: logged (its bytes may live on in a copy,
+//     copytruncate's) and forgotten. Of an input a reload removed:
+//     forgotten.
+//
+// A file given up is logged with its name and size, and its bytes
+// counted in GivenUpBytes. Loop goroutine.
+func (a *Agent) followWaiting(news []*newFile, now time.Time) []*newFile {
+	for key, w := range a.waitingFiles {
+		if a.sources[key] != nil || a.heldKey(key) {
+			delete(a.waitingFiles, key) // opened
+			continue
+		}
+		if w.seen == a.scanGen {
+			w.unmatchedSince = time.Time{}
+			continue
+		}
+		if !slices.ContainsFunc(a.inputs, func(in *input) bool {
+			return in.Topic == w.in.Topic && slices.Equal(in.Paths, w.in.Paths)
+		}) {
+			a.log.Info("file waiting for max_open_files: its input was removed: forgotten", "topic", w.in.Topic, "source", w.path)
+			delete(a.waitingFiles, key)
+			continue
+		}
+		fi, err := os.Stat(w.path)
+		switch {
+		case err != nil || !sameKey(fi, key):
+			if w.seen+1 < a.scanGen {
+				delete(a.waitingFiles, key)
+				a.giveUpWaiting(w, "deleted or rotated away before it was opened")
+			}
+		case fi.Size() == 0:
+			delete(a.waitingFiles, key)
+			if w.size > 0 {
+				a.log.Warn("file waiting for max_open_files was emptied before it was opened: its bytes are not shipped, unless a copy of them is (copytruncate)",
+					"topic", w.in.Topic, "source", w.path, "bytes", w.size)
+			}
+		default:
+			if w.unmatchedSince.IsZero() {
+				w.unmatchedSince = now
+			}
+			if now.Sub(w.unmatchedSince) >= a.opts.DrainTimeout {
+				delete(a.waitingFiles, key)
+				a.giveUpWaiting(w, "rotated away, and not opened within drain_timeout")
+				continue
+			}
+			if nf := a.consider(w.in, w.path, news, now); nf != nil {
+				a.log.Info("file rotated away while waiting for max_open_files: opened", "topic", w.in.Topic, "source", w.path)
+				news = append(news, nf)
+			}
+		}
+	}
+	return news
+}
+
+// giveUpWaiting logs and counts the bytes of a waiting file that went
+// before it could be opened.
+func (a *Agent) giveUpWaiting(w *waitingFile, why string) {
+	a.log.Warn("file waiting for max_open_files went before it was opened: giving up its bytes",
+		"topic", w.in.Topic, "source", w.path, "reason", why, "bytes", w.size, "max_open_files", a.opts.MaxOpenFiles)
+	a.givenUp.Add(w.size)
+}
+
+// sameKey reports whether fi is the file of key.
+func sameKey(fi os.FileInfo, key fileKey) bool {
+	k, ok := keyOf(fi)
+	return ok && k == key
 }
