@@ -182,6 +182,12 @@
 // keeps no lines in memory between turns. When nothing is due the loop
 // sleeps on a timer until the next check (PollInterval for idle files).
 //
+// The loop only cuts records: a full batch's records go to a pool of
+// Compressors goroutines (default GOMAXPROCS) that compress batches in
+// parallel, and the session's writer sends them in the order they were
+// cut; see compress.go. The queue to the pool holds at most Compressors
+// batches, so a slow pool stops the loop from reading, like a full window.
+//
 // Frame cap: every batch must fit in one frame of the aggregator it is sent
 // to, whose size the Welcome gives (MaxFrame; 0 means the wire default,
 // 16 MiB). Each session therefore keeps the records of a batch (their
