@@ -12,6 +12,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -22,7 +23,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"text/tabwriter"
@@ -39,6 +42,7 @@ var (
 	benchModes   = flag.String("modes", "always/zstd,always/s2,interval/zstd,interval/s2", "fsync/compression runs")
 	benchProfile = flag.String("profile", "", "write CPU profiles of the agent and the aggregator (the first seconds of each run) to this directory")
 	benchProfSec = flag.Int("profile-seconds", 3, "length of each CPU profile")
+	benchHeap    = flag.Bool("heap", false, "with -profile: also fetch each process's heap profile just before it is stopped")
 )
 
 // benchResult is one row of the table.
@@ -139,8 +143,9 @@ func generateLogs(t *testing.T, dir string, files, n, lineLen int) (lines, recor
 }
 
 // baseline times `cat files | nc 127.0.0.1 port` into a reader that
-// discards: the floor of moving these bytes over loopback. CPU and RSS
-// are those of the shell that runs the pipeline, which includes both.
+// discards: the floor of moving these bytes over loopback. CPU is that of
+// the shell that runs the pipeline, which includes both; its RSS is not
+// measured (ru_maxrss of the shell would be this process's own peak).
 func baseline(t *testing.T, logs string, lines, raw int64) benchResult {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -176,7 +181,7 @@ func baseline(t *testing.T, logs string, lines, raw int64) benchResult {
 		t.Fatalf("baseline moved %d bytes, want %d", n, raw)
 	}
 	return benchResult{name: name, lines: lines, rawBytes: raw, wireBytes: raw, elapsed: el,
-		agentCPU: cpuOf(cmd.ProcessState), agentRSS: rssOf(cmd.ProcessState)}
+		agentCPU: cpuOf(cmd.ProcessState)}
 }
 
 func cpuOf(ps *os.ProcessState) time.Duration {
@@ -184,16 +189,6 @@ func cpuOf(ps *os.ProcessState) time.Duration {
 		return 0
 	}
 	return ps.UserTime() + ps.SystemTime()
-}
-
-func rssOf(ps *os.ProcessState) int64 {
-	if ps == nil {
-		return 0
-	}
-	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		return ru.Maxrss
-	}
-	return 0
 }
 
 // shipOnce runs an aggregator and an agent on logs with one fsync policy
@@ -236,7 +231,7 @@ paths = [%q]
 	out := filepath.Join(dir, "archive")
 	if *benchSink {
 		sinkCfg := filepath.Join(dir, "sinks.toml")
-		writeFile(t, sinkCfg, fmt.Sprintf("aggregators = [%q]\n[[sink]]\nname = \"bench\"\ntype = \"file\"\ntopics = [\"access\", \"app\"]\ndir = %q\nidle_timeout = \"200ms\"\n", addr, out))
+		writeFile(t, sinkCfg, fmt.Sprintf(metrics+"aggregators = [%q]\n[[sink]]\nname = \"bench\"\ntype = \"file\"\ntopics = [\"access\", \"app\"]\ndir = %q\nidle_timeout = \"200ms\"\n", addr, out))
 		sink = start(t, "sink", "sink", "--config", sinkCfg)
 	}
 	c, err := sinks.Dial(context.Background(), addr, "")
@@ -247,13 +242,18 @@ paths = [%q]
 	begin := time.Now()
 	ag := start(t, "agent", "agent", "--config", agentCfg)
 	profiled := make(chan struct{})
+	name := strings.ReplaceAll(fsync+"-"+comp, "/", "-")
 	if *benchProfile != "" {
+		var profiles sync.WaitGroup
+		profiles.Go(func() { profile(t, agg, filepath.Join(*benchProfile, name+"-aggregator.pprof"), "profile") })
+		if sink != nil {
+			profiles.Go(func() { profile(t, sink, filepath.Join(*benchProfile, name+"-sink.pprof"), "profile") })
+		}
+		profile(t, ag, filepath.Join(*benchProfile, name+"-agent.pprof"), "profile")
 		go func() {
-			defer close(profiled)
-			name := strings.ReplaceAll(fsync+"-"+comp, "/", "-")
-			profile(t, agg, filepath.Join(*benchProfile, name+"-aggregator.pprof"))
+			profiles.Wait()
+			close(profiled)
 		}()
-		profile(t, ag, filepath.Join(*benchProfile, strings.ReplaceAll(fsync+"-"+comp, "/", "-")+"-agent.pprof"))
 	} else {
 		close(profiled)
 	}
@@ -278,19 +278,28 @@ paths = [%q]
 	}
 	res := benchResult{name: fsync + " / " + comp, lines: lines, rawBytes: raw, wireBytes: wire, elapsed: elapsed}
 	if sink != nil {
-		waitFor(t, "every line published", 10*time.Minute, func() bool { return countLines(out) >= lines })
+		published := newLineCounter(out)
+		waitFor(t, "every line published", 10*time.Minute, func() bool { return published.count() >= lines })
 		res.sinkElapsed = time.Since(begin)
+		heap(t, sink, name)
+		res.sinkRSS = vmHWM(t, sink)
 		sink.stop(syscall.SIGTERM)
-		res.sinkCPU, res.sinkRSS = cpuOf(sink.cmd.ProcessState), rssOf(sink.cmd.ProcessState)
+		res.sinkCPU = cpuOf(sink.cmd.ProcessState)
 	}
+	// Peak RSS from each child's VmHWM: ru_maxrss of an os/exec child
+	// includes this process's peak at the fork (the child shares its
+	// memory until exec).
+	heap(t, ag, name)
+	heap(t, agg, name)
+	res.agentRSS, res.aggRSS = vmHWM(t, ag), vmHWM(t, agg)
 	if err := ag.stop(syscall.SIGTERM); err != nil {
 		t.Errorf("agent: %v", err)
 	}
 	if err := agg.stop(syscall.SIGTERM); err != nil {
 		t.Errorf("aggregator: %v", err)
 	}
-	res.agentCPU, res.agentRSS = cpuOf(ag.cmd.ProcessState), rssOf(ag.cmd.ProcessState)
-	res.aggCPU, res.aggRSS = cpuOf(agg.cmd.ProcessState), rssOf(agg.cmd.ProcessState)
+	res.agentCPU = cpuOf(ag.cmd.ProcessState)
+	res.aggCPU = cpuOf(agg.cmd.ProcessState)
 	if stored != records {
 		t.Errorf("%s: %d records stored, want %d", res.name, stored, records)
 	}
@@ -301,8 +310,37 @@ paths = [%q]
 // date. Empty: every line is a record.
 const appMultiline = ""
 
-// profile fetches a CPU profile of p (from its metrics address) into path.
-func profile(t *testing.T, p *proc, path string) {
+// vmHWM returns the peak resident set (KiB) of the running process p so
+// far, from VmHWM in /proc/PID/status.
+func vmHWM(t *testing.T, p *proc) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		t.Errorf("%s: %v", p.name, err)
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				t.Errorf("%s: VmHWM: %v", p.name, err)
+			}
+			return kib
+		}
+	}
+	t.Errorf("%s: no VmHWM in /proc/PID/status", p.name)
+	return 0
+}
+
+// heap fetches p's heap profile into the profile directory, with -heap.
+func heap(t *testing.T, p *proc, run string) {
+	if *benchProfile != "" && *benchHeap {
+		profile(t, p, filepath.Join(*benchProfile, run+"-"+p.name+"-heap.pprof"), "heap")
+	}
+}
+
+// profile fetches a profile of p (kind "profile": CPU; "heap") from its
+// metrics address into path.
+func profile(t *testing.T, p *proc, path, kind string) {
 	var addr string
 	waitFor(t, p.name+" metrics address", 20*time.Second, func() bool {
 		m := metricsRE.FindStringSubmatch(p.output())
@@ -311,7 +349,11 @@ func profile(t *testing.T, p *proc, path string) {
 		}
 		return m != nil
 	})
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, *benchProfSec))
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, *benchProfSec)
+	if kind == "heap" {
+		url = fmt.Sprintf("http://%s/debug/pprof/heap", addr)
+	}
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Errorf("profile %s: %v", p.name, err)
 		return
@@ -325,36 +367,74 @@ func profile(t *testing.T, p *proc, path string) {
 	t.Logf("profile of the %s: %s (go tool pprof -top %s)", p.name, path, path)
 }
 
-// countLines counts the lines of the published files under dir.
-func countLines(dir string) int64 {
-	var n int64
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+// lineCounter counts the lines of the files published under dir. A
+// published file never changes, so each is read once, in pieces: polling
+// must not take the CPU (or the page cache) the sink is measured on.
+type lineCounter struct {
+	dir    string
+	counts map[string]int64
+	total  int64
+	buf    []byte
+}
+
+func newLineCounter(dir string) *lineCounter {
+	return &lineCounter{dir: dir, counts: map[string]int64{}, buf: make([]byte, 1<<20)}
+}
+
+// count returns the lines of every file published so far.
+func (c *lineCounter) count() int64 {
+	filepath.WalkDir(c.dir, func(p string, d os.DirEntry, err error) error {
 		if err == nil && d.IsDir() && d.Name() == "_tmp" {
 			return filepath.SkipDir
 		}
-		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".log") {
-			b, _ := os.ReadFile(p)
-			n += int64(strings.Count(string(b), "\n"))
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".log") {
+			return nil
 		}
+		if _, ok := c.counts[p]; ok {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		var n int64
+		for {
+			k, err := f.Read(c.buf)
+			n += int64(bytes.Count(c.buf[:k], []byte{'\n'}))
+			if err != nil {
+				break
+			}
+		}
+		c.counts[p] = n
+		c.total += n
 		return nil
 	})
-	return n
+	return c.total
 }
 
 func printBench(w io.Writer, rows []benchResult, base benchResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tlines/s\traw MB/s\tvs baseline\twire MB\tratio\tagent CPU-s/GB\tagent RSS MiB\taggregator CPU-s/GB\taggregator RSS MiB\tsink lines/s\tsink CPU-s/GB\t")
+	fmt.Fprintln(tw, "run\tlines/s\traw MB/s\tvs baseline\twire MB\tratio\tagent CPU-s/GB\tagent RSS MiB\taggregator CPU-s/GB\taggregator RSS MiB\tsink lines/s\tsink raw MB/s\tsink CPU-s/GB\tsink RSS MiB\t")
 	gb := func(d time.Duration, raw int64) string { return fmt.Sprintf("%.2f", d.Seconds()/(float64(raw)/1e9)) }
 	for _, r := range rows {
 		ls := float64(r.lines) / r.elapsed.Seconds()
-		sinkLS, sinkCPU := "-", "-"
+		sinkLS, sinkMB, sinkCPU, sinkRSS, agentRSS, aggRSS := "-", "-", "-", "-", "-", "-"
+		if r.agentRSS > 0 {
+			agentRSS = fmt.Sprintf("%.1f", float64(r.agentRSS)/1024)
+		}
+		if r.aggRSS > 0 {
+			aggRSS = fmt.Sprintf("%.1f", float64(r.aggRSS)/1024)
+		}
 		if r.sinkElapsed > 0 {
 			sinkLS, sinkCPU = fmt.Sprintf("%.0f", float64(r.lines)/r.sinkElapsed.Seconds()), gb(r.sinkCPU, r.rawBytes)
+			sinkMB = fmt.Sprintf("%.0f", float64(r.rawBytes)/1e6/r.sinkElapsed.Seconds())
+			sinkRSS = fmt.Sprintf("%.1f", float64(r.sinkRSS)/1024)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2fx\t%.0f\t%.1f\t%s\t%.1f\t%s\t%.1f\t%s\t%s\t\n", r.name, ls, float64(r.rawBytes)/1e6/r.elapsed.Seconds(),
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2fx\t%.0f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.name, ls, float64(r.rawBytes)/1e6/r.elapsed.Seconds(),
 			ls/(float64(base.lines)/base.elapsed.Seconds()), float64(r.wireBytes)/1e6, float64(r.rawBytes)/float64(r.wireBytes),
-			gb(r.agentCPU, r.rawBytes), float64(r.agentRSS)/1024, gb(r.aggCPU, r.rawBytes), float64(r.aggRSS)/1024, sinkLS, sinkCPU)
+			gb(r.agentCPU, r.rawBytes), agentRSS, gb(r.aggCPU, r.rawBytes), aggRSS, sinkLS, sinkMB, sinkCPU, sinkRSS)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "CPU and RSS of the baseline row are the pipeline's (shell, cat and nc). Wire MB: bytes stored by the aggregator (the batches as sent).")
+	fmt.Fprintln(w, "CPU of the baseline row is the pipeline's (shell, cat and nc); RSS is each process's VmHWM. Wire MB: bytes stored by the aggregator (the batches as sent).")
 }
