@@ -296,12 +296,13 @@ func New(opts Options) (*Agent, error) {
 		lock.Close()
 		return nil, err
 	}
-	pool, err := newCompressPool(opts.Compression, opts.Compressors)
+	pool, err := newCompressPool(opts.Compression, opts.Compressors, opts.BatchBytes)
 	if err != nil {
 		b.Close()
 		lock.Close()
 		return nil, err
 	}
+	b.Take(pool.getRaw()) // the Builder starts with a buffer sized for a batch
 	a := &Agent{
 		opts:      opts,
 		log:       log,

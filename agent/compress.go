@@ -19,12 +19,11 @@ import (
 // order they were shipped and waits for each one's batch before it writes
 // it, so batches are still written in seq order on the connection.
 //
-// Memory stays bounded: the queue holds at most Compressors jobs, so the
-// loop waits when the compressors are behind (backpressure); a job's raw
-// records go back to a small free list as soon as its batch is built, so
-// the raw bytes alive are at most those of the Builder, the queue and the
-// jobs being compressed; built batches in flight are bounded by the window
-// as before. Buffers and jobs are reused: shipping a batch allocates
+// Memory stays bounded: the queue is unbuffered, so the loop waits when
+// every compressor is busy (backpressure); a job's raw records go back to
+// a small free list as soon as its batch is built, so the raw bytes alive
+// are at most those of the Builder and of the jobs being compressed;
+// built batches in flight are bounded by the window as before. Buffers and jobs are reused: shipping a batch allocates
 // nothing once the pools are warm.
 //
 // The pool belongs to the Agent: Run starts it before the connection and
@@ -52,19 +51,27 @@ type compressPool struct {
 	queue chan *compressJob
 	wg    sync.WaitGroup
 	// rawFree holds spare raw buffers for the Builder: big enough for
-	// every raw buffer alive (Builder, queue, compressors), never blocks.
+	// every raw buffer alive (Builder, compressors), never blocks.
 	rawFree chan []byte
+	rawCap  int       // capacity of a new raw buffer
 	jobs    sync.Pool // *compressJob
 }
 
-// newCompressPool makes n compressors (not started).
-func newCompressPool(c batch.Compression, n int) (*compressPool, error) {
+// newCompressPool makes n compressors (not started) for batches of about
+// batchBytes raw bytes.
+func newCompressPool(c batch.Compression, n, batchBytes int) (*compressPool, error) {
+	// The queue is unbuffered: a job waits in the loop, not in the
+	// queue, until a compressor is free, so at most 1+n raw batches are
+	// alive (the Builder's and one per compressor), not 1+2n. Reading
+	// and cutting are several times faster than compressing, so a
+	// queued job would only hold memory, not keep a compressor busy.
 	p := &compressPool{
-		queue:   make(chan *compressJob, n),
-		rawFree: make(chan []byte, 2*n+2),
+		queue:   make(chan *compressJob),
+		rawFree: make(chan []byte, n+2),
+		rawCap:  batchBytes + batchBytes/8 + 4096,
 	}
 	for range n {
-		comp, err := batch.NewCompressor(c)
+		comp, err := batch.NewCompressorSized(c, batchBytes)
 		if err != nil {
 			p.close()
 			return nil, err
@@ -133,20 +140,22 @@ func (p *compressPool) putJob(j *compressJob) {
 	p.jobs.Put(j)
 }
 
-// getRaw returns a spare raw buffer, or nil (the Builder grows one).
+// getRaw returns a spare raw buffer, or a new one sized for a batch and
+// its last record: grown by appending from nothing, each raw batch would
+// leave about as much garbage again behind it.
 func (p *compressPool) getRaw() []byte {
 	select {
 	case b := <-p.rawFree:
 		return b
 	default:
-		return nil
+		return make([]byte, 0, p.rawCap)
 	}
 }
 
 // putRaw keeps a raw buffer for the Builder, unless the free list is full
 // or the buffer is outsized (a batch of a long line).
 func (p *compressPool) putRaw(b []byte) {
-	if b == nil || cap(b) > maxRawKeep {
+	if b == nil || cap(b) > 2*p.rawCap {
 		return
 	}
 	select {
@@ -154,9 +163,6 @@ func (p *compressPool) putRaw(b []byte) {
 	default:
 	}
 }
-
-// maxRawKeep bounds the raw buffers kept for reuse.
-const maxRawKeep = 2*DefaultBatchBytes + DefaultMaxLineBytes
 
 // ship hands the Builder's records, covering [start, end) of s, to the
 // compressors, puts the batch in flight and hands it to the connection's

@@ -185,8 +185,10 @@
 // The loop only cuts records: a full batch's records go to a pool of
 // Compressors goroutines (default GOMAXPROCS) that compress batches in
 // parallel, and the session's writer sends them in the order they were
-// cut; see compress.go. The queue to the pool holds at most Compressors
-// batches, so a slow pool stops the loop from reading, like a full window.
+// cut; see compress.go. The queue to the pool is unbuffered: a batch
+// waits in the loop until a compressor is free, so a slow pool stops the
+// loop from reading, like a full window, and at most Compressors+1 raw
+// batches are in memory.
 //
 // Frame cap: every batch must fit in one frame of the aggregator it is sent
 // to, whose size the Welcome gives (MaxFrame; 0 means the wire default,

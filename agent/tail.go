@@ -356,7 +356,15 @@ func (a *Agent) getBuf() *[]byte {
 	if p, ok := a.bufPool.Get().(*[]byte); ok {
 		return p
 	}
-	b := make([]byte, 0, a.opts.BatchBytes+a.opts.BatchBytes/8+1024)
+	// Room for an incompressible batch, except with zstd: log lines
+	// compress 4 to 10 times, and a batch that does not fit grows its
+	// buffer once (kept when recycled). The capacity of the buffers in
+	// flight counts in the heap the GC paces itself on, so in peak RSS.
+	n := a.opts.BatchBytes + a.opts.BatchBytes/8 + 1024
+	if a.opts.Compression == batch.Zstd {
+		n = a.opts.BatchBytes/4 + 1024
+	}
+	b := make([]byte, 0, n)
 	return &b
 }
 
