@@ -80,6 +80,16 @@ type PartitionWriter interface {
 	Close(ctx context.Context) (int64, error)
 }
 
+// A TickDeadliner is a PartitionWriter that knows when its Tick next has
+// work due (a file to publish once idle or old enough). The runtime's long
+// poll at the end of the log then waits no longer than that, so an idle
+// file is published IdleTimeout after its last record rather than up to
+// MaxWait later. Called by the writer's goroutine, like Tick.
+type TickDeadliner interface {
+	// NextTick returns when Tick next has work due; false: nothing due.
+	NextTick() (time.Time, bool)
+}
+
 // Start policies for a partition the sink knows nothing about.
 const (
 	StartEarliest = "earliest"

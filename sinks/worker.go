@@ -121,7 +121,7 @@ func (w *worker) step(ctx context.Context) error {
 	if err := w.commit(ctx); err != nil {
 		return err
 	}
-	res, err := w.c.Fetch(ctx, w.k.topic, w.k.part, w.next, w.r.opts.FetchBytes, w.r.opts.MaxWait)
+	res, err := w.c.Fetch(ctx, w.k.topic, w.k.part, w.next, w.r.opts.FetchBytes, w.maxWait())
 	if oor := (*OutOfRangeError)(nil); errors.As(err, &oor) {
 		return w.jump(ctx, oor)
 	}
@@ -155,6 +155,20 @@ func (w *worker) step(ctx context.Context) error {
 		return fmt.Errorf("sinks: fetch at offset %d returned %d bytes but no record at or after it", from, len(res.Batches))
 	}
 	return w.tick(ctx)
+}
+
+// maxWait is the fetch's long poll: MaxWait, or less when the writer has
+// work due sooner (TickDeadliner), rounded up to the wire's milliseconds.
+func (w *worker) maxWait() time.Duration {
+	wait := w.r.opts.MaxWait
+	if d, ok := w.w.(TickDeadliner); ok {
+		if t, ok := d.NextTick(); ok {
+			until := time.Until(t)
+			until = (until + time.Millisecond - 1).Truncate(time.Millisecond)
+			wait = min(wait, max(until, 0))
+		}
+	}
+	return wait
 }
 
 // connect dials the aggregator when there is no usable connection.

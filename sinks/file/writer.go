@@ -197,6 +197,20 @@ func (w *writer) Tick(ctx context.Context, now time.Time) (int64, error) {
 	return w.report(), nil
 }
 
+// NextTick implements sinks.TickDeadliner: the open file is due to be
+// published RollInterval after its first record or IdleTimeout after its
+// last.
+func (w *writer) NextTick() (time.Time, bool) {
+	if w.err != nil || w.f == nil {
+		return time.Time{}, false
+	}
+	t := w.start.Add(w.s.opts.RollInterval)
+	if idle := w.at.Add(w.s.opts.IdleTimeout); idle.Before(t) {
+		t = idle
+	}
+	return t, true
+}
+
 // Close implements sinks.PartitionWriter: it publishes the open file, or
 // abandons it when the writer failed earlier (its records are fetched and
 // written again by the next writer). ctx bounds it: the file's operations
