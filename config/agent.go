@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"regexp"
+	"runtime"
 	"time"
 )
 
@@ -14,6 +15,7 @@ type Agent struct {
 	StateDir          string   `toml:"state_dir"`          // required: positions and other state
 	Aggregators       []string `toml:"aggregators"`        // required: host:port of each aggregator
 	Compression       string   `toml:"compression"`        // "zstd" (default), "s2" or "none"
+	Compressors       int      `toml:"compressors"`        // default: the number of CPUs (GOMAXPROCS); 1 to 256 goroutines compressing batches in parallel
 	BatchBytes        Size     `toml:"batch_bytes"`        // default 256KiB; 1KiB to 8MiB
 	BatchWait         Duration `toml:"batch_wait"`         // default 200ms: how long a partly filled batch may wait
 	WindowBytes       Size     `toml:"window_bytes"`       // default 16MiB: unacknowledged bytes per connection; at least batch_bytes
@@ -62,6 +64,7 @@ const (
 	defaultPollInterval      = Duration(250 * time.Millisecond)
 	defaultPositionsInterval = Duration(time.Second)
 	minBatchBytes            = KiB
+	maxCompressors           = 256
 	maxBatchBytes            = 8 * MiB // the agent's own limit (agent.maxBatchBytes); well below the aggregator's default max_frame_bytes
 	defaultMaxOpenFiles      = 1024
 	defaultDrainTimeout      = Duration(24 * time.Hour)
@@ -93,6 +96,7 @@ func (a *Agent) setDefaults(u unsetFunc) {
 		a.ID = hostID("")
 	}
 	setDefault(u, "compression", &a.Compression, "zstd")
+	setDefault(u, "compressors", &a.Compressors, runtime.GOMAXPROCS(0))
 	setDefault(u, "batch_bytes", &a.BatchBytes, defaultBatchBytes)
 	setDefault(u, "batch_wait", &a.BatchWait, defaultBatchWait)
 	setDefault(u, "window_bytes", &a.WindowBytes, defaultWindowBytes)
@@ -128,6 +132,9 @@ func (a *Agent) check(c *checker) {
 	c.required("state_dir", a.StateDir)
 	c.addresses("aggregators", a.Aggregators)
 	c.oneOf("compression", a.Compression, "zstd", "s2", "none")
+	if a.Compressors < 1 || a.Compressors > maxCompressors {
+		c.errorf("compressors", "must be 1 to %d, got %d", maxCompressors, a.Compressors)
+	}
 	c.sizeRange("batch_bytes", a.BatchBytes, minBatchBytes, maxBatchBytes)
 	positive(c, "batch_wait", a.BatchWait)
 	positive(c, "window_bytes", a.WindowBytes)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -145,7 +146,7 @@ func TestLoadValues(t *testing.T) {
 	}{
 		{"agent.toml", &Agent{
 			ID: "demo-agent", StateDir: "/tmp/logship/agent", Aggregators: []string{"127.0.0.1:7450"},
-			Compression: "zstd", BatchBytes: 256 * KiB, BatchWait: Duration(200 * time.Millisecond),
+			Compression: "zstd", Compressors: 2, BatchBytes: 256 * KiB, BatchWait: Duration(200 * time.Millisecond),
 			WindowBytes: 16 * MiB, ScanInterval: Duration(time.Second), PollInterval: Duration(250 * time.Millisecond),
 			PositionsInterval: Duration(time.Second), MetricsListen: "127.0.0.1:9400",
 			MaxOpenFiles: 1024, DrainTimeout: Duration(24 * time.Hour), MaxLineBytes: MiB, PartialTimeout: Duration(5 * time.Second),
@@ -157,7 +158,7 @@ func TestLoadValues(t *testing.T) {
 		}},
 		{"agent-minimal.toml", &Agent{
 			ID: host, StateDir: "/tmp/logship/agent", Aggregators: []string{"127.0.0.1:7450"},
-			Compression: "zstd", BatchBytes: 256 * KiB, BatchWait: Duration(200 * time.Millisecond),
+			Compression: "zstd", Compressors: runtime.GOMAXPROCS(0), BatchBytes: 256 * KiB, BatchWait: Duration(200 * time.Millisecond),
 			WindowBytes: 16 * MiB, ScanInterval: Duration(time.Second), PollInterval: Duration(250 * time.Millisecond),
 			PositionsInterval: Duration(time.Second),
 			MaxOpenFiles:      1024, DrainTimeout: Duration(24 * time.Hour), MaxLineBytes: MiB, PartialTimeout: Duration(5 * time.Second),

@@ -63,6 +63,7 @@ func TestAgentValidate(t *testing.T) {
 config: missing required key "state_dir"
 config: missing required key "aggregators"
 config: compression: invalid value "": want "zstd", "s2" or "none"
+config: compressors: must be 1 to 256, got 0
 config: batch_bytes: 0B is out of range: want 1KiB to 8MiB
 config: batch_wait: must be positive, got 0s
 config: window_bytes: must be positive, got 0B

@@ -128,6 +128,7 @@ func agentOptions(c *config.Agent, log *slog.Logger) (agent.Options, error) {
 		StateDir:          c.StateDir,
 		Aggregators:       c.Aggregators,
 		Compression:       comp,
+		Compressors:       c.Compressors,
 		BatchBytes:        int(c.BatchBytes),
 		BatchWait:         c.BatchWait.D(),
 		WindowBytes:       int(c.WindowBytes),
