@@ -9,9 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
-
-	"logship/logstore/batch"
 )
 
 // BenchmarkAgentAloneFiles is BenchmarkAgentAlone with many files: the
@@ -70,46 +67,17 @@ func benchAgentAloneFiles(b *testing.B, files, procs int) {
 		lines += 1 + blockLines
 		total += int64(len(first) + block.Len())
 	}
-	fa := newFakeAgg(b)
-	fa.countOnly = true
-	var wall, cpu time.Duration
-	var rss, hwm int64
-	for i := 0; b.Loop(); i++ {
-		fa.mu.Lock()
-		fa.rawIn = 0
-		fa.mu.Unlock()
-		cfg := childConfig{
-			ID: "bench", StateDir: filepath.Join(dir, fmt.Sprintf("state-%d", i)),
-			Aggregators: []string{fa.addr()}, Compression: batch.Zstd,
-			Inputs: []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}},
-		}
-		start := time.Now()
-		cmd := startChild(b, dir, cfg, fmt.Sprintf("GOMAXPROCS=%d", procs))
-		fa.mu.Lock()
-		for fa.rawIn < total {
-			fa.cond.Wait()
-		}
-		fa.mu.Unlock()
-		wall += time.Since(start)
-		hwm = max(hwm, vmHWM(b, cmd.Process.Pid))
-		cmd.Process.Signal(syscall.SIGTERM)
-		if err := cmd.Wait(); err != nil {
-			b.Fatal(err)
-		}
-		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-		cpu += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		rss = max(rss, ru.Maxrss) // KiB on Linux
-	}
+	run := runAgentChild(b, dir, total, procs)
 	n := float64(b.N)
-	b.ReportMetric(float64(lines)*n/wall.Seconds(), "lines/s")
-	b.ReportMetric(cpu.Seconds()/n/(float64(total)/1e9), "CPU-s/GB")
-	b.ReportMetric(float64(hwm)/1024, "peak-RSS-MiB")
-	b.ReportMetric(float64(rss)/1024, "ru_maxrss-MiB")
+	b.ReportMetric(float64(lines)*n/run.wall.Seconds(), "lines/s")
+	b.ReportMetric(run.cpu.Seconds()/n/(float64(total)/1e9), "CPU-s/GB")
+	b.ReportMetric(float64(run.hwm)/1024, "peak-RSS-MiB")
+	b.ReportMetric(float64(run.maxrss)/1024, "ru_maxrss-MiB")
 	var self syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &self) == nil {
 		b.ReportMetric(float64(self.Maxrss)/1024, "parent-maxrss-MiB")
 	}
-	b.ReportMetric(float64(total)*n/wall.Seconds()/1e6, "MB/s")
+	b.ReportMetric(float64(total)*n/run.wall.Seconds()/1e6, "MB/s")
 }
 
 // vmHWM returns the peak resident set (KiB) of process pid so far, from

@@ -102,11 +102,27 @@ func benchAgentAlone(b *testing.B, procs int) {
 		f.Close()
 	}
 	total := int64(files) * int64((fileBytes+lineLen-1)/lineLen*lineLen)
+	run := runAgentChild(b, dir, total, procs)
+	n := float64(b.N)
+	b.ReportMetric(float64(lines)*n/run.wall.Seconds(), "lines/s")
+	b.ReportMetric(run.cpu.Seconds()/n/(float64(total)/1e9), "CPU-s/GB")
+	b.ReportMetric(float64(run.maxrss)/1024, "peak-RSS-MiB")
+	b.ReportMetric(float64(total)*n/run.wall.Seconds()/1e6, "MB/s")
+}
+
+// childRun is what runAgentChild measured over b.N runs.
+type childRun struct {
+	wall, cpu   time.Duration // summed over the runs
+	maxrss, hwm int64         // the largest ru_maxrss and VmHWM, KiB
+}
+
+// runAgentChild runs the agent in a child process with GOMAXPROCS=procs
+// b.N times, each with fresh state, tailing dir/*.log into an aggregator
+// that only counts, until it has received total file bytes.
+func runAgentChild(b *testing.B, dir string, total int64, procs int) childRun {
 	fa := newFakeAgg(b)
 	fa.countOnly = true
-	var wall time.Duration
-	var cpu time.Duration
-	var rss int64
+	var r childRun
 	for i := 0; b.Loop(); i++ {
 		fa.mu.Lock()
 		fa.rawIn = 0
@@ -123,18 +139,15 @@ func benchAgentAlone(b *testing.B, procs int) {
 			fa.cond.Wait()
 		}
 		fa.mu.Unlock()
-		wall += time.Since(start)
+		r.wall += time.Since(start)
+		r.hwm = max(r.hwm, vmHWM(b, cmd.Process.Pid))
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err != nil {
 			b.Fatal(err)
 		}
 		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-		cpu += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		rss = max(rss, ru.Maxrss) // KiB on Linux
+		r.cpu += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		r.maxrss = max(r.maxrss, ru.Maxrss) // KiB on Linux
 	}
-	n := float64(b.N)
-	b.ReportMetric(float64(lines)*n/wall.Seconds(), "lines/s")
-	b.ReportMetric(cpu.Seconds()/n/(float64(total)/1e9), "CPU-s/GB")
-	b.ReportMetric(float64(rss)/1024, "peak-RSS-MiB")
-	b.ReportMetric(float64(total)*n/wall.Seconds()/1e6, "MB/s")
+	return r
 }
