@@ -380,35 +380,9 @@ func waitFSClockPast(t *testing.T, at time.Time) {
 // Deterministic: the test takes the place of the loop and calls
 // fileEvents once all the events are in.
 func TestRenameChainFollowedWhenEventsAreTakenLate(t *testing.T) {
-	dir := t.TempDir()
-	opts := testOpts(t, dir, "127.0.0.1:1")
-	logs := filepath.Join(dir, "logs")
-	os.MkdirAll(logs, 0o755)
-	p := func(s string) string { return filepath.Join(logs, s) }
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{p("app.log")}}}
-	a, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	wt, err := newWatcher(a.log)
-	if err != nil {
-		t.Skip("no file events:", err)
-	}
-	a.watch = wt
-	defer func() {
-		for _, s := range a.order {
-			a.closeSource(s)
-		}
-		a.closeHeld()
-		wt.close()
-	}()
+	a, wt, p := eventLoopAgent(t)
 
-	write := func(name, stream string) {
-		w := newLogWriter(t, p(name), stream)
-		w.write(50)
-		w.f.Close()
-	}
+	write := func(name, stream string) { writeLines(t, p(name), stream, 50) }
 	write("app.log", "gen1")
 	a.scan(time.Now())
 	const rotations = 3
@@ -451,34 +425,8 @@ func TestRenameChainFollowedWhenEventsAreTakenLate(t *testing.T) {
 // for), it must still be opened, not taken for a late event of the file
 // just closed.
 func TestRotatedFileOnAReusedInodeIsNotTakenForAClosedOne(t *testing.T) {
-	dir := t.TempDir()
-	opts := testOpts(t, dir, "127.0.0.1:1")
-	logs := filepath.Join(dir, "logs")
-	os.MkdirAll(logs, 0o755)
-	p := func(s string) string { return filepath.Join(logs, s) }
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{p("app.log")}}}
-	a, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	wt, err := newWatcher(a.log)
-	if err != nil {
-		t.Skip("no file events:", err)
-	}
-	a.watch = wt
-	defer func() {
-		for _, s := range a.order {
-			a.closeSource(s)
-		}
-		a.closeHeld()
-		wt.close()
-	}()
-	write := func(name, stream string) {
-		w := newLogWriter(t, p(name), stream)
-		w.write(50)
-		w.f.Close()
-	}
+	a, wt, p := eventLoopAgent(t)
+	write := func(name, stream string) { writeLines(t, p(name), stream, 50) }
 	write("app.log", "gen1")
 	a.scan(time.Now())
 	if len(a.order) != 1 {
@@ -521,4 +469,45 @@ func TestRotatedFileOnAReusedInodeIsNotTakenForAClosedOne(t *testing.T) {
 	if key, _ := keyOf(fi); a.sources[key] == nil && !a.heldKey(key) {
 		t.Errorf("app.log.1 (%d bytes, a new file on a reused inode) is not tracked: its lines are never shipped", fi.Size())
 	}
+}
+
+// eventLoopAgent returns an agent (never run) with file events on, whose
+// one input is logs/app.log of a temporary directory; tests drive its loop
+// steps (scan, fileEvents) themselves. p names a file in logs/. Cleanup
+// closes its sources, held files, watcher and the agent.
+func eventLoopAgent(t *testing.T) (a *Agent, wt *watcher, p func(string) string) {
+	t.Helper()
+	dir := t.TempDir()
+	opts := testOpts(t, dir, "127.0.0.1:1")
+	logs := filepath.Join(dir, "logs")
+	os.MkdirAll(logs, 0o755)
+	p = func(s string) string { return filepath.Join(logs, s) }
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{p("app.log")}}}
+	a, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wt, err = newWatcher(a.log)
+	if err != nil {
+		a.Close()
+		t.Skip("no file events:", err)
+	}
+	a.watch = wt
+	t.Cleanup(func() {
+		for _, s := range a.order {
+			a.closeSource(s)
+		}
+		a.closeHeld()
+		wt.close()
+		a.Close()
+	})
+	return a, wt, p
+}
+
+// writeLines appends n test lines of stream to path.
+func writeLines(t *testing.T, path, stream string, n int) {
+	t.Helper()
+	w := newLogWriter(t, path, stream)
+	w.write(n)
+	w.f.Close()
 }
