@@ -143,15 +143,12 @@ func (s *Server) Status() wire.Status {
 	now := time.Now()
 	st := wire.Status{Version: wire.StatusVersion, Aggregator: s.opts.ID, Time: now.UTC(),
 		Agents: s.agents.list(now), Partitions: []wire.PartitionStatus{}, Sinks: []wire.SinkStatus{}}
-	parts := s.store.Partitions()
-	byKey := make(map[partKey]*logstore.Partition, len(parts))
-	for _, p := range parts {
+	for _, p := range s.store.Partitions() {
 		info := p.Info()
 		ps := wire.PartitionStatus{Topic: info.Topic, Aggregator: s.opts.ID, Partition: info.Partition,
 			StartOffset: info.Start, EndOffset: info.End, Bytes: info.Bytes, Segments: info.Segments,
 			FirstTime: timePtr(info.FirstAppendTime), LastTime: timePtr(info.LastAppendTime)}
 		st.Partitions = append(st.Partitions, ps)
-		byKey[partKey{info.Topic, uint32(info.Partition)}] = p
 	}
 	slices.SortFunc(st.Partitions, func(a, b wire.PartitionStatus) int {
 		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
@@ -159,7 +156,7 @@ func (s *Server) Status() wire.Status {
 	for _, c := range s.offsets.all() {
 		ss := wire.SinkStatus{Sink: c.sink, Topic: c.topic, Aggregator: s.opts.ID, Partition: int(c.partition),
 			Committed: c.Offset, Epoch: c.Epoch}
-		if p := byKey[partKey{c.topic, c.partition}]; p != nil {
+		if p := s.store.Lookup(c.topic, int(c.partition)); p != nil {
 			lag, err := p.Lag(c.Offset)
 			if err != nil {
 				s.log.Warn("status: lag of a sink", "sink", c.sink, "topic", c.topic, "partition", c.partition, "err", err)
@@ -170,12 +167,6 @@ func (s *Server) Status() wire.Status {
 		st.Sinks = append(st.Sinks, ss)
 	}
 	return st
-}
-
-// partKey names a partition of the store.
-type partKey struct {
-	topic     string
-	partition uint32
 }
 
 func timePtr(t time.Time) *time.Time {
