@@ -284,19 +284,11 @@ func (p *Partition) Read(offset int64, maxBytes int) ([]byte, error) {
 	if start := p.Start(); offset < start || offset > end.off {
 		return nil, &OutOfRangeError{Topic: p.topic, Partition: p.id, Offset: offset, Start: start, End: end.off}
 	}
-	seg := p.segmentFor(offset)
-	if err := p.cache.acquire(seg); err != nil {
-		return nil, err
-	}
-	defer p.cache.release(seg)
-	limit := seg.size.Load() // a segment before end.seg is sealed: all of it is durable
-	if seg == end.seg {
-		limit = end.pos
-	}
-	pos, size, err := seg.find(offset, limit)
+	seg, pos, size, limit, err := p.locate(offset, end)
 	if err != nil {
 		return nil, err
 	}
+	defer p.cache.release(seg)
 	n := limit - pos
 	if int64(maxBytes) < n {
 		n = max(int64(maxBytes), int64(size))
@@ -321,6 +313,26 @@ func (p *Partition) Read(offset int64, maxBytes int) ([]byte, error) {
 		return nil, &CorruptionError{Path: seg.path, Offset: pos, Err: errors.New("BUG: no whole batch read")}
 	}
 	return buf[:q], nil
+}
+
+// locate acquires the segment holding offset, which must be in [Start,
+// end.off), and finds the batch holding it: its position and size, and
+// limit, where the segment's durable bytes end. On success the caller
+// releases seg. Caller holds rw.
+func (p *Partition) locate(offset int64, end endPoint) (seg *segment, pos int64, size int, limit int64, err error) {
+	seg = p.segmentFor(offset)
+	if err := p.cache.acquire(seg); err != nil {
+		return nil, 0, 0, 0, err
+	}
+	limit = seg.size.Load() // a segment before end.seg is sealed: all of it is durable
+	if seg == end.seg {
+		limit = end.pos
+	}
+	if pos, size, err = seg.find(offset, limit); err != nil {
+		p.cache.release(seg)
+		return nil, 0, 0, 0, err
+	}
+	return seg, pos, size, limit, nil
 }
 
 // segmentFor returns the segment holding offset, which must be in

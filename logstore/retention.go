@@ -249,22 +249,14 @@ func (p *Partition) Lag(offset int64) (ConsumerLag, error) {
 		return ConsumerLag{}, nil
 	}
 	offset = max(offset, p.Start())
-	seg := p.segmentFor(offset)
-	if err := p.cache.acquire(seg); err != nil {
-		return ConsumerLag{}, err
-	}
-	defer p.cache.release(seg)
-	limit := seg.size.Load()
-	if seg == end.seg {
-		limit = end.pos
-	}
-	pos, _, err := seg.find(offset, limit)
+	seg, pos, _, limit, err := p.locate(offset, end)
 	if err != nil {
 		return ConsumerLag{}, err
 	}
+	defer p.cache.release(seg)
 	var prefix [batch.PrefixSize]byte
-	if err := readFullAt(seg.f, prefix[:], pos); err != nil {
-		return ConsumerLag{}, fmt.Errorf("logstore: read %s at %d: %w", seg.path, pos, err)
+	if _, err := seg.batchPrefix(pos, &prefix); err != nil {
+		return ConsumerLag{}, err
 	}
 	lag := ConsumerLag{Records: end.off - offset, Bytes: limit - pos, AppendTime: time.UnixMilli(batch.AppendTime(prefix[:]))}
 	for _, s := range p.segs {

@@ -48,19 +48,11 @@ func (p *Partition) ReadSlice(offset int64, maxBytes int) (*Slice, error) {
 	if start := p.Start(); offset < start || offset > end.off {
 		return nil, &OutOfRangeError{Topic: p.topic, Partition: p.id, Offset: offset, Start: start, End: end.off}
 	}
-	seg := p.segmentFor(offset)
-	if err := p.cache.acquire(seg); err != nil {
+	seg, pos, size, limit, err := p.locate(offset, end)
+	if err != nil {
 		return nil, err
 	}
-	limit := seg.size.Load()
-	if seg == end.seg {
-		limit = end.pos
-	}
-	pos, size, err := seg.find(offset, limit)
-	var n int64
-	if err == nil {
-		n, err = seg.wholeBatches(pos, size, limit, maxBytes)
-	}
+	n, err := seg.wholeBatches(pos, size, limit, maxBytes)
 	if err != nil {
 		p.cache.release(seg)
 		return nil, err
