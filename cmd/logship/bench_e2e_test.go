@@ -198,21 +198,11 @@ func shipOnce(t *testing.T, dir, logs, fsync, comp string, lines, records, raw i
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	aggCfg := filepath.Join(dir, "aggregator.toml")
 	metrics := ""
 	if *benchProfile != "" {
 		metrics = "metrics_listen = \"127.0.0.1:0\"\n"
 	}
-	writeFile(t, aggCfg, fmt.Sprintf("id = \"agg-1\"\nlisten = \"127.0.0.1:0\"\ndata_dir = %q\npartitions = 4\nfsync = %q\n%s", filepath.Join(dir, "data"), fsync, metrics))
-	agg := start(t, "aggregator", "aggregator", "--config", aggCfg)
-	var addr string
-	waitFor(t, "the aggregator to listen", 20*time.Second, func() bool {
-		m := listenRE.FindStringSubmatch(agg.output())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	})
+	agg, addr := startAggregator(t, dir, 4, fmt.Sprintf("fsync = %q\n", fsync))
 	agentCfg := filepath.Join(dir, "agent.toml")
 	writeFile(t, agentCfg, fmt.Sprintf(metrics+`id = "bench"
 state_dir = %q
@@ -345,14 +335,7 @@ func heap(t *testing.T, p *proc, run string) {
 // profile fetches a profile of p (kind "profile": CPU; "heap") from its
 // metrics address into path.
 func profile(t *testing.T, p *proc, path, kind string) {
-	var addr string
-	waitFor(t, p.name+" metrics address", 20*time.Second, func() bool {
-		m := metricsRE.FindStringSubmatch(p.output())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	})
+	addr := logged(t, p, metricsRE, p.name+" metrics address")
 	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, *benchProfSec)
 	if kind == "heap" {
 		url = fmt.Sprintf("http://%s/debug/pprof/heap", addr)
