@@ -69,7 +69,7 @@ func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, g grant, log *
 		case wire.TypeOffsetForTime:
 			err = s.offsetForTime(c, p, log)
 		case wire.TypeStatus:
-			err = s.status(c, p)
+			err = s.status(c, p, g)
 		case wire.TypeOffsetReset:
 			if !g.admin {
 				err = &peerError{reason: rejectAuth, code: wire.CodeAuth,

@@ -196,7 +196,8 @@
 // an auth Error frame, a WARN line and the reason "auth", and changes
 // nothing: such a token speaks for one sink, and could otherwise move (or
 // reset, or read) the offsets of every other sink. An operator's tool that
-// resets a sink with such a token connects as that sink.
+// resets a sink with such a token connects as that sink. A Status asked
+// with such a token lists that sink's offsets only, and no agents.
 //
 // # Offsets file, version 2
 //

@@ -177,13 +177,21 @@ func timePtr(t time.Time) *time.Time {
 	return &u
 }
 
-// status answers a StatusRequest.
-func (s *Server) status(c *wire.Conn, p []byte) error {
+// status answers a StatusRequest. A token limited to some ids (g.limited)
+// sees the partitions and its own sink's offsets only: the other sinks'
+// offsets and the agents (their hosts and files) are for tokens that may
+// speak for the whole fleet.
+func (s *Server) status(c *wire.Conn, p []byte, g grant) error {
 	var m wire.StatusRequest
 	if err := m.Decode(p); err != nil {
 		return protocolErr("status: %v", err)
 	}
-	res := wire.StatusResult{Req: m.Req, Status: s.Status()}
+	st := s.Status()
+	if g.limited {
+		st.Agents = []wire.AgentStatus{}
+		st.Sinks = slices.DeleteFunc(st.Sinks, func(ss wire.SinkStatus) bool { return ss.Sink != g.id })
+	}
+	res := wire.StatusResult{Req: m.Req, Status: st}
 	c.NetConn().SetWriteDeadline(s.writeDeadline())
 	return c.WriteFrame(wire.TypeStatusResult, res.Encode(nil))
 }

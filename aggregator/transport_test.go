@@ -124,7 +124,8 @@ func TestNoAuthAllowsReset(t *testing.T) {
 // limited to some ids (Token.IDs) commits, resets and fetches the offsets
 // of the sink its Hello named and of no other: a request naming another
 // sink closes the connection with an auth error, logged and counted, and
-// leaves that sink's offsets as they were.
+// leaves that sink's offsets as they were. Its status shows its own sink
+// only.
 func TestAuthIDLimitedTokenActsForItsSinkOnly(t *testing.T) {
 	const (
 		sinkASecret  = "sink-a-secret-0123456789"
@@ -196,6 +197,15 @@ func TestAuthIDLimitedTokenActsForItsSinkOnly(t *testing.T) {
 		}
 		if got := a.offsets("sink-a", "app"); len(got) != 1 || got[0].Offset != 3 || got[0].Epoch != 1 {
 			t.Fatalf("sink-a's offsets %+v, want offset 3 epoch 1", got)
+		}
+		// Its status names its own sink only, and no agents; the shared
+		// token, limited to no ids, sees both sinks.
+		st := a.status()
+		if len(st.Sinks) != 1 || st.Sinks[0].Sink != "sink-a" || st.Sinks[0].Committed != 3 || len(st.Agents) != 0 || st.Agents == nil {
+			t.Errorf("status of a token limited to sink-a: sinks %+v agents %+v", st.Sinks, st.Agents)
+		}
+		if st := dialAs(t, "", consumerSecret).status(); len(st.Sinks) != 2 {
+			t.Errorf("status of the shared token: sinks %+v, want sink-a and sink-b", st.Sinks)
 		}
 	})
 }

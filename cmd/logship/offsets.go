@@ -71,9 +71,11 @@ func connectAll(ctx context.Context, addrs []string, secFlags *securityFlags, na
 	return cs, closeAll, nil
 }
 
-// statusAll asks every aggregator for its status.
-func statusAll(ctx context.Context, addrs []string, secFlags *securityFlags) ([]*wire.Status, error) {
-	cs, closeAll, err := connectAll(ctx, addrs, secFlags, "")
+// statusAll asks every aggregator for its status, connected as the
+// consumer name ("" for none). Naming a sink lets a token limited to that
+// sink ask; the aggregator then reports that sink's offsets only.
+func statusAll(ctx context.Context, addrs []string, secFlags *securityFlags, name string) ([]*wire.Status, error) {
+	cs, closeAll, err := connectAll(ctx, addrs, secFlags, name)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +110,7 @@ func runOffsetsList(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := checkOpsFlags(fs, *aggs, *format); err != nil {
 		return err
 	}
-	sts, err := statusAll(ctx, *aggs, secFlags)
+	sts, err := statusAll(ctx, *aggs, secFlags, *sink)
 	if err != nil {
 		return err
 	}

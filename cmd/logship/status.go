@@ -44,7 +44,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := checkOpsFlags(fs, *aggs, *format); err != nil {
 		return err
 	}
-	sts, err := statusAll(ctx, *aggs, secFlags)
+	sts, err := statusAll(ctx, *aggs, secFlags, "")
 	if err != nil {
 		return err
 	}

@@ -128,6 +128,10 @@ paths = [%q]
 	if o, code := cli(opsTok, reset...); code != 0 || !strings.Contains(o, "Applied") {
 		t.Errorf("reset with the admin token: exit %d\n%s", code, o)
 	}
+	// A token limited to the sink lists that sink's offsets.
+	if o, code := cli(sinkTok, append([]string{"offsets", "list", "--sink", "archive"}, tlsFlags...)...); code != 0 || !strings.Contains(o, "archive") {
+		t.Errorf("offsets list --sink archive with the sink's own token: exit %d\n%s", code, o)
+	}
 	// A wrong token, a missing certificate and an untrusted one are refused
 	// with messages that say so.
 	status := append([]string{"status"}, tlsFlags...)
