@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -114,6 +115,37 @@ func TestPublishOnIdleAndAge(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBusyFileIsNotIdle: records written without a pause for longer than
+// IdleTimeout between two Ticks (a catch-up writes a fetch of 25 MB or
+// more in one step) keep the file busy: the Tick after them does not
+// publish it as idle; the Tick IdleTimeout after the last record does.
+func TestBusyFileIsNotIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		const idle = 200 * time.Millisecond
+		s := newSink(t, file.Options{Dir: "/d", FS: crashfs.New(), IdleTimeout: idle, RollInterval: time.Hour})
+		w, _ := open(t, s, 0)
+		// 6 MiB in 300ms of writing, then a Tick at once.
+		per := (1 << 20) / lineSize
+		var o int64
+		for range 6 {
+			write(t, w, 0, o, o+per)
+			o += per
+			time.Sleep(50 * time.Millisecond)
+		}
+		if off, err := w.Tick(ctx, time.Now()); err != nil || off != -1 {
+			t.Fatalf("tick right after %s of writes: %d, %v; want -1 (not idle)", 6*50*time.Millisecond, off, err)
+		}
+		time.Sleep(idle)
+		if off, err := w.Tick(ctx, time.Now()); err != nil || off != o {
+			t.Fatalf("tick %s after the last write: %d, %v; want %d", idle, off, err, o)
+		}
+		if _, err := w.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestRollBySize(t *testing.T) {

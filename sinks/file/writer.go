@@ -14,6 +14,10 @@ import (
 	"logship/sinks"
 )
 
+// clockBytes is how many bytes a writer writes between two readings of
+// the clock for its idle time (Write).
+const clockBytes = 1 << 20
+
 // errClosed is returned by a writer used after Close.
 var errClosed = errors.New("file: writer closed")
 
@@ -72,8 +76,9 @@ type writer struct {
 	size    int64     // uncompressed bytes written to the file
 	records int64     // records written to the file
 	start   time.Time // when the file's first record arrived
-	at      time.Time // when its last record arrived, give or take a Tick interval (Write)
+	at      time.Time // when its last record arrived, give or take clockBytes (Write)
 	fresh   bool      // at was read since the last Tick
+	clockAt int64     // size at which Write reads the clock again
 
 	line []byte // the json line being built
 
@@ -110,14 +115,18 @@ func (w *writer) Write(ctx context.Context, r *sinks.Record) error {
 		if err := w.create(ctx, r, now); err != nil {
 			return err
 		}
-		w.at, w.fresh = now, true
-	} else if !w.fresh {
-		// The clock is read once per Tick interval, not per record (it
-		// costs as much as the rest of a small record's write): at is
-		// the first record since the last Tick, which runs at least
-		// every second, so an idle file is published at most that much
-		// early.
+		w.at, w.fresh, w.clockAt = now, true, clockBytes
+	} else if !w.fresh || w.size >= w.clockAt {
+		// The clock is read at the first record after a Tick and then
+		// every clockBytes, not per record (it costs as much as the rest
+		// of a small record's write). So at is never older than the last
+		// clockBytes written: a file that gets records through a long
+		// fetch (a catch-up writes a fetch of 25 MB or more between two
+		// Ticks) is not idle at the Tick after it, however short
+		// IdleTimeout. An idle file is published at most as early as it
+		// takes to write clockBytes.
 		w.at, w.fresh = time.Now(), true
+		w.clockAt = w.size + clockBytes
 	}
 	var err error
 	if json {
