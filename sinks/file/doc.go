@@ -108,7 +108,9 @@
 //
 // A partition's writer creates its temporary file at the partition's
 // first record after the previous file was published, writes records into
-// it through the compressor, if any, and a large buffer, and publishes it
+// it through the compressor, if any, and a large buffer (on Linux, OSFS
+// starts the write-back of every 4 MiB written, so that the sync at
+// publish finds little left to write), and publishes it
 // when it rolls: before a record would grow it past RollSize, RollInterval
 // after its first record, IdleTimeout after its last one (both checked by
 // Tick, which the runtime calls at least every second, with or without

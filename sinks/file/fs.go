@@ -87,10 +87,57 @@ var _ FS = OSFS{}
 // MkdirAll implements FS.
 func (OSFS) MkdirAll(dir string) error { return os.MkdirAll(filepath.FromSlash(dir), 0o755) }
 
-// Create implements FS.
+// Create implements FS. On Linux the file starts the write-back of its
+// data as it goes (osFile), so that the sync at publish finds little left
+// to write.
 func (OSFS) Create(name string) (File, error) {
-	return os.OpenFile(filepath.FromSlash(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(filepath.FromSlash(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &osFile{f: f}, nil
 }
+
+// writebackBytes is how many bytes an osFile writes between two requests
+// to start their write-back.
+const writebackBytes = 4 << 20
+
+// osFile is a file of OSFS being written. Every writebackBytes it asks the
+// kernel to start writing the new bytes to disk, and waits for the bytes
+// it asked for the time before (Linux: sync_file_range; elsewhere
+// nothing). Without that the kernel keeps the whole file dirty in memory
+// until the sync at publish (its own write-back starts only after 30s, or
+// when gigabytes are dirty), and that sync then writes all of it while
+// the partition waits: 100 MiB was about 50ms of a fast disk's time on
+// the writer's path at every roll. With it the disk writes while the
+// writer fetches, decodes and formats, and at most about twice
+// writebackBytes of a file are not on disk yet; a writer faster than the
+// disk waits for it every writebackBytes instead of all at once at the
+// sync. It is only a hint: an error is left for Sync to report. Used by
+// one goroutine, like any File.
+type osFile struct {
+	f *os.File
+	// written is the file's size so far; asked is where the last request
+	// ended, and prev where it began.
+	written, asked, prev int64
+}
+
+// Write implements File.
+func (f *osFile) Write(p []byte) (int, error) {
+	n, err := f.f.Write(p)
+	f.written += int64(n)
+	if f.written-f.asked >= writebackBytes {
+		startWriteback(f.f, f.prev, f.written)
+		f.prev, f.asked = f.asked, f.written
+	}
+	return n, err
+}
+
+// Sync implements File.
+func (f *osFile) Sync() error { return f.f.Sync() }
+
+// Close implements File.
+func (f *osFile) Close() error { return f.f.Close() }
 
 // Rename implements FS.
 func (OSFS) Rename(oldname, newname string) error {
