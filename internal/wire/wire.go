@@ -191,10 +191,11 @@ type Conn struct {
 	idleTimeout, frameTimeout time.Duration
 	armed                     bool // a read deadline is set
 
-	// mu orders Interrupt against the reader's deadline changes, so that a
-	// deadline set after an Interrupt cannot undo it.
+	// mu orders Interrupt and LimitReads against the reader's deadline
+	// changes, so that a deadline set after them cannot undo them.
 	mu          sync.Mutex
 	interrupted bool
+	limit       time.Time // LimitReads; zero: none
 
 	// Counters of bytes read and written, owned by the reading and the
 	// writing goroutine respectively.
@@ -262,6 +263,23 @@ func (c *Conn) Interrupt() {
 	c.c.SetReadDeadline(longAgo)
 }
 
+// LimitReads makes the blocked ReadFrame, and every later one, fail (with
+// a timeout error) at t at the latest, whatever deadlines the reader sets
+// after it; a later call with an earlier t moves the limit earlier, never
+// later. Unlike Interrupt it does not mark the Conn interrupted: a server
+// uses it from another goroutine to bound how long the reader goes on
+// draining a connection it is about to close. Safe for concurrent use.
+func (c *Conn) LimitReads(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.limit.IsZero() || t.Before(c.limit) {
+		c.limit = t
+	}
+	if !c.interrupted {
+		c.c.SetReadDeadline(c.limit)
+	}
+}
+
 // Interrupted reports whether Interrupt was called.
 func (c *Conn) Interrupted() bool {
 	c.mu.Lock()
@@ -272,12 +290,16 @@ func (c *Conn) Interrupted() bool {
 // longAgo is a deadline in the past: setting it makes blocked reads return.
 var longAgo = time.Unix(1, 0)
 
-// setReadDeadline sets the read deadline unless the Conn was interrupted.
+// setReadDeadline sets the read deadline unless the Conn was interrupted,
+// and never past the LimitReads limit.
 func (c *Conn) setReadDeadline(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.interrupted {
+	switch {
+	case c.interrupted:
 		t = longAgo
+	case !c.limit.IsZero() && (t.IsZero() || t.After(c.limit)):
+		t = c.limit
 	}
 	c.c.SetReadDeadline(t)
 }
