@@ -182,7 +182,7 @@ func TestLoadValues(t *testing.T) {
 			Sinks: []Sink{{
 				Name: "local-file", Type: "file", Topics: []string{"app", "nginx-access"}, Dir: "/tmp/logship/sink",
 				RollSize: 128 * MiB, RollInterval: Duration(15 * time.Minute), IdleTimeout: Duration(time.Minute),
-				FetchBytes: 4 * MiB, Start: "earliest",
+				FetchBytes: 1 * MiB, Start: "earliest",
 			}},
 		}},
 		{"sinks-minimal.toml", &Sinks{
@@ -190,7 +190,7 @@ func TestLoadValues(t *testing.T) {
 			Sinks: []Sink{{
 				Name: "local-file", Type: "file", Topics: []string{"app"}, Dir: "/tmp/logship/sink",
 				RollSize: 128 * MiB, RollInterval: Duration(15 * time.Minute), IdleTimeout: Duration(time.Minute),
-				FetchBytes: 4 * MiB, Start: "earliest",
+				FetchBytes: 1 * MiB, Start: "earliest",
 			}},
 		}},
 	}

@@ -18,7 +18,7 @@ func TestLoadCassandraSink(t *testing.T) {
 	want := Sink{
 		Name: "cassandra-main", Type: "cassandra", Topics: []string{"app", "nginx-access"},
 		RollSize: 128 * MiB, RollInterval: Duration(15 * time.Minute), IdleTimeout: Duration(time.Minute),
-		FetchBytes: 4 * MiB, Start: "earliest",
+		FetchBytes: 1 * MiB, Start: "earliest",
 		CassandraSink: CassandraSink{
 			Hosts: []string{"127.0.0.1:9042"}, Keyspace: "logship", Table: "logs", Consistency: "LOCAL_QUORUM",
 			TTL: Duration(720 * time.Hour), CreateSchema: true,

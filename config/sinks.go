@@ -26,7 +26,7 @@ type Sink struct {
 	RollSize     Size     `toml:"roll_size"`     // default 128MiB: a file is published when it reaches this size
 	RollInterval Duration `toml:"roll_interval"` // default 15m: a file is published at most this long after its first record
 	IdleTimeout  Duration `toml:"idle_timeout"`  // default 1m (5m for hdfs): a file is published when no record arrived for this long; at most roll_interval
-	FetchBytes   Size     `toml:"fetch_bytes"`   // default 4MiB: bytes asked for per fetch
+	FetchBytes   Size     `toml:"fetch_bytes"`   // default 1MiB: bytes asked for per fetch
 	Start        string   `toml:"start"`         // "earliest" (default) or "latest": where a sink with no committed offset starts
 
 	CassandraSink // type "cassandra": its keys, in sink_cassandra.go
@@ -45,7 +45,7 @@ const (
 	defaultRollSize     = 128 * MiB
 	defaultRollInterval = Duration(15 * time.Minute)
 	defaultIdleTimeout  = Duration(time.Minute)
-	defaultFetchBytes   = 4 * MiB
+	defaultFetchBytes   = 1 * MiB
 )
 
 // LoadSinks reads the sink worker config at path, applies defaults to the
