@@ -7,6 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"logship/internal/wire"
@@ -14,7 +17,7 @@ import (
 	"logship/logstore/batch"
 )
 
-// ack is what an agent connection's reader hands its writer: the outcome
+// ack is what an agent connection's appender hands its writer: the outcome
 // of one Produce, or (fatal set) an Error frame to send before closing.
 type ack struct {
 	wire.ProduceAck
@@ -35,126 +38,302 @@ type resyncKey struct {
 	sourceKey
 }
 
-// agentConn is one agent connection: the reader (readLoop, on the
-// connection's goroutine) owns reads, the dedup marks and the appends; the
-// writer (writeLoop, its own goroutine) owns writes. They talk through the
-// bounded acks channel, which the reader closes when it stops.
+// The read-ahead of a pipelined agent connection: the frames its reader
+// may have read and handed on while the appender works. The reader waits
+// for room before it reads a frame, and the queue takes a frame while the
+// buffers it holds are under readAheadBytes, so a connection holds at
+// most readAheadBytes plus two frames (the last one taken, the one being
+// appended) of batches, and none while it is idle; and as only
+// GOMAXPROCS/2 connections are pipelined, the server holds at most that
+// many read-aheads. Half a queue (8 batches of 32 KiB, each in a 64 KiB
+// buffer) is the slack the reader has when it is woken again: more than a
+// wake-up takes on a loaded 2-core virtual machine, so reads and appends
+// keep overlapping.
+const (
+	readAheadFrames = 16
+	readAheadBytes  = 1 << 20
+)
+
+// ackWake is how many acks the appender queues before it wakes a waiting
+// writer, unless it runs out of frames to append first: the writer then
+// sends them with one write, and the agent gets them in one read. So an
+// ack waits for at most ackWake-1 appends behind it, and only while the
+// agent keeps the appender busy: an agent whose window holds fewer than
+// twice that many batches (the default holds 64) sees its acks later.
+const ackWake = 8
+
+// inFrame is what an agent connection's reader hands its appender: one
+// checked frame (the appender releases it), a bad frame (fatal set), or
+// the read error that stopped the reader. It is the last one when err or
+// fatal is set.
+type inFrame struct {
+	f wire.Frame
+
+	// A Produce: its seq, its batch (in f.Payload) and the checked header.
+	produce bool
+	seq     uint64
+	b       []byte
+	h       batch.Header
+
+	heartbeat bool // a Heartbeat with nonce
+	nonce     uint64
+
+	report *wire.AgentReport // an AgentReport
+
+	fatal  bool // a bad frame: close with an Error frame
+	reason rejectReason
+	code   wire.ErrorCode
+	msg    string
+
+	err error // the read failed
+}
+
+// agentConn is one agent connection. When it is pipelined (see
+// pipelineAgent) three goroutines, joined by bounded queues, each own a
+// part of it:
+//   - the reader (readLoop) owns the reads: it reads each frame into a
+//     pooled buffer, checks it (frame type, batch CRC and header, topic,
+//     agent id) and hands it on through in, in order;
+//   - the appender (appendLoop, on the connection's goroutine) owns the
+//     dedup marks of the connection (resyncing) and the appends; it turns
+//     each frame into an ack, in order, and releases its buffer;
+//   - the writer (writeLoop) owns the writes: it waits for durability and
+//     sends the acks.
+//
+// So the reader reads and checks the next batches while the appender
+// appends this one. Each stage closes its output queue when it stops.
+// When it is not pipelined, the connection's goroutine is the reader and
+// the appender, and the writer has its own.
 type agentConn struct {
 	s    *Server
 	c    *wire.Conn
 	nc   net.Conn
 	id   string // the agent id from the Hello
 	log  *slog.Logger
-	acks chan ack
+	in   *queue[inFrame] // reader to appender; nil when not pipelined
+	acks *queue[ack]     // appender to writer
 	// resyncing holds the sources this connection was told to resync and
-	// that have not resumed at their stored end yet. Reader only.
+	// that have not resumed at their stored end yet. Appender only.
 	resyncing map[resyncKey]struct{}
 	entry     *agentEntry // what status reports of this connection
+	// stopped is set by the appender after a Failed append: it then drops
+	// every frame (see handle). Appender only.
+	stopped bool
+	// discarding is stopped, for the reader: it then drops what it reads.
+	discarding atomic.Bool
 }
 
 // serveAgent runs an agent session until the agent leaves, sends something
-// bad, or ctx is done. It returns once both goroutines have stopped and
-// the connection is closed.
+// bad, or ctx is done. It returns once its goroutines have stopped and the
+// connection is closed.
 func (s *Server) serveAgent(ctx context.Context, c *wire.Conn, id string, log *slog.Logger) {
-	a := &agentConn{s: s, c: c, nc: c.NetConn(), id: id, log: log, acks: make(chan ack, ackQueue), resyncing: make(map[resyncKey]struct{})}
+	a := &agentConn{s: s, c: c, nc: c.NetConn(), id: id, log: log, resyncing: make(map[resyncKey]struct{})}
 	a.entry = s.agents.add(id, a.nc.RemoteAddr().String(), time.Now())
 	defer s.agents.remove(a.entry)
-	done := make(chan struct{})
+	pipelined := pipelineAgent(s.stats.openAgents.Load())
+	wake := 1 // not pipelined: no appender tells the writer when it ran out of frames
+	if pipelined {
+		a.in = newQueue[inFrame](readAheadFrames, readAheadBytes, 1)
+		wake = ackWake
+	}
+	a.acks = newQueue[ack](ackQueue, 0, wake)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
 	go func() {
-		defer close(done)
+		defer wg.Done()
 		a.writeLoop()
 	}()
-	a.readLoop(ctx)
-	<-done
+	if !pipelined {
+		// This goroutine reads and appends.
+		a.readLoop(func(it inFrame) { a.handle(ctx, it) })
+		a.acks.close()
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.readAhead()
+	}()
+	// The appender stops when in is closed, so after the reader; the
+	// writer stops when the appender closes acks.
+	a.appendLoop(ctx)
 }
 
-// readLoop reads Produce frames, appends them and queues their acks. At
-// shutdown (ctx done) a read deadline in the past ends it; the appends it
-// made are already queued, and the writer acks them once durable.
-func (a *agentConn) readLoop(ctx context.Context) {
-	defer close(a.acks)
+// pipelineAgent says whether an agent connection, opened when openAgents
+// agent connections (itself included) are open, gets a reader goroutine
+// of its own, for good. A pipelined connection can keep two cores busy
+// (reads on one, appends on the other) but costs a goroutine wake-up per
+// batch or so; when the connections outnumber half the cores they keep
+// the cores busy anyway, and the wake-ups only cost CPU (10% more per
+// batch with 64 connections on 2 cores). So while no more than
+// GOMAXPROCS/2 agents are connected, a new connection is pipelined;
+// after that it reads and appends on one goroutine.
+func pipelineAgent(openAgents int64) bool {
+	return 2*openAgents <= int64(runtime.GOMAXPROCS(0))
+}
+
+// readAhead is the reader of a pipelined connection: it queues the frames
+// for the appender, weighed by the buffers they hold, and closes the queue
+// when it stops.
+func (a *agentConn) readAhead() {
+	defer a.in.close()
+	a.readLoop(func(it inFrame) { a.in.put(it, cap(it.f.Payload)) })
+}
+
+// readLoop reads frames, checks them and hands each to next, in order,
+// until a read fails or a frame is bad, which it hands on last. In a
+// pipelined connection it waits for room in the queue before each read,
+// so that it takes a frame's buffer only when there is a place for it. At
+// shutdown (ctx done) a read deadline in the past ends it. After a Failed
+// append (discarding) it reads without timeouts and drops what it reads,
+// until the agent closes or the limit set with the Failed ack
+// (failedDrain) ends the reads.
+func (a *agentConn) readLoop(next func(inFrame)) {
 	for {
-		t, p, err := a.c.ReadFrame()
+		discarding := a.discarding.Load()
+		if discarding {
+			a.c.SetReadTimeouts(0, 0)
+		}
+		if a.in != nil {
+			a.in.waitRoom()
+		}
+		f, err := a.c.ReadOwnedFrame()
 		if err != nil {
-			a.readError(ctx, err)
+			next(inFrame{err: err})
 			return
 		}
-		a.s.stats.wireIn.Add(int64(len(p)) + 5)
-		if t == wire.TypeHeartbeat && a.c.Version() >= 2 {
-			var hb wire.Heartbeat
-			if err := hb.Decode(p); err != nil {
-				a.fatal(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("heartbeat: %v", err))
-				return
-			}
-			a.acks <- ack{heartbeat: true, nonce: hb.Nonce}
+		if discarding {
+			f.Release()
 			continue
 		}
-		if t == wire.TypeAgentReport && a.c.Version() >= 2 {
-			var r wire.AgentReport
-			if err := r.Decode(p); err != nil {
-				a.fatal(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("agent report: %v", err))
-				return
-			}
-			a.entry.report(&r)
-			continue
-		}
-		if t != wire.TypeProduce {
-			a.fatal(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("unexpected %s frame from an agent", t))
+		a.s.stats.wireIn.Add(int64(len(f.Payload)) + 5)
+		it := a.check(f)
+		next(it)
+		if it.fatal {
 			return
 		}
-		seq, b, err := wire.DecodeProduce(p)
-		if err != nil {
-			a.fatal(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("produce: %v", err))
+	}
+}
+
+// check turns a frame read from an agent into what the appender needs:
+// a Produce with a batch that batch.Parse accepts (its CRC among the
+// rest), of a valid topic and of this agent; a Heartbeat or an
+// AgentReport (version 2). Anything else is fatal. Only a Produce keeps
+// f, for the appender to release; check releases every other frame.
+func (a *agentConn) check(f wire.Frame) inFrame {
+	it, keep := a.decode(f)
+	if !keep {
+		f.Release()
+	}
+	return it
+}
+
+// decode is check's work; keep says whether the result holds f.
+func (a *agentConn) decode(f wire.Frame) (it inFrame, keep bool) {
+	bad := func(r rejectReason, code wire.ErrorCode, msg string) (inFrame, bool) {
+		return inFrame{fatal: true, reason: r, code: code, msg: msg}, false
+	}
+	p := f.Payload
+	switch {
+	case f.Type == wire.TypeHeartbeat && a.c.Version() >= 2:
+		var hb wire.Heartbeat
+		if err := hb.Decode(p); err != nil {
+			return bad(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("heartbeat: %v", err))
+		}
+		return inFrame{heartbeat: true, nonce: hb.Nonce}, false
+	case f.Type == wire.TypeAgentReport && a.c.Version() >= 2:
+		r := new(wire.AgentReport)
+		if err := r.Decode(p); err != nil { // it copies what it keeps
+			return bad(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("agent report: %v", err))
+		}
+		return inFrame{report: r}, false
+	case f.Type != wire.TypeProduce:
+		return bad(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("unexpected %s frame from an agent", f.Type))
+	}
+	seq, b, err := wire.DecodeProduce(p)
+	if err != nil {
+		return bad(rejectProtocol, wire.CodeProtocol, fmt.Sprintf("produce: %v", err))
+	}
+	h, err := batch.Parse(b)
+	if err != nil {
+		return bad(rejectBatch, wire.CodeProtocol, fmt.Sprintf("produce seq %d: bad batch: %v", seq, err))
+	}
+	if err := batch.CheckName("topic", h.Topic); err != nil {
+		return bad(rejectBatch, wire.CodeBadRequest, fmt.Sprintf("produce seq %d: %v", seq, err))
+	}
+	if h.Agent != a.id {
+		// Dedup state is keyed by the batch's agent id: an agent must
+		// not write into another agent's sources.
+		return bad(rejectBatch, wire.CodeBadRequest, fmt.Sprintf("produce seq %d: batch of agent %q on the connection of agent %q", seq, h.Agent, a.id))
+	}
+	return inFrame{f: f, produce: true, seq: seq, b: b, h: h}, true
+}
+
+// appendLoop is the appender of a pipelined connection: it hands the
+// reader's frames to handle, in order, and closes acks when the reader
+// has closed in. Before it waits for a frame it lets the writer send the
+// acks it queued.
+func (a *agentConn) appendLoop(ctx context.Context) {
+	defer a.acks.close()
+	for {
+		if a.in.empty() {
+			a.acks.flush()
+		}
+		it, ok := a.in.get()
+		if !ok {
 			return
 		}
-		h, err := batch.Parse(b)
-		if err != nil {
-			a.fatal(rejectBatch, wire.CodeProtocol, fmt.Sprintf("produce seq %d: bad batch: %v", seq, err))
-			return
-		}
-		if err := batch.CheckName("topic", h.Topic); err != nil {
-			a.fatal(rejectBatch, wire.CodeBadRequest, fmt.Sprintf("produce seq %d: %v", seq, err))
-			return
-		}
-		if h.Agent != a.id {
-			// Dedup state is keyed by the batch's agent id: an agent must
-			// not write into another agent's sources.
-			a.fatal(rejectBatch, wire.CodeBadRequest, fmt.Sprintf("produce seq %d: batch of agent %q on the connection of agent %q", seq, h.Agent, a.id))
-			return
-		}
+		a.handle(ctx, it)
+	}
+}
+
+// handle does what a frame from the reader asks, in order: it appends a
+// batch and queues its ack (or a Heartbeat's answer) for the writer,
+// giving the frame's buffer back once the append copied it into the log.
+// At shutdown (ctx done) the reader stops at once; the frames it had
+// already read are still appended, and the writer acks them once durable.
+// Only the appender calls it (in a connection that is not pipelined, the
+// one goroutine that reads and appends).
+func (a *agentConn) handle(ctx context.Context, it inFrame) {
+	if a.stopped {
+		it.f.Release()
+		return
+	}
+	switch {
+	case it.err != nil:
+		a.readError(ctx, it.err)
+	case it.fatal:
+		a.fatal(it.reason, it.code, it.msg)
+	case it.heartbeat:
+		a.acks.put(ack{heartbeat: true, nonce: it.nonce}, 0)
+	case it.report != nil:
+		a.entry.report(it.report)
+	case it.produce:
+		h := &it.h
 		a.s.stats.batchesIn.Add(1)
-		a.s.stats.bytesIn.Add(int64(len(b)))
-		a.entry.batch(h.Topic, len(b), h.RawLen, time.Now())
-		ack := a.produce(seq, b, &h)
-		a.acks <- ack
+		a.s.stats.bytesIn.Add(int64(len(it.b)))
+		a.entry.batch(h.Topic, len(it.b), h.RawLen, time.Now())
+		ack := a.produce(it.seq, it.b, h)
+		it.f.Release()
+		a.acks.put(ack, 0)
 		if ack.Status == wire.AckFailed {
-			// The agent pipelines its batches: the ones it sent after this
-			// one start where this one ends, and storing them would leave
-			// the failed range behind as a gap that the agent's resend
-			// then meets as a "duplicate". Stop reading instead: the
-			// writer sends the acks queued so far, this one last; the
-			// agent then closes, reconnects and resends from its acked
-			// positions.
-			a.log.Warn("closing agent connection after a failed append", "topic", h.Topic, "seq", seq)
-			a.discard(ctx)
-			return
-		}
-	}
-}
-
-// discard reads and drops frames until the agent closes the connection,
-// for at most failedDrain. Closing at once instead would make the kernel
-// answer the agent's unread batches with a reset, which can destroy the
-// Failed ack before the agent reads it.
-func (a *agentConn) discard(ctx context.Context) {
-	a.c.SetReadTimeouts(0, 0)
-	a.nc.SetReadDeadline(time.Now().Add(failedDrain))
-	if ctx.Err() != nil || a.c.Interrupted() {
-		return // shutting down: the deadline in the past may just have been overwritten
-	}
-	for {
-		if _, _, err := a.c.ReadFrame(); err != nil {
-			return
+			// The agent pipelines its batches: the ones it sent after
+			// this one start where this one ends, and storing them would
+			// leave the failed range behind as a gap that the agent's
+			// resend then meets as a "duplicate". Store nothing more:
+			// the writer sends the acks queued so far, this one last,
+			// while the frames already read are dropped and the reader
+			// reads and drops what the agent still sends until it
+			// closes, for at most failedDrain (closing at once instead
+			// would make the kernel answer the agent's unread batches
+			// with a reset, which can destroy the Failed ack before the
+			// agent reads it). The agent then reconnects and resends
+			// from its acked positions.
+			a.log.Warn("closing agent connection after a failed append", "topic", h.Topic, "seq", it.seq)
+			a.stopped = true
+			a.discarding.Store(true)
+			a.c.LimitReads(time.Now().Add(failedDrain))
 		}
 	}
 }
@@ -183,16 +362,17 @@ func (a *agentConn) readError(ctx context.Context, err error) {
 
 // fatal logs why the connection is being closed and queues the Error frame
 // behind the acks already queued, so that batches stored before the bad
-// frame are still acknowledged.
+// frame are still acknowledged. The reader has stopped: the writer may
+// read (closeAfterError) once it sent the Error frame.
 func (a *agentConn) fatal(r rejectReason, code wire.ErrorCode, msg string) {
 	a.s.stats.reject(r)
 	a.log.Warn("closing agent connection", "err", msg)
-	a.acks <- ack{fatal: true, code: code, msg: msg}
+	a.acks.put(ack{fatal: true, code: code, msg: msg}, 0)
 }
 
 // produce runs the dedup check and the append of one valid batch and
-// returns its ack. b aliases the connection's read buffer: the append
-// copies it into the log before produce returns.
+// returns its ack. b is in a pooled buffer that the caller releases after:
+// the append copies it into the log before produce returns.
 func (a *agentConn) produce(seq uint64, b []byte, h *batch.Header) ack {
 	s := a.s
 	t := s.dedup.topic(h.Topic)
@@ -267,12 +447,13 @@ func (a *agentConn) produce(seq uint64, b []byte, h *batch.Header) ack {
 	return out
 }
 
-// writeLoop sends acks in the order the reader queued them, each once its
+// writeLoop sends acks in the order the appender queued them, each once its
 // batch (for Duplicate and Resync: everything the partition held when it
 // was decided) is durable. It flushes when it is about to block, so acks
 // that became durable together leave in one write. After a failed write it
-// closes the connection (which stops the reader) and drains the queue
-// without writing. It closes the connection when the queue is closed.
+// closes the connection (which stops the reader, and so the appender)
+// and drains the queue without writing. It closes the connection when the
+// queue is closed.
 func (a *agentConn) writeLoop() {
 	dead := false
 	kill := func(what string, err error) {
@@ -283,7 +464,11 @@ func (a *agentConn) writeLoop() {
 		}
 	}
 	var enc []byte
-	for it := range a.acks {
+	for {
+		it, ok := a.acks.get()
+		if !ok {
+			break
+		}
 		if dead {
 			continue
 		}
@@ -293,8 +478,8 @@ func (a *agentConn) writeLoop() {
 				kill("sending error", err)
 				continue
 			}
-			// The reader has stopped (a fatal ack is its last): this
-			// goroutine may read now.
+			// The reader has stopped (a fatal ack comes after its last
+			// frame): this goroutine may read now.
 			closeAfterError(a.c)
 			dead = true
 			a.nc.Close()
@@ -309,7 +494,7 @@ func (a *agentConn) writeLoop() {
 				continue
 			}
 			a.s.stats.wireOut.Add(int64(len(enc)) + 5)
-			if len(a.acks) == 0 {
+			if a.acks.empty() {
 				if err := a.c.Flush(); err != nil {
 					kill("flushing acks", err)
 				}
@@ -343,7 +528,7 @@ func (a *agentConn) writeLoop() {
 			continue
 		}
 		a.s.stats.wireOut.Add(int64(len(enc)) + 5)
-		if len(a.acks) == 0 {
+		if a.acks.empty() {
 			if err := a.c.Flush(); err != nil {
 				kill("flushing acks", err)
 			}

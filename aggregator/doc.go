@@ -15,9 +15,12 @@
 // the log. Run owns every goroutine the package starts:
 //
 //   - the accept loop;
-//   - per agent connection, a reader (it owns reads, the dedup marks of the
-//     connection and the appends) and a writer (it owns writes: it waits for
-//     durability and sends the acks), joined by a bounded channel;
+//   - per agent connection, a reader (it owns reads: it reads and checks
+//     the frames), an appender (it owns the dedup marks of the connection
+//     and the appends) and a writer (it owns writes: it waits for
+//     durability and sends the acks), joined in that order by two bounded
+//     queues; on a busy server the reader and the appender are one
+//     goroutine (see Agents);
 //   - per consumer connection, one goroutine: consumers send one request at
 //     a time, so a writer of its own would have nothing to overlap.
 //
@@ -62,11 +65,16 @@
 //
 // A connection holds its two 16 KiB buffers (wire.ConnBufferSize), a
 // payload buffer of at most 16 KiB, a queue of at most 256 acks, and two
-// goroutines; TLS adds its record buffers. A frame larger than 16 KiB is
-// read into a buffer borrowed from a process-wide pool and given back
-// before the next read waits, so an idle connection holds no large buffer,
-// and the memory for batches is bounded by the connections reading one at
-// the same moment. TestConcurrentAgents measures it.
+// goroutines; TLS adds its record buffers. Every frame is read into a
+// buffer borrowed from a process-wide pool (a small one is copied there)
+// and given back once it is appended, so an idle connection holds no
+// large buffer, and the memory for batches is bounded by the connections
+// reading one at the same moment. A pipelined connection (see Agents; at
+// most GOMAXPROCS/2 of them) has a third goroutine and reads ahead: its
+// reader waits for room before it reads a frame, and its queue takes
+// frames while their buffers hold less than 1 MiB, so it holds at most
+// 1 MiB plus two frames. TestConcurrentAgents measures the heap per
+// connection.
 //
 // Only an agent's Produce may be as large as the max frame
 // (Options.MaxFrameBytes); every other frame after the handshake (an
@@ -91,30 +99,55 @@
 //
 // # Agents
 //
-// The reader takes Produce frames one by one. A frame that is not a
-// Produce, a truncated or oversized frame, a batch that batch.Parse refuses
-// (CRC, lengths, version) or whose topic is not a valid name closes the
-// connection: the acks already queued are sent, then an Error frame with the
-// reason, which is also logged at WARN. Nothing of a bad frame is stored.
+// An agent connection is a pipeline of three goroutines, so that reading
+// and checking the next batches overlaps the append of this one, and the
+// fsync of the appended ones:
 //
-// A valid batch goes to the partition of its source (below), where the
-// dedup check and the append run under the partition's append lock; the
-// append copies the batch into the log and returns without waiting for
-// fsync. The outcome goes to the writer through the bounded channel, and the
-// reader goes on with the next frame while the fsync is in flight. The
-// writer acks in receive order; before each ack it waits until the batch
-// (for Duplicate and Resync: everything the partition held when the batch
-// was decided) is durable per the fsync policy (Partition.WaitDurable), so
+//	reader ──frames (≤16, <1 MiB)──► appender ──acks (≤256)──► writer
+//
+// That takes a goroutine wake-up per batch or so, which pays only while the
+// connection has cores to itself: a connection opened while more than
+// GOMAXPROCS/2 agents are connected runs its reader and appender on one
+// goroutine (reads and appends alternate; many connections keep the cores
+// busy), which is otherwise the same.
+//
+// The reader reads each frame into a pooled buffer and checks it. A frame
+// that is not a Produce (or, from version 2, a Heartbeat or an
+// AgentReport), a truncated or oversized frame, a batch that batch.Parse
+// refuses (CRC, lengths, version) or whose topic is not a valid name, or a
+// batch of another agent closes the connection: the reader stops there,
+// the frames before it are appended and their acks sent, then an Error
+// frame with the reason, which is also logged at WARN. Nothing of a bad
+// frame is stored.
+//
+// The appender takes the frames in order. A valid batch goes to the
+// partition of its source (below), where the dedup check and the append
+// run under the partition's append lock; the append copies the batch into
+// the log and returns without waiting for fsync, and the frame's buffer
+// goes back to the pool. The outcome goes to the writer, and the appender
+// goes on with the next frame while the fsync is in flight. The writer
+// acks in that order; before each ack it waits until the batch (for
+// Duplicate and Resync: everything the partition held when the batch was
+// decided) is durable per the fsync policy (Partition.WaitDurable), so
 // concurrent connections share group commits. It flushes when no more acks
 // are queued, or before it blocks on an fsync, so acks leave in batches.
+//
+// The queues wake a waiting goroutine only when it has work worth a
+// wake-up (aggregator/queue.go): the reader, waiting for room, once the
+// frame queue is half empty; the writer once 8 acks are queued or the
+// appender has nothing more to append. Waking a goroutine costs more than
+// the work it is handed (tens of microseconds on a virtual machine): with
+// a channel between the reader and the appender, that is a wake-up per
+// batch, one connection went no faster than without the reader.
 //
 // An ack that is not Appended has base offset -1. An Append or WaitDurable
 // error is acked Failed with the error as message and logged at ERROR.
 // After an Append error the aggregator stores nothing more from that
 // connection: the batches the agent pipelined behind the failed one would
-// leave its range as a gap. It reads and drops frames until the agent
-// closes (at most 5 s); the agent reconnects and resends from its acked
-// positions.
+// leave its range as a gap. The appender drops the frames already read,
+// and the reader reads and drops the rest until the agent closes (at most
+// 5 s, wire.Conn.LimitReads); the agent reconnects and resends from its
+// acked positions.
 //
 // # Partition choice and exactly-once (decision 2 of DESIGN.md)
 //
