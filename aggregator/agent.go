@@ -282,9 +282,30 @@ func (a *agentConn) appendLoop(ctx context.Context) {
 		}
 		it, ok := a.in.get()
 		if !ok {
+			if a.stopped {
+				a.drain()
+			}
 			return
 		}
 		a.handle(ctx, it)
+	}
+}
+
+// drain reads and drops frames after a Failed append whose reader had
+// already stopped, on a bad frame or a read error it met reading ahead,
+// before it could see discarding: without it the writer would close with
+// the agent's batches unread, and the kernel's reset could destroy the
+// Failed ack. The reader has closed in, so the appender may read; the
+// reads end when the agent closes, at the limit handle set (failedDrain),
+// or at once after a read error or at shutdown.
+func (a *agentConn) drain() {
+	a.c.SetReadTimeouts(0, 0)
+	for {
+		f, err := a.c.ReadOwnedFrame()
+		if err != nil {
+			return
+		}
+		f.Release()
 	}
 }
 

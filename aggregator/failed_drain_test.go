@@ -1,0 +1,88 @@
+package aggregator
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"logship/internal/wire"
+)
+
+// TestFailedAppendDrainsPastReadAheadBadFrame: after a Failed append the
+// connection reads and drops what the agent still sends until the agent
+// closes (doc.go "Agents"), so that the agent's pipelined bytes are not
+// answered with a reset that can destroy the Failed ack. In a pipelined
+// connection, a frame the reader checked ahead of the failed append (here:
+// one of an unexpected type) stops the reader before it sees the failure;
+// the appender then drains (agentConn.drain).
+func TestFailedAppendDrainsPastReadAheadBadFrame(t *testing.T) {
+	for _, mode := range agentModes {
+		t.Run(mode.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ts := start(t, dir, func(o *Options) { o.Partitions = 1; o.SegmentBytes = 64 << 10 })
+			openIdle(t, ts.Addr(), mode.idle, mode.idle == 0)
+			s := src{agent: "web-1", topic: "app", id: 7}
+			a := dialAgent(t, ts.Addr(), s.agent)
+			if _, err := a.c.NetConn().Write(produceFrame(t, s, 1, 0, 10, 2<<10)); err != nil {
+				t.Fatal(err)
+			}
+			ack, err := a.readAck()
+			if err != nil {
+				t.Fatal(err)
+			}
+			expect(t, ack, wire.AckAppended, 10)
+			idx := filepath.Join(dir, "log", "app-0", "00000000000000000000.index")
+			if err := os.MkdirAll(filepath.Join(idx, "block"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(idx) })
+
+			// The batch whose append fails (it needs a roll), a frame the
+			// aggregator refuses, then many batches in flight.
+			out := produceFrame(t, s, 2, 10, 20, 70<<10)
+			bad := make([]byte, 5, 9)
+			binary.BigEndian.PutUint32(bad, 5)
+			bad[4] = byte(wire.TypeFetch)
+			out = append(out, append(bad, 0, 0, 0, 0)...)
+			for i := range 60 {
+				out = append(out, produceFrame(t, s, uint64(i+3), int64(20+i*10), int64(30+i*10), 70<<10)...)
+			}
+			werr := make(chan error, 1)
+			go func() {
+				_, err := a.c.NetConn().Write(out)
+				if err == nil {
+					err = a.c.NetConn().(*net.TCPConn).CloseWrite()
+				}
+				werr <- err
+			}()
+			var acks []wire.ProduceAck
+			var rerr error
+			for {
+				ack, err := a.readAck()
+				if err != nil {
+					if !errors.Is(err, io.EOF) {
+						rerr = err
+					}
+					break
+				}
+				acks = append(acks, ack)
+			}
+			if err := <-werr; err != nil {
+				t.Errorf("the agent's pipelined batches were not drained after the Failed ack: write: %v", err)
+			}
+			if rerr != nil {
+				t.Errorf("reading the acks: %v", rerr)
+			}
+			if len(acks) != 1 || acks[0].Seq != 2 || acks[0].Status != wire.AckFailed {
+				t.Errorf("acks %+v; want only seq 2, Failed", acks)
+			}
+			if st := ts.Stats(); st.Appended != 1 {
+				t.Errorf("%d batches stored, want only the first", st.Appended)
+			}
+		})
+	}
+}
