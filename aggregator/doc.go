@@ -146,8 +146,9 @@
 // connection: the batches the agent pipelined behind the failed one would
 // leave its range as a gap. The appender drops the frames already read,
 // and the reader reads and drops the rest until the agent closes (at most
-// 5 s, wire.Conn.LimitReads); the agent reconnects and resends from its
-// acked positions.
+// 5 s, wire.Conn.LimitReads); if the reader had already stopped, on a bad
+// frame or a read error it met reading ahead, the appender does that
+// reading. The agent reconnects and resends from its acked positions.
 //
 // # Partition choice and exactly-once (decision 2 of DESIGN.md)
 //
