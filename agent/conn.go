@@ -361,6 +361,11 @@ func (a *Agent) writeLoop(s *session) {
 			case <-s.done:
 				return
 			}
+			if j.data == nil {
+				// A compressor saw the session done and built nothing; the
+				// select above may pick ready over done when both are.
+				return
+			}
 			if s.c.Version() >= 2 {
 				beat.Reset(every)
 			}
