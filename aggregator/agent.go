@@ -116,10 +116,9 @@ type agentConn struct {
 	// that have not resumed at their stored end yet. Appender only.
 	resyncing map[resyncKey]struct{}
 	entry     *agentEntry // what status reports of this connection
-	// stopped is set by the appender after a Failed append: it then drops
-	// every frame (see handle). Appender only.
-	stopped bool
-	// discarding is stopped, for the reader: it then drops what it reads.
+	// discarding is set by the appender after a Failed append: the
+	// appender then drops every frame it gets (see handle), and the reader
+	// drops what it reads.
 	discarding atomic.Bool
 }
 
@@ -139,22 +138,14 @@ func (s *Server) serveAgent(ctx context.Context, c *wire.Conn, id string, log *s
 	a.acks = newQueue[ack](ackQueue, 0, wake)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		a.writeLoop()
-	}()
+	wg.Go(a.writeLoop)
 	if !pipelined {
 		// This goroutine reads and appends.
 		a.readLoop(func(it inFrame) { a.handle(ctx, it) })
 		a.acks.close()
 		return
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		a.readAhead()
-	}()
+	wg.Go(a.readAhead)
 	// The appender stops when in is closed, so after the reader; the
 	// writer stops when the appender closes acks.
 	a.appendLoop(ctx)
@@ -282,7 +273,7 @@ func (a *agentConn) appendLoop(ctx context.Context) {
 		}
 		it, ok := a.in.get()
 		if !ok {
-			if a.stopped {
+			if a.discarding.Load() {
 				a.drain()
 			}
 			return
@@ -317,7 +308,7 @@ func (a *agentConn) drain() {
 // Only the appender calls it (in a connection that is not pipelined, the
 // one goroutine that reads and appends).
 func (a *agentConn) handle(ctx context.Context, it inFrame) {
-	if a.stopped {
+	if a.discarding.Load() {
 		it.f.Release()
 		return
 	}
@@ -352,7 +343,6 @@ func (a *agentConn) handle(ctx context.Context, it inFrame) {
 			// agent reads it). The agent then reconnects and resends
 			// from its acked positions.
 			a.log.Warn("closing agent connection after a failed append", "topic", h.Topic, "seq", it.seq)
-			a.stopped = true
 			a.discarding.Store(true)
 			a.c.LimitReads(time.Now().Add(failedDrain))
 		}
