@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"logship/aggregator"
+	"logship/internal/testlogs"
 	"logship/logstore"
 	"logship/logstore/batch"
 	"logship/sinks"
@@ -121,9 +121,7 @@ func fillStore(b *testing.B, dir string, comp batch.Compression, parts, rawTotal
 		b.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(1, 2))
-	paths := []string{"/", "/api/v1/users", "/api/v1/orders", "/static/app.js", "/login", "/api/v1/search", "/healthz"}
-	agents := []string{"Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "Go-http-client/1.1", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2)"}
-	t0 := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	t0 := testlogs.T0
 	ends := map[int]int64{}
 	var raw int64
 	var buf []byte
@@ -144,10 +142,7 @@ func fillStore(b *testing.B, dir string, comp batch.Compression, parts, rawTotal
 		for n := 0; n < rawTotal/parts; {
 			size := 0
 			for size < 1<<20 {
-				line := fmt.Sprintf(`10.%d.%d.%d - - [%s] "GET %s?id=%d HTTP/1.1" %d %d "-" "%s"`,
-					r.IntN(256), r.IntN(256), r.IntN(256), t0.Add(time.Duration(n)*time.Millisecond).Format("02/Jan/2006:15:04:05 -0700"),
-					paths[r.IntN(len(paths))], r.IntN(1e6), []int{200, 200, 200, 304, 404, 500}[r.IntN(6)], r.IntN(1e5), agents[r.IntN(len(agents))])
-				line += " rt=" + strings.Repeat("0", max(0, 145-len(line)))
+				line := testlogs.AccessLine(r, n, 150)
 				bld.Add(t0.UnixNano()+int64(n+size), []byte(line))
 				size += len(line) + 1
 			}

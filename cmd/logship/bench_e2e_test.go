@@ -31,6 +31,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"logship/internal/testlogs"
 	"logship/sinks"
 )
 
@@ -87,9 +88,7 @@ func generateLogs(t *testing.T, dir string, files, n, lineLen int) (lines, recor
 		t.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(1, 2))
-	paths := []string{"/", "/api/v1/users", "/api/v1/orders", "/static/app.js", "/login", "/api/v1/search", "/healthz"}
-	agents := []string{"Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "Go-http-client/1.1", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2)"}
-	t0 := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	t0 := testlogs.T0
 	for f := range files {
 		app := files > 1 && f == files-1
 		name := fmt.Sprintf("access-%d.log", f)
@@ -120,12 +119,7 @@ func generateLogs(t *testing.T, dir string, files, n, lineLen int) (lines, recor
 					i += 3
 				}
 			} else {
-				line = fmt.Sprintf(`10.%d.%d.%d - - [%s] "GET %s?id=%d HTTP/1.1" %d %d "-" "%s"`,
-					r.IntN(256), r.IntN(256), r.IntN(256), ts.Format("02/Jan/2006:15:04:05 -0700"), paths[r.IntN(len(paths))],
-					r.IntN(1e6), []int{200, 200, 200, 304, 404, 500}[r.IntN(6)], r.IntN(1e5), agents[r.IntN(len(agents))])
-				if pad := lineLen - len(line) - 1; pad > 0 {
-					line += " rt=" + strings.Repeat("0", max(pad-4, 0))
-				}
+				line = testlogs.AccessLine(r, i, lineLen)
 			}
 			w.WriteString(line)
 			w.WriteByte('\n')

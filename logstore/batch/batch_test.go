@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"testing"
-	"time"
+
+	"logship/internal/testlogs"
 )
 
 func build(t testing.TB, c Compression, lines ...string) []byte {
@@ -154,22 +154,13 @@ func BenchmarkBuild(b *testing.B) {
 	}
 }
 
-// accessLines makes n nginx-style access lines of about size bytes, from a
-// fixed seed.
+// accessLines makes n access-log lines of about size bytes, from a fixed
+// seed.
 func accessLines(n, size int) [][]byte {
 	r := rand.New(rand.NewPCG(1, 2))
-	paths := []string{"/", "/api/v1/users", "/api/v1/orders", "/static/app.js", "/login", "/api/v1/search", "/healthz"}
-	agents := []string{"Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "Go-http-client/1.1", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2)"}
-	t0 := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 	out := make([][]byte, n)
 	for i := range out {
-		l := fmt.Sprintf(`10.%d.%d.%d - - [%s] "GET %s?id=%d HTTP/1.1" %d %d "-" "%s"`,
-			r.IntN(256), r.IntN(256), r.IntN(256), t0.Add(time.Duration(i)*time.Millisecond).Format("02/Jan/2006:15:04:05 -0700"),
-			paths[r.IntN(len(paths))], r.IntN(1e6), []int{200, 200, 200, 304, 404, 500}[r.IntN(6)], r.IntN(1e5), agents[r.IntN(len(agents))])
-		if pad := size - len(l) - 1; pad > 4 {
-			l += " rt=" + strings.Repeat("0", pad-4)
-		}
-		out[i] = []byte(l)
+		out[i] = []byte(testlogs.AccessLine(r, i, size))
 	}
 	return out
 }
