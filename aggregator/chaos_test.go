@@ -58,7 +58,7 @@ func readLines(t *testing.T, addr, topic string) map[string]int {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	dec, err := batch.NewDecoder()
+	dec, err := sinks.NewDecoder()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func readLines(t *testing.T, addr, topic string) map[string]int {
 				t.Fatal(err)
 			}
 			next := off
-			err = sinks.DecodeRecords(dec, c.Aggregator(), int(p.Partition), res.Batches, off, func(r *sinks.Record) error {
+			err = dec.Decode(c.Aggregator(), int(p.Partition), res.Batches, off, func(r *sinks.Record) error {
 				out[string(r.Data)]++
 				next = r.Offset + 1
 				return nil

@@ -39,13 +39,13 @@ func batches(t *testing.T) ([]byte, []int) {
 
 func decodeAll(t *testing.T, b []byte, from int64) ([]sinks.Record, error) {
 	t.Helper()
-	dec, err := batch.NewDecoder()
+	dec, err := sinks.NewDecoder()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer dec.Close()
 	var got []sinks.Record
-	err = sinks.DecodeRecords(dec, "agg-1", 3, b, from, func(r *sinks.Record) error {
+	err = dec.Decode("agg-1", 3, b, from, func(r *sinks.Record) error {
 		c := *r
 		c.Data = append([]byte(nil), r.Data...)
 		got = append(got, c)
@@ -117,10 +117,10 @@ func TestDecodeRecordsCorrupt(t *testing.T) {
 
 func TestDecodeRecordsStopsOnError(t *testing.T) {
 	b, _ := batches(t)
-	dec, _ := batch.NewDecoder()
+	dec, _ := sinks.NewDecoder()
 	defer dec.Close()
 	n := 0
-	err := sinks.DecodeRecords(dec, "agg-1", 3, b, 0, func(r *sinks.Record) error {
+	err := dec.Decode("agg-1", 3, b, 0, func(r *sinks.Record) error {
 		if n++; r.Offset == 6 {
 			return errTest
 		}
@@ -128,5 +128,97 @@ func TestDecodeRecordsStopsOnError(t *testing.T) {
 	})
 	if err != errTest || n != 7 {
 		t.Fatalf("got %v after %d records", err, n)
+	}
+}
+
+// manyBatches returns n zstd batches of 100 records each, back to back,
+// records numbered from 0.
+func manyBatches(t *testing.T, n int) []byte {
+	t.Helper()
+	bld, err := batch.NewBuilder(batch.Zstd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bld.Close()
+	var out []byte
+	for i := range n {
+		for j := range 100 {
+			bld.Add(0, fmt.Appendf(nil, "rec-%d", i*100+j))
+		}
+		start := len(out)
+		if out, err = bld.Build(out, batch.Meta{Agent: "web-01", Topic: "app", Path: "/a.log", SourceID: 1}); err != nil {
+			t.Fatal(err)
+		}
+		batch.Stamp(out[start:], int64(i*100), 0)
+	}
+	return out
+}
+
+// One Decoder, many fetches: each stopped by fn at a different record, then
+// a whole one. The records come in order whatever the decompressing
+// goroutine is doing, and a stopped Decode leaves every buffer to the next.
+func TestDecoderReuse(t *testing.T) {
+	b := manyBatches(t, 20)
+	dec, err := sinks.NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	for _, stopAt := range []int64{0, 1, 99, 100, 250, 1000, 1999} {
+		next := int64(0)
+		err := dec.Decode("agg-1", 0, b, 0, func(r *sinks.Record) error {
+			if r.Offset != next || string(r.Data) != fmt.Sprint("rec-", next) {
+				return fmt.Errorf("record %d %q, want %d", r.Offset, r.Data, next)
+			}
+			next++
+			if r.Offset == stopAt {
+				return errTest
+			}
+			return nil
+		})
+		if err != errTest || next != stopAt+1 {
+			t.Fatalf("stop at %d: %v after %d records", stopAt, err, next)
+		}
+	}
+	for _, from := range []int64{0, 150, 1999} {
+		next := from
+		err := dec.Decode("agg-1", 0, b, from, func(r *sinks.Record) error {
+			if r.Offset != next || string(r.Data) != fmt.Sprint("rec-", next) {
+				return fmt.Errorf("record %d %q, want %d", r.Offset, r.Data, next)
+			}
+			next++
+			return nil
+		})
+		if err != nil || next != 2000 {
+			t.Fatalf("from %d: %v, %d records", from, err, next-from)
+		}
+	}
+}
+
+// Damage after many good batches: every record before it is delivered, in
+// order, then the error.
+func TestDecoderCorruptAfterMany(t *testing.T) {
+	b := manyBatches(t, 20)
+	pos := 0
+	for range 15 {
+		size, err := batch.Size(b[pos:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos += size
+	}
+	b[pos+40] ^= 1 // in the 16th batch
+	dec, _ := sinks.NewDecoder()
+	defer dec.Close()
+	next := int64(0)
+	err := dec.Decode("agg-1", 0, b, 0, func(r *sinks.Record) error {
+		if r.Offset != next {
+			t.Fatalf("record %d, want %d", r.Offset, next)
+		}
+		next++
+		return nil
+	})
+	if !errors.Is(err, sinks.ErrCorruptFetch) || !errors.Is(err, batch.ErrChecksum) || next != 1500 {
+		t.Fatalf("%v after %d records; want a checksum error after 1500", err, next)
 	}
 }

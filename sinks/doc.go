@@ -42,9 +42,17 @@
 // Run starts one goroutine per aggregator, which lists the aggregator's
 // partitions every Options.MetadataInterval, and one goroutine per
 // (aggregator, topic, partition), with its own connection (a Client), its
-// own batch.Decoder and its own PartitionWriter. Run owns them all and
-// returns only once every one has stopped. A sink's Open may be called from
-// many goroutines at once; each PartitionWriter is used by one goroutine.
+// own Decoder and its own PartitionWriter. Run owns them all and returns
+// only once every one has stopped. A sink's Open may be called from many
+// goroutines at once; each PartitionWriter is used by one goroutine.
+//
+// Decompressing is most of a sink's CPU. When a fetch holds several
+// batches, the partition's Decoder decompresses two at a time, on two
+// goroutines that Decode starts and waits for, while the partition's
+// goroutine hands the records of each, in order, to the writer: a
+// partition that is the last one left busy (a catch-up, a replay) uses two
+// cores, not one. Each of them decompresses into one buffer of its own, and
+// starts its next batch only once the writer is done with its last.
 //
 // Errors are retried with a capped exponential backoff: a dead aggregator
 // or a failing writer never stops the other partitions. While a partition

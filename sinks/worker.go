@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
-
-	"logship/logstore/batch"
 )
 
 // tickEvery is how often a waiting worker ticks its writer.
@@ -29,7 +27,7 @@ type worker struct {
 	log  *slog.Logger
 
 	c   *Client
-	dec *batch.Decoder
+	dec *Decoder
 	w   PartitionWriter
 
 	// next is the next offset to fetch, -1 until resolved for the current
@@ -130,7 +128,7 @@ func (w *worker) step(ctx context.Context) error {
 	}
 	from := w.next
 	var records, bytes int64
-	err = DecodeRecords(w.dec, w.k.agg, w.k.part, res.Batches, from, func(rec *Record) error {
+	err = w.dec.Decode(w.k.agg, w.k.part, res.Batches, from, func(rec *Record) error {
 		if rec.Offset != w.next {
 			w.log.Warn("gap in the log: records missing", "offset", w.next, "next_present", rec.Offset)
 			w.r.opts.Stats.gaps.Add(rec.Offset - w.next)
@@ -174,7 +172,7 @@ func (w *worker) maxWait() time.Duration {
 // connect dials the aggregator when there is no usable connection.
 func (w *worker) connect(ctx context.Context) error {
 	if w.dec == nil {
-		dec, err := batch.NewDecoder()
+		dec, err := NewDecoder()
 		if err != nil {
 			return err
 		}

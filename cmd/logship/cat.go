@@ -168,7 +168,7 @@ func catAll(ctx context.Context, o catOptions, out *recordPrinter) error {
 
 // catPartition prints records from offset up to end (or forever if end < 0).
 func catPartition(ctx context.Context, c *sinks.Client, o catOptions, partition int, offset, end int64, out *recordPrinter) error {
-	dec, err := batch.NewDecoder()
+	dec, err := sinks.NewDecoder()
 	if err != nil {
 		return err
 	}
@@ -183,7 +183,7 @@ func catPartition(ctx context.Context, c *sinks.Client, o catOptions, partition 
 			return err
 		}
 		next := offset
-		err = sinks.DecodeRecords(dec, c.Aggregator(), partition, res.Batches, offset, func(r *sinks.Record) error {
+		err = dec.Decode(c.Aggregator(), partition, res.Batches, offset, func(r *sinks.Record) error {
 			if end >= 0 && r.Offset >= end {
 				return nil
 			}

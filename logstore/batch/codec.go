@@ -234,7 +234,8 @@ func (c *Compressor) Close() {
 type Record struct {
 	Offset int64
 	Time   int64 // unix ns
-	// Data aliases the Decoder's buffer: valid until the next Decode.
+	// Data aliases the decompressed payload (the Decoder's buffer, for
+	// Decode): valid until that buffer is used again.
 	Data []byte
 }
 
@@ -260,40 +261,64 @@ func NewDecoder() (*Decoder, error) {
 func (d *Decoder) Close() { d.zd.Close() }
 
 // Decode decompresses a batch that Parse accepted and calls fn for each
-// record in order. It stops at the first error fn returns. A payload that
-// does not decode to exactly the header's record count and raw length is
-// ErrCorrupt.
+// record in order: Decompress into the Decoder's own buffer, then
+// EachRecord. It stops at the first error fn returns.
 func (d *Decoder) Decode(b []byte, h *Header, fn func(Record) error) error {
+	raw, err := d.Decompress(d.buf, b, h)
+	if err != nil {
+		return err
+	}
+	if h.Compression != None {
+		d.buf = raw[:0]
+	}
+	return EachRecord(raw, h, fn)
+}
+
+// Decompress returns the raw payload of b, a batch that Parse accepted as
+// h: written over buf when buf has room (a new slice otherwise), or b's own
+// bytes when the batch is not compressed. A payload that does not
+// decompress to exactly the header's raw length is ErrCorrupt.
+//
+// Decompress and EachRecord split Decode, so that one goroutine can
+// decompress the next batch while another handles this one's records.
+func (d *Decoder) Decompress(buf, b []byte, h *Header) ([]byte, error) {
 	payload := b[h.PayloadOffset:]
 	var raw []byte
 	switch h.Compression {
 	case None:
 		raw = payload
 	case Zstd:
-		out, err := d.zd.DecodeAll(payload, d.buf[:0])
+		out, err := d.zd.DecodeAll(payload, buf[:0])
 		if err != nil {
-			return fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
+			return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
 		}
-		d.buf, raw = out, out
+		raw = out
 	case S2:
 		n, err := s2.DecodedLen(payload)
 		if err != nil || n != h.RawLen {
-			return fmt.Errorf("%w: s2 length %d, header says %d (%v)", ErrCorrupt, n, h.RawLen, err)
+			return nil, fmt.Errorf("%w: s2 length %d, header says %d (%v)", ErrCorrupt, n, h.RawLen, err)
 		}
-		if cap(d.buf) < n {
-			d.buf = make([]byte, n)
+		if cap(buf) < n {
+			buf = make([]byte, n)
 		}
-		out, err := s2.Decode(d.buf[:n], payload)
+		out, err := s2.Decode(buf[:n], payload)
 		if err != nil {
-			return fmt.Errorf("%w: s2: %v", ErrCorrupt, err)
+			return nil, fmt.Errorf("%w: s2: %v", ErrCorrupt, err)
 		}
 		raw = out
 	default:
-		return fmt.Errorf("%w: unknown compression %d", ErrCorrupt, h.Compression)
+		return nil, fmt.Errorf("%w: unknown compression %d", ErrCorrupt, h.Compression)
 	}
 	if len(raw) != h.RawLen {
-		return fmt.Errorf("%w: payload of %d bytes, header says %d", ErrCorrupt, len(raw), h.RawLen)
+		return nil, fmt.Errorf("%w: payload of %d bytes, header says %d", ErrCorrupt, len(raw), h.RawLen)
 	}
+	return raw, nil
+}
+
+// EachRecord calls fn for each record of raw, the payload Decompress
+// returned for the batch h, in order, and stops at the first error fn
+// returns. Records that do not fill raw exactly are ErrCorrupt.
+func EachRecord(raw []byte, h *Header, fn func(Record) error) error {
 	off := h.BaseOffset
 	for i := 0; i < h.Count; i++ {
 		d, n := binary.Uvarint(raw)
