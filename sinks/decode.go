@@ -163,6 +163,10 @@ func (d *Decoder) parallel(jobs []decodeJob, deliver func(*decodeJob, []byte) er
 			}
 		})
 	}
+	defer func() { // also when fn panics: no worker outlives Decode
+		close(stop)
+		wg.Wait()
+	}()
 	var err error
 	for i := range jobs {
 		w := i % decodeWorkers
@@ -175,8 +179,6 @@ func (d *Decoder) parallel(jobs []decodeJob, deliver func(*decodeJob, []byte) er
 		}
 		free[w] <- struct{}{}
 	}
-	close(stop)
-	wg.Wait()
 	return err
 }
 

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"logship/logstore/batch"
 	"logship/sinks"
 )
@@ -220,5 +222,33 @@ func TestDecoderCorruptAfterMany(t *testing.T) {
 	})
 	if !errors.Is(err, sinks.ErrCorruptFetch) || !errors.Is(err, batch.ErrChecksum) || next != 1500 {
 		t.Fatalf("%v after %d records; want a checksum error after 1500", err, next)
+	}
+}
+
+// A panic in fn (a writer's bug that a caller recovers) still stops the
+// decompressing goroutines before Decode unwinds: none outlives it, and
+// none still writes a buffer that the next Decode uses.
+func TestDecoderPanicInFn(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	b := manyBatches(t, 6)
+	dec, err := sinks.NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("no panic")
+			}
+		}()
+		dec.Decode("agg-1", 0, b, 0, func(*sinks.Record) error { panic("writer bug") })
+	}()
+	if err := goleak.Find(ignore); err != nil {
+		t.Fatalf("goroutines left by a Decode whose fn panicked: %v", err)
+	}
+	n := 0
+	if err := dec.Decode("agg-1", 0, b, 0, func(*sinks.Record) error { n++; return nil }); err != nil || n != 600 {
+		t.Fatalf("the next Decode: %v, %d records", err, n)
 	}
 }
