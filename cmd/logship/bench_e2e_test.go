@@ -52,9 +52,10 @@ type benchResult struct {
 	lines               int64
 	rawBytes, wireBytes int64
 	elapsed             time.Duration
-	agentCPU, aggCPU    time.Duration
+	agentCPU, aggCPU    time.Duration // until every line was stored
 	sinkCPU             time.Duration
-	agentRSS, aggRSS    int64 // KiB
+	aggServeCPU         time.Duration // the aggregator's while it served the sink
+	agentRSS, aggRSS    int64         // KiB
 	sinkRSS             int64
 	sinkElapsed         time.Duration
 }
@@ -244,6 +245,9 @@ paths = [%q]
 		return stored >= records
 	})
 	elapsed := time.Since(begin)
+	// CPU until every line is stored, read while both still run: the
+	// aggregator's later work for a sink is not shipping.
+	agentCPU, aggCPU := procCPU(t, ag), procCPU(t, agg)
 	<-profiled
 	st, _ := c.Status(context.Background())
 	var wire int64
@@ -268,6 +272,7 @@ paths = [%q]
 		published := newLineCounter(out)
 		waitFor(t, "every line published", 10*time.Minute, func() bool { return published.count() >= lines })
 		res.sinkElapsed = time.Since(sinkBegin)
+		res.aggServeCPU = procCPU(t, agg) - aggCPU
 		sinkProfiled.Wait()
 		heap(t, sink, name)
 		res.sinkRSS = vmHWM(t, sink)
@@ -286,8 +291,7 @@ paths = [%q]
 	if err := agg.stop(syscall.SIGTERM); err != nil {
 		t.Errorf("aggregator: %v", err)
 	}
-	res.agentCPU = cpuOf(ag.cmd.ProcessState)
-	res.aggCPU = cpuOf(agg.cmd.ProcessState)
+	res.agentCPU, res.aggCPU = agentCPU, aggCPU
 	if stored != records {
 		t.Errorf("%s: %d records stored, want %d", res.name, stored, records)
 	}
@@ -300,6 +304,30 @@ const appMultiline = ""
 
 // vmHWM returns the peak resident set (KiB) of the running process p so
 // far, from VmHWM in /proc/PID/status.
+// procCPU is the user and system CPU a running child used so far, from
+// /proc/PID/stat (in USER_HZ ticks, 100 a second on Linux).
+func procCPU(t *testing.T, p *proc) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		t.Errorf("%s: %v", p.name, err)
+		return 0
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: utime and stime are the 12th and 13th of them.
+	i := bytes.LastIndexByte(data, ')')
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		t.Errorf("%s: short /proc/PID/stat", p.name)
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Errorf("%s: /proc/PID/stat: %v %v", p.name, err1, err2)
+	}
+	return time.Duration(utime+stime) * time.Second / 100
+}
+
 func vmHWM(t *testing.T, p *proc) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
@@ -396,11 +424,11 @@ func (c *lineCounter) count() int64 {
 
 func printBench(w io.Writer, rows []benchResult, base benchResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tlines/s\traw MB/s\tvs baseline\twire MB\tratio\tagent CPU-s/GB\tagent RSS MiB\taggregator CPU-s/GB\taggregator RSS MiB\tsink lines/s\tsink raw MB/s\tsink CPU-s/GB\tsink RSS MiB\t")
+	fmt.Fprintln(tw, "run\tlines/s\traw MB/s\tvs baseline\twire MB\tratio\tagent CPU-s/GB\tagent RSS MiB\taggregator CPU-s/GB\taggregator RSS MiB\tsink lines/s\tsink raw MB/s\tsink CPU-s/GB\tsink RSS MiB\taggregator serving sink CPU-s/GB\t")
 	gb := func(d time.Duration, raw int64) string { return fmt.Sprintf("%.2f", d.Seconds()/(float64(raw)/1e9)) }
 	for _, r := range rows {
 		ls := float64(r.lines) / r.elapsed.Seconds()
-		sinkLS, sinkMB, sinkCPU, sinkRSS, agentRSS, aggRSS := "-", "-", "-", "-", "-", "-"
+		sinkLS, sinkMB, sinkCPU, sinkRSS, agentRSS, aggRSS, serve := "-", "-", "-", "-", "-", "-", "-"
 		if r.agentRSS > 0 {
 			agentRSS = fmt.Sprintf("%.1f", float64(r.agentRSS)/1024)
 		}
@@ -411,11 +439,12 @@ func printBench(w io.Writer, rows []benchResult, base benchResult) {
 			sinkLS, sinkCPU = fmt.Sprintf("%.0f", float64(r.lines)/r.sinkElapsed.Seconds()), gb(r.sinkCPU, r.rawBytes)
 			sinkMB = fmt.Sprintf("%.0f", float64(r.rawBytes)/1e6/r.sinkElapsed.Seconds())
 			sinkRSS = fmt.Sprintf("%.1f", float64(r.sinkRSS)/1024)
+			serve = gb(r.aggServeCPU, r.rawBytes)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2fx\t%.0f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.name, ls, float64(r.rawBytes)/1e6/r.elapsed.Seconds(),
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2fx\t%.0f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.name, ls, float64(r.rawBytes)/1e6/r.elapsed.Seconds(),
 			ls/(float64(base.lines)/base.elapsed.Seconds()), float64(r.wireBytes)/1e6, float64(r.rawBytes)/float64(r.wireBytes),
-			gb(r.agentCPU, r.rawBytes), agentRSS, gb(r.aggCPU, r.rawBytes), aggRSS, sinkLS, sinkMB, sinkCPU, sinkRSS)
+			gb(r.agentCPU, r.rawBytes), agentRSS, gb(r.aggCPU, r.rawBytes), aggRSS, sinkLS, sinkMB, sinkCPU, sinkRSS, serve)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "CPU of the baseline row is the pipeline's (shell, cat and nc); RSS is each process's VmHWM. Wire MB: bytes stored by the aggregator (the batches as sent).")
+	fmt.Fprintln(w, "CPU of the baseline row is the pipeline's (shell, cat and nc); the agent's and the aggregator's are until every line is stored. RSS is each process's VmHWM. Wire MB: bytes stored by the aggregator (the batches as sent).")
 }
