@@ -357,7 +357,7 @@ func newTLSSetup(t *testing.T) *tlsSetup {
 
 func clientTLS(t *testing.T, f wire.TLSFiles) *tls.Config {
 	t.Helper()
-	cfg, err := wire.ClientTLSConfig(f, time.Now())
+	cfg, err := wire.ClientTLSConfig(f, time.Now(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +385,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	t.Run("tls", func(t *testing.T) {
-		cfg, err := wire.ServerTLSConfig(wire.TLSFiles{Cert: s.server.Cert, Key: s.server.Key}, time.Now())
+		cfg, err := wire.ServerTLSConfig(wire.TLSFiles{Cert: s.server.Cert, Key: s.server.Key}, time.Now(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -440,7 +440,7 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("mtls", func(t *testing.T) {
-		cfg, err := wire.ServerTLSConfig(wire.TLSFiles{Cert: s.server.Cert, Key: s.server.Key, CA: s.ca.File}, time.Now())
+		cfg, err := wire.ServerTLSConfig(wire.TLSFiles{Cert: s.server.Cert, Key: s.server.Key, CA: s.ca.File}, time.Now(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -497,7 +497,7 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("mtls and a token", func(t *testing.T) {
-		cfg, err := wire.ServerTLSConfig(wire.TLSFiles{Cert: s.server.Cert, Key: s.server.Key, CA: s.ca.File}, time.Now())
+		cfg, err := wire.ServerTLSConfig(wire.TLSFiles{Cert: s.server.Cert, Key: s.server.Key, CA: s.ca.File}, time.Now(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -285,6 +285,6 @@ func (f *securityFlags) security() (sinks.Security, error) {
 		return sec, fmt.Errorf("--token-file: %w", err)
 	}
 	sec.Token = tok
-	sec.TLS, err = clientTLS(config.TLS{CAFile: f.ca, CertFile: f.cert, KeyFile: f.key, ServerName: f.serverName, Enabled: f.tls})
+	sec.TLS, err = clientTLS(config.TLS{CAFile: f.ca, CertFile: f.cert, KeyFile: f.key, ServerName: f.serverName, Enabled: f.tls}, nil)
 	return sec, err
 }

@@ -142,7 +142,7 @@ func agentOptions(c *config.Agent, log *slog.Logger) (agent.Options, error) {
 		Logger:            log,
 	}
 	o.Inputs = agentInputs(c)
-	sec, err := clientSecurity(c.TLS, c.ClientAuth)
+	sec, err := clientSecurity(c.TLS, c.ClientAuth, log)
 	o.TLS, o.Token = sec.TLS, sec.Token
 	return o, err
 }
@@ -266,7 +266,7 @@ func newSink(c *config.Sinks, sc config.Sink, log *slog.Logger) (sinks.Sink, sin
 		Logger:      log,
 	}
 	var err error
-	if o.Security, err = clientSecurity(c.TLS, c.ClientAuth); err != nil {
+	if o.Security, err = clientSecurity(c.TLS, c.ClientAuth, log); err != nil {
 		return nil, o, err
 	}
 	switch sc.Type {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"os/exec"
@@ -152,6 +154,44 @@ paths = [%q]
 		}
 		t.Logf("%s: %s", c.name, strings.TrimSpace(o))
 	}
+	// A certificate rotated on disk is what new connections get, without
+	// a restart; the connections already open go on.
+	next := ca.Issue(t, wiretest.Leaf{Name: "aggregator-2", Hosts: []string{"127.0.0.1"}})
+	for _, f := range [][2]string{{next.Key, server.Key}, {next.Cert, server.Cert}} {
+		data, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, f[1]+".new", string(data))
+		if err := os.Rename(f[1]+".new", f[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	served := func() string {
+		pair, err := tls.LoadX509KeyPair(opsCert.Cert, opsCert.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(ca.Cert)
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}})
+		if err != nil {
+			t.Logf("dial: %v", err)
+			return ""
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	waitFor(t, "the rotated certificate served", 30*time.Second, func() bool { return served() == "aggregator-2" })
+	if !strings.Contains(agg.output(), "certificate files changed") {
+		t.Errorf("the aggregator did not log the rotation:\n%s", agg.output())
+	}
+	s.write(t, 100)
+	waitFor(t, "lines published after the rotation", 30*time.Second, func() bool { return len(epochLines(t, out, 0)) == 400 })
+	if o, code := cli(opsTok, status...); code != 0 {
+		t.Errorf("status after the rotation: exit %d\n%s", code, o)
+	}
+
 	for _, p := range []*proc{ag, sink, agg} {
 		if err := p.stop(syscall.SIGTERM); err != nil {
 			t.Errorf("%s exit after SIGTERM: %v", p.name, err)

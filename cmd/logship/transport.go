@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"logship/aggregator"
@@ -17,23 +18,23 @@ import (
 // file's name.
 
 // clientTLS builds a client's TLS config from a [tls] table; nil when it
-// asks for none.
-func clientTLS(t config.TLS) (*tls.Config, error) {
+// asks for none. log hears of a client certificate's rotation.
+func clientTLS(t config.TLS, log *slog.Logger) (*tls.Config, error) {
 	if !t.On() {
 		return nil, nil
 	}
-	return wire.ClientTLSConfig(wire.TLSFiles{Cert: t.CertFile, Key: t.KeyFile, CA: t.CAFile, ServerName: t.ServerName}, time.Now())
+	return wire.ClientTLSConfig(wire.TLSFiles{Cert: t.CertFile, Key: t.KeyFile, CA: t.CAFile, ServerName: t.ServerName}, time.Now(), log)
 }
 
 // clientSecurity is a client's TLS config and token.
-func clientSecurity(t config.TLS, a config.ClientAuth) (sinks.Security, error) {
+func clientSecurity(t config.TLS, a config.ClientAuth, log *slog.Logger) (sinks.Security, error) {
 	var sec sinks.Security
 	tok, err := a.Secret()
 	if err != nil {
 		return sec, err
 	}
 	sec.Token = tok
-	if sec.TLS, err = clientTLS(t); err != nil {
+	if sec.TLS, err = clientTLS(t, log); err != nil {
 		return sec, fmt.Errorf("tls: %w", err)
 	}
 	return sec, nil
@@ -42,7 +43,7 @@ func clientSecurity(t config.TLS, a config.ClientAuth) (sinks.Security, error) {
 // serverSecurity sets an aggregator's TLS config, tokens and timeouts.
 func serverSecurity(c *config.Aggregator, o *aggregator.Options) error {
 	if c.TLS.On() {
-		cfg, err := wire.ServerTLSConfig(wire.TLSFiles{Cert: c.TLS.CertFile, Key: c.TLS.KeyFile, CA: c.TLS.CAFile}, time.Now())
+		cfg, err := wire.ServerTLSConfig(wire.TLSFiles{Cert: c.TLS.CertFile, Key: c.TLS.KeyFile, CA: c.TLS.CAFile}, time.Now(), o.Logger)
 		if err != nil {
 			return fmt.Errorf("tls: %w", err)
 		}

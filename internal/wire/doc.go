@@ -32,6 +32,12 @@
 // so in the aggregator's log (and, where the protocol allows, to the
 // client). DescribeTLSError words certificate failures for operators.
 //
+// Certificates rotate without a restart: a server reads its certificate,
+// key and client CAs again, and a client its certificate and key, at a
+// handshake when the files changed (looked at once a second at most);
+// files that do not load keep the previous ones in use. A client reads the
+// CAs it trusts for servers once, at start.
+//
 // # Authentication
 //
 // Hello carries a token (empty when the client has none). When the

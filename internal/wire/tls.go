@@ -5,8 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"slices"
+	"sync"
 	"time"
 )
 
@@ -25,40 +28,60 @@ type TLSFiles struct {
 // ServerTLSConfig builds a server's TLS config from f. It fails, naming the
 // file, when a file cannot be read or parsed, when the key does not match
 // the certificate, or when the certificate has expired or is not valid yet.
-func ServerTLSConfig(f TLSFiles, now time.Time) (*tls.Config, error) {
+//
+// The files are read again at a handshake when one of them changed (looked
+// at no more than once a second), so that a rotated certificate, key or
+// client CA is used from the next connection on, without a restart; the
+// connections already open keep theirs. Rotated files that do not load
+// (a key that does not match the certificate yet, an expired certificate,
+// a file half written) leave the previous ones in use; log says so, once
+// per change, and says when new ones are in use. log nil: no logging.
+func ServerTLSConfig(f TLSFiles, now time.Time, log *slog.Logger) (*tls.Config, error) {
+	return serverTLSConfig(f, now, log, time.Second)
+}
+
+// serverTLSConfig is ServerTLSConfig looking at the files at most every
+// so often.
+func serverTLSConfig(f TLSFiles, now time.Time, log *slog.Logger, every time.Duration) (*tls.Config, error) {
 	if f.Cert == "" || f.Key == "" {
 		return nil, errors.New("wire: tls: a server needs a certificate and its key")
 	}
-	cert, err := loadKeyPair(f.Cert, f.Key, now)
+	src, err := newCertSource(f, true, now, log, every)
 	if err != nil {
 		return nil, err
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-	if f.CA != "" {
-		pool, err := loadCA(f.CA)
-		if err != nil {
-			return nil, err
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	cfg := src.current(now).cfg.Clone()
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return src.current(time.Now()).cfg, nil
 	}
 	return cfg, nil
 }
 
 // ClientTLSConfig builds a client's TLS config from f, with the same
 // checks as ServerTLSConfig. Cert and Key are optional (for mutual TLS)
-// but go together.
-func ClientTLSConfig(f TLSFiles, now time.Time) (*tls.Config, error) {
+// but go together. A client certificate and its key are read again when
+// they change, as ServerTLSConfig does; the CAs trusted to sign the
+// server's certificate are read once.
+func ClientTLSConfig(f TLSFiles, now time.Time, log *slog.Logger) (*tls.Config, error) {
+	return clientTLSConfig(f, now, log, time.Second)
+}
+
+// clientTLSConfig is ClientTLSConfig looking at the files at most every so
+// often.
+func clientTLSConfig(f TLSFiles, now time.Time, log *slog.Logger, every time.Duration) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.ServerName}
 	if (f.Cert == "") != (f.Key == "") {
 		return nil, errors.New("wire: tls: a client certificate needs its key, and a key its certificate")
 	}
 	if f.Cert != "" {
-		cert, err := loadKeyPair(f.Cert, f.Key, now)
+		src, err := newCertSource(TLSFiles{Cert: f.Cert, Key: f.Key}, false, now, log, every)
 		if err != nil {
 			return nil, err
 		}
-		cfg.Certificates = []tls.Certificate{cert}
+		cfg.Certificates = []tls.Certificate{*src.current(now).cert}
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return src.current(time.Now()).cert, nil
+		}
 	}
 	if f.CA != "" {
 		pool, err := loadCA(f.CA)
@@ -70,17 +93,132 @@ func ClientTLSConfig(f TLSFiles, now time.Time) (*tls.Config, error) {
 	return cfg, nil
 }
 
+// certSource holds what one side's TLS files hold, and loads them again
+// when they change. Safe for concurrent use (handshakes run on the
+// connections' goroutines).
+type certSource struct {
+	files  TLSFiles
+	server bool // a server's CA file holds the client CAs (mutual TLS)
+	log    *slog.Logger
+	every  time.Duration // how often at most the files are looked at
+
+	mu      sync.Mutex
+	loaded  *certSet
+	checked time.Time   // when the files were last looked at
+	stamps  []fileStamp // the files as last tried, loaded or not
+}
+
+// certSet is one load of the files.
+type certSet struct {
+	cert *tls.Certificate
+	cfg  *tls.Config // a server's config for these files
+}
+
+// fileStamp is what tells that a file changed: a rotation writes a new
+// file (or swaps a symbolic link, as Kubernetes does with secrets), which
+// changes its modification time or size or both.
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	err  string // the file could not be looked at
+}
+
+func newCertSource(f TLSFiles, server bool, now time.Time, log *slog.Logger, every time.Duration) (*certSource, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &certSource{files: f, server: server, log: log, every: every}
+	s.stamps = s.stat()
+	set, err := s.load(now)
+	if err != nil {
+		return nil, err
+	}
+	s.loaded, s.checked = set, now
+	return s, nil
+}
+
+// paths are the files the source reads.
+func (s *certSource) paths() []string {
+	p := []string{s.files.Cert, s.files.Key}
+	if s.server && s.files.CA != "" {
+		p = append(p, s.files.CA)
+	}
+	return p
+}
+
+func (s *certSource) stat() []fileStamp {
+	var out []fileStamp
+	for _, p := range s.paths() {
+		fi, err := os.Stat(p)
+		if err != nil {
+			out = append(out, fileStamp{err: err.Error()})
+			continue
+		}
+		out = append(out, fileStamp{mod: fi.ModTime(), size: fi.Size()})
+	}
+	return out
+}
+
+// load reads the files, with the checks ServerTLSConfig lists.
+func (s *certSource) load(now time.Time) (*certSet, error) {
+	cert, err := loadKeyPair(s.files.Cert, s.files.Key, now)
+	if err != nil {
+		return nil, err
+	}
+	set := &certSet{cert: &cert}
+	if s.server {
+		set.cfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		if s.files.CA != "" {
+			pool, err := loadCA(s.files.CA)
+			if err != nil {
+				return nil, err
+			}
+			set.cfg.ClientCAs = pool
+			set.cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	return set, nil
+}
+
+// current returns what the files hold now: it looks at them when it has
+// not for s.every, and loads them again when they changed since they were
+// last tried.
+func (s *certSource) current(now time.Time) *certSet {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.checked) < s.every {
+		return s.loaded
+	}
+	s.checked = now
+	stamps := s.stat()
+	if slices.Equal(stamps, s.stamps) {
+		return s.loaded
+	}
+	s.stamps = stamps
+	set, err := s.load(now)
+	if err != nil {
+		s.log.Error("tls: the changed certificate files do not load; still using the previous ones",
+			"cert", s.files.Cert, "key", s.files.Key, "ca", s.files.CA, "err", err)
+		return s.loaded
+	}
+	s.loaded = set
+	leaf := set.cert.Leaf
+	s.log.Info("tls: certificate files changed; new connections use them",
+		"cert", s.files.Cert, "subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+	return set
+}
+
 func loadKeyPair(certFile, keyFile string, now time.Time) (tls.Certificate, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("wire: tls: load %s and %s: %w", certFile, keyFile, err)
 	}
-	leaf := cert.Leaf
-	if leaf == nil {
-		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
 			return tls.Certificate{}, fmt.Errorf("wire: tls: %s: %w", certFile, err)
 		}
 	}
+	leaf := cert.Leaf
 	switch {
 	case now.After(leaf.NotAfter):
 		return tls.Certificate{}, fmt.Errorf("wire: tls: certificate %s (%s) expired at %s", certFile, leaf.Subject, leaf.NotAfter.UTC().Format(time.RFC3339))

@@ -39,19 +39,19 @@ func TestTLSConfigErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
 			if tc.server {
-				_, err = wire.ServerTLSConfig(tc.f, now)
+				_, err = wire.ServerTLSConfig(tc.f, now, nil)
 			} else {
-				_, err = wire.ClientTLSConfig(tc.f, now)
+				_, err = wire.ClientTLSConfig(tc.f, now, nil)
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want %q", err, tc.want)
 			}
 		})
 	}
-	if _, err := wire.ServerTLSConfig(good, now); err != nil {
+	if _, err := wire.ServerTLSConfig(good, now, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := wire.ClientTLSConfig(wire.TLSFiles{CA: ca.File}, now); err != nil {
+	if _, err := wire.ClientTLSConfig(wire.TLSFiles{CA: ca.File}, now, nil); err != nil {
 		t.Fatal(err)
 	}
 }

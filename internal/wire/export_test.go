@@ -1,0 +1,17 @@
+package wire
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"time"
+)
+
+// ServerTLSConfigEvery and ClientTLSConfigEvery let tests look at the
+// files at every handshake (every 0) instead of once a second.
+func ServerTLSConfigEvery(f TLSFiles, now time.Time, log *slog.Logger, every time.Duration) (*tls.Config, error) {
+	return serverTLSConfig(f, now, log, every)
+}
+
+func ClientTLSConfigEvery(f TLSFiles, now time.Time, log *slog.Logger, every time.Duration) (*tls.Config, error) {
+	return clientTLSConfig(f, now, log, every)
+}
