@@ -3,6 +3,7 @@ package sinks
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"logship/logstore/batch"
@@ -109,19 +110,25 @@ func (d *Decoder) Decode(aggregator string, partition int, batches []byte, from 
 		}
 		return nil
 	}
-	var err error
-	if len(jobs) <= 1 {
-		// Nothing to overlap: no goroutine. A partition that reads one
-		// batch at a time is following its tail: only worker 0 keeps a
-		// buffer then, so that a sink of many quiet partitions holds one
-		// per partition.
+	var (
+		raw []byte
+		err error
+	)
+	if len(jobs) <= 1 || runtime.GOMAXPROCS(0) == 1 {
+		// Nothing to overlap (or one processor to overlap it on): no
+		// goroutine. A partition that reads one batch at a time is
+		// following its tail: only worker 0 keeps a buffer then, so that
+		// a sink of many quiet partitions holds one per partition.
 		for i := range d.workers[1:] {
 			d.workers[1+i].buf = nil
 		}
 		for i := range jobs {
-			raw, derr := d.workers[0].decompress(&jobs[i])
-			if err = derr; err == nil {
+			raw, err = d.workers[0].decompress(&jobs[i])
+			if err == nil {
 				err = deliver(&jobs[i], raw)
+			}
+			if err != nil {
+				break
 			}
 		}
 	} else {

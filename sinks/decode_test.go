@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -158,8 +159,17 @@ func manyBatches(t *testing.T, n int) []byte {
 
 // One Decoder, many fetches: each stopped by fn at a different record, then
 // a whole one. The records come in order whatever the decompressing
-// goroutine is doing, and a stopped Decode leaves every buffer to the next.
+// goroutines are doing, and a stopped Decode leaves every buffer to the
+// next. With one processor, Decode decodes on its caller's goroutine.
 func TestDecoderReuse(t *testing.T) {
+	t.Run("parallel", testDecoderReuse)
+	t.Run("GOMAXPROCS=1", func(t *testing.T) {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+		testDecoderReuse(t)
+	})
+}
+
+func testDecoderReuse(t *testing.T) {
 	b := manyBatches(t, 20)
 	dec, err := sinks.NewDecoder()
 	if err != nil {
