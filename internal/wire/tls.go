@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -33,9 +34,10 @@ type TLSFiles struct {
 // at no more than once a second), so that a rotated certificate, key or
 // client CA is used from the next connection on, without a restart; the
 // connections already open keep theirs. Rotated files that do not load
-// (a key that does not match the certificate yet, an expired certificate,
-// a file half written) leave the previous ones in use; log says so, once
-// per change, and says when new ones are in use. log nil: no logging.
+// (a key that does not match the certificate yet, a certificate expired or
+// not valid yet, a file half written) leave the previous ones in use and
+// are tried again at each look; log says so, once per change, and says
+// when new ones are in use. log nil: no logging.
 func ServerTLSConfig(f TLSFiles, now time.Time, log *slog.Logger) (*tls.Config, error) {
 	return serverTLSConfig(f, now, log, time.Second)
 }
@@ -96,6 +98,11 @@ func clientTLSConfig(f TLSFiles, now time.Time, log *slog.Logger, every time.Dur
 // certSource holds what one side's TLS files hold, and loads them again
 // when they change. Safe for concurrent use (handshakes run on the
 // connections' goroutines).
+//
+// A change is a change of the files' bytes: they are small, and reading
+// them once a second sees what a look at modification times would miss (a
+// symbolic link swapped to files of the same size and time, as Kubernetes
+// does with secrets, or files copied with their times kept).
 type certSource struct {
 	files  TLSFiles
 	server bool // a server's CA file holds the client CAs (mutual TLS)
@@ -104,8 +111,12 @@ type certSource struct {
 
 	mu      sync.Mutex
 	loaded  *certSet
-	checked time.Time   // when the files were last looked at
-	stamps  []fileStamp // the files as last tried, loaded or not
+	checked time.Time  // when the files were last looked at
+	tried   []fileRead // the files as last tried, loaded or not
+	// failed: the last try did not load. The same bytes are tried again
+	// at each look, without a word: a certificate that is not valid yet
+	// becomes valid without changing.
+	failed bool
 }
 
 // certSet is one load of the files.
@@ -114,13 +125,14 @@ type certSet struct {
 	cfg  *tls.Config // a server's config for these files
 }
 
-// fileStamp is what tells that a file changed: a rotation writes a new
-// file (or swaps a symbolic link, as Kubernetes does with secrets), which
-// changes its modification time or size or both.
-type fileStamp struct {
-	mod  time.Time
-	size int64
-	err  string // the file could not be looked at
+// fileRead is a file's bytes, or why they could not be read.
+type fileRead struct {
+	data []byte
+	err  error
+}
+
+func (r fileRead) equal(o fileRead) bool {
+	return bytes.Equal(r.data, o.data) && (r.err == nil) == (o.err == nil) && (r.err == nil || r.err.Error() == o.err.Error())
 }
 
 func newCertSource(f TLSFiles, server bool, now time.Time, log *slog.Logger, every time.Duration) (*certSource, error) {
@@ -128,8 +140,8 @@ func newCertSource(f TLSFiles, server bool, now time.Time, log *slog.Logger, eve
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &certSource{files: f, server: server, log: log, every: every}
-	s.stamps = s.stat()
-	set, err := s.load(now)
+	s.tried = s.read()
+	set, err := s.load(now, s.tried)
 	if err != nil {
 		return nil, err
 	}
@@ -137,31 +149,28 @@ func newCertSource(f TLSFiles, server bool, now time.Time, log *slog.Logger, eve
 	return s, nil
 }
 
-// paths are the files the source reads.
-func (s *certSource) paths() []string {
-	p := []string{s.files.Cert, s.files.Key}
+// read reads the files: the certificate, its key and, on a server, the
+// client CAs.
+func (s *certSource) read() []fileRead {
+	paths := []string{s.files.Cert, s.files.Key}
 	if s.server && s.files.CA != "" {
-		p = append(p, s.files.CA)
+		paths = append(paths, s.files.CA)
 	}
-	return p
-}
-
-func (s *certSource) stat() []fileStamp {
-	var out []fileStamp
-	for _, p := range s.paths() {
-		fi, err := os.Stat(p)
-		if err != nil {
-			out = append(out, fileStamp{err: err.Error()})
-			continue
-		}
-		out = append(out, fileStamp{mod: fi.ModTime(), size: fi.Size()})
+	out := make([]fileRead, len(paths))
+	for i, p := range paths {
+		out[i].data, out[i].err = os.ReadFile(p)
 	}
 	return out
 }
 
-// load reads the files, with the checks ServerTLSConfig lists.
-func (s *certSource) load(now time.Time) (*certSet, error) {
-	cert, err := loadKeyPair(s.files.Cert, s.files.Key, now)
+// load parses what read returned, with the checks ServerTLSConfig lists.
+func (s *certSource) load(now time.Time, files []fileRead) (*certSet, error) {
+	for _, f := range files {
+		if f.err != nil {
+			return nil, fmt.Errorf("wire: tls: %w", f.err)
+		}
+	}
+	cert, err := keyPair(files[0].data, files[1].data, s.files.Cert, s.files.Key, now)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +178,7 @@ func (s *certSource) load(now time.Time) (*certSet, error) {
 	if s.server {
 		set.cfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 		if s.files.CA != "" {
-			pool, err := loadCA(s.files.CA)
+			pool, err := caPool(files[2].data, s.files.CA)
 			if err != nil {
 				return nil, err
 			}
@@ -181,8 +190,8 @@ func (s *certSource) load(now time.Time) (*certSet, error) {
 }
 
 // current returns what the files hold now: it looks at them when it has
-// not for s.every, and loads them again when they changed since they were
-// last tried.
+// not for s.every, and loads them when they changed since they were last
+// tried, or when that try failed.
 func (s *certSource) current(now time.Time) *certSet {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -190,17 +199,22 @@ func (s *certSource) current(now time.Time) *certSet {
 		return s.loaded
 	}
 	s.checked = now
-	stamps := s.stat()
-	if slices.Equal(stamps, s.stamps) {
+	files := s.read()
+	changed := !slices.EqualFunc(files, s.tried, fileRead.equal)
+	if !changed && !s.failed {
 		return s.loaded
 	}
-	s.stamps = stamps
-	set, err := s.load(now)
+	s.tried = files
+	set, err := s.load(now, files)
 	if err != nil {
-		s.log.Error("tls: the changed certificate files do not load; still using the previous ones",
-			"cert", s.files.Cert, "key", s.files.Key, "ca", s.files.CA, "err", err)
+		if changed || !s.failed {
+			s.log.Error("tls: the changed certificate files do not load; still using the previous ones",
+				"cert", s.files.Cert, "key", s.files.Key, "ca", s.files.CA, "err", err)
+		}
+		s.failed = true
 		return s.loaded
 	}
+	s.failed = false
 	s.loaded = set
 	leaf := set.cert.Leaf
 	s.log.Info("tls: certificate files changed; new connections use them",
@@ -208,8 +222,10 @@ func (s *certSource) current(now time.Time) *certSet {
 	return set
 }
 
-func loadKeyPair(certFile, keyFile string, now time.Time) (tls.Certificate, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+// keyPair parses a certificate and its key, read from the files named, and
+// checks that the certificate is valid at now.
+func keyPair(certPEM, keyPEM []byte, certFile, keyFile string, now time.Time) (tls.Certificate, error) {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("wire: tls: load %s and %s: %w", certFile, keyFile, err)
 	}
@@ -233,6 +249,11 @@ func loadCA(path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wire: tls: %w", err)
 	}
+	return caPool(pem, path)
+}
+
+// caPool parses the CA certificates read from path.
+func caPool(pem []byte, path string) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("wire: tls: %s holds no PEM certificate", path)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"logship/internal/wire"
@@ -208,5 +209,152 @@ func TestClientCARotation(t *testing.T) {
 	install(t, ca2.File, liveCA)
 	if _, seen := srv.dial(t, ccfg); seen != "client-2" {
 		t.Fatalf("after the server's CA file changed: server saw %q, want client-2", seen)
+	}
+}
+
+// pipeHandshake runs one TLS handshake over a loopback TCP connection
+// (net.Pipe has no buffer: a client's alert and the server's flight block
+// each other) and returns the common name of the server's certificate.
+// Inside a synctest bubble nothing is left blocked on the network when it
+// returns, so time.Sleep moves the fake clock.
+func pipeHandshake(scfg, ccfg *tls.Config) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	c1, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		return "", err
+	}
+	c2, err := ln.Accept()
+	ln.Close()
+	if err != nil {
+		c1.Close()
+		return "", err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tls.Server(c2, scfg).Handshake()
+		c2.Close()
+	}()
+	c := tls.Client(c1, ccfg)
+	err = c.Handshake()
+	cn := ""
+	if err == nil {
+		cn = c.ConnectionState().PeerCertificates[0].Subject.CommonName
+		c.Read(make([]byte, 1)) // take the session tickets, then EOF
+	}
+	c1.Close()
+	<-done
+	return cn, err
+}
+
+// A rotated certificate that is not valid yet when it is first seen (its
+// CA's clock a few minutes ahead) is tried again until it is, although its
+// files do not change any more: the server does not go on serving the old
+// certificate past its expiry. Production settings (ServerTLSConfig, once
+// a second); synctest moves the clock. (Found in review: the files were
+// tried once per change.)
+func TestRotationNotValidYet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		ca := wiretest.NewCA(t, dir, "ca")
+		now := time.Now()
+		hosts := []string{"127.0.0.1"}
+		old := ca.Issue(t, wiretest.Leaf{Name: "srv-old", Hosts: hosts, NotAfter: now.Add(30 * time.Minute)})
+		next := ca.Issue(t, wiretest.Leaf{Name: "srv-next", Hosts: hosts, NotBefore: now.Add(2 * time.Minute)})
+		live := wire.TLSFiles{Cert: filepath.Join(dir, "live.pem"), Key: filepath.Join(dir, "live-key.pem")}
+		install(t, old.Cert, live.Cert)
+		install(t, old.Key, live.Key)
+		scfg, err := wire.ServerTLSConfig(live, time.Now(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ccfg := &tls.Config{RootCAs: pool(t, ca), ServerName: "127.0.0.1"}
+
+		install(t, next.Cert, live.Cert)
+		install(t, next.Key, live.Key)
+		time.Sleep(2 * time.Second)
+		if cn, err := pipeHandshake(scfg, ccfg); cn != "srv-old" {
+			t.Fatalf("before srv-next is valid: served %q (%v), want srv-old", cn, err)
+		}
+		time.Sleep(10 * time.Minute) // srv-next is valid now
+		if cn, err := pipeHandshake(scfg, ccfg); cn != "srv-next" {
+			t.Errorf("10 minutes after srv-next became valid: served %q (err %v), want srv-next", cn, err)
+		}
+		time.Sleep(30 * time.Minute) // srv-old has expired
+		if cn, err := pipeHandshake(scfg, ccfg); cn != "srv-next" {
+			t.Errorf("after srv-old expired: served %q, want srv-next: %v", cn, err)
+		}
+	})
+}
+
+// A rotation that swaps a symbolic link to another version of the files
+// (Kubernetes' ..data, `ln -sfn v2 current`) is seen even when the new
+// files have the same sizes and modification times as the old ones: a
+// P-256 key's PEM always has the same size, certificates of one CA for one
+// name mostly do too, and times are kept by cp -p, rsync -t, archives and
+// the Nix store. (Found in review: changes were told by size and time.)
+func TestRotationSymlinkSwapSameSizeAndTime(t *testing.T) {
+	dir := t.TempDir()
+	ca := wiretest.NewCA(t, dir, "ca")
+	hosts := []string{"127.0.0.1"}
+	v1 := ca.Issue(t, wiretest.Leaf{Name: "srv-1", Hosts: hosts})
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	var v2 wire.TLSFiles
+	for i := 0; ; i++ { // same-length names: usually the same size at once
+		v2 = ca.Issue(t, wiretest.Leaf{Name: "srv-2", Hosts: hosts})
+		if size(v2.Cert) == size(v1.Cert) && size(v2.Key) == size(v1.Key) {
+			break
+		}
+		if i == 100 {
+			t.Fatal("no certificate of the same size")
+		}
+	}
+	// Two versions, each in its own directory, with the store's fixed mtime.
+	fixed := time.Unix(1, 0)
+	for name, f := range map[string]wire.TLSFiles{"v1": v1, "v2": v2} {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for src, dst := range map[string]string{f.Cert: "tls.crt", f.Key: "tls.key"} {
+			p := filepath.Join(dir, name, dst)
+			install(t, src, p)
+			if err := os.Chtimes(p, fixed, fixed); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	current := filepath.Join(dir, "current")
+	swap := func(to string) {
+		if err := os.Symlink(to, current+".tmp"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(current+".tmp", current); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swap("v1")
+	live := wire.TLSFiles{Cert: filepath.Join(current, "tls.crt"), Key: filepath.Join(current, "tls.key")}
+	cfg, err := wire.ServerTLSConfigEvery(live, time.Now(), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serveTLS(t, cfg)
+	client := &tls.Config{RootCAs: pool(t, ca), ServerName: "127.0.0.1"}
+	if got, _ := srv.dial(t, client); got != "srv-1" {
+		t.Fatalf("served %q, want srv-1", got)
+	}
+	swap("v2")
+	if got, _ := srv.dial(t, client); got != "srv-2" {
+		t.Fatalf("after the link was swapped to v2: served %q, want srv-2", got)
 	}
 }
