@@ -89,6 +89,7 @@ func (d *Decoder) Close() {
 // the call.
 func (d *Decoder) Decode(aggregator string, partition int, batches []byte, from int64, fn func(*Record) error) error {
 	jobs, scanErr := d.scan(batches, from)
+	defer clear(jobs) // no reference to the fetch's bytes once it is done
 	var rec Record
 	rec.Aggregator, rec.Partition = aggregator, partition
 	deliver := func(j *decodeJob, raw []byte) error {
@@ -134,7 +135,6 @@ func (d *Decoder) Decode(aggregator string, partition int, batches []byte, from 
 	} else {
 		err = d.parallel(jobs, deliver)
 	}
-	clear(d.jobs) // no reference to the fetch's bytes once it is done
 	if err != nil {
 		return err
 	}

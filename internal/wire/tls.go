@@ -1,7 +1,7 @@
 package wire
 
 import (
-	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -102,7 +102,12 @@ func clientTLSConfig(f TLSFiles, now time.Time, log *slog.Logger, every time.Dur
 // A change is a change of the files' bytes: they are small, and reading
 // them once a second sees what a look at modification times would miss (a
 // symbolic link swapped to files of the same size and time, as Kubernetes
-// does with secrets, or files copied with their times kept).
+// does with secrets, or files copied with their times kept). Only their
+// hashes are kept between looks.
+//
+// The handshake that finds a look due reads, parses and logs without the
+// lock; the others meanwhile get what is loaded, so that a slow file (NFS)
+// or a log writer that blocks holds up that one handshake only.
 type certSource struct {
 	files  TLSFiles
 	server bool // a server's CA file holds the client CAs (mutual TLS)
@@ -112,7 +117,8 @@ type certSource struct {
 	mu      sync.Mutex
 	loaded  *certSet
 	checked time.Time  // when the files were last looked at
-	tried   []fileRead // the files as last tried, loaded or not
+	looking bool       // a handshake is looking at them
+	tried   []fileHash // the files as last tried, loaded or not
 	// failed: the last try did not load. The same bytes are tried again
 	// at each look, without a word: a certificate that is not valid yet
 	// becomes valid without changing.
@@ -131,8 +137,22 @@ type fileRead struct {
 	err  error
 }
 
-func (r fileRead) equal(o fileRead) bool {
-	return bytes.Equal(r.data, o.data) && (r.err == nil) == (o.err == nil) && (r.err == nil || r.err.Error() == o.err.Error())
+// fileHash is what tells a fileRead from another.
+type fileHash struct {
+	sum [sha256.Size]byte
+	err string
+}
+
+func hashes(files []fileRead) []fileHash {
+	out := make([]fileHash, len(files))
+	for i, f := range files {
+		if f.err != nil {
+			out[i].err = f.err.Error()
+			continue
+		}
+		out[i].sum = sha256.Sum256(f.data)
+	}
+	return out
 }
 
 func newCertSource(f TLSFiles, server bool, now time.Time, log *slog.Logger, every time.Duration) (*certSource, error) {
@@ -140,12 +160,12 @@ func newCertSource(f TLSFiles, server bool, now time.Time, log *slog.Logger, eve
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &certSource{files: f, server: server, log: log, every: every}
-	s.tried = s.read()
-	set, err := s.load(now, s.tried)
+	files := s.read()
+	set, err := s.load(now, files)
 	if err != nil {
 		return nil, err
 	}
-	s.loaded, s.checked = set, now
+	s.loaded, s.checked, s.tried = set, now, hashes(files)
 	return s, nil
 }
 
@@ -189,37 +209,49 @@ func (s *certSource) load(now time.Time, files []fileRead) (*certSet, error) {
 	return set, nil
 }
 
-// current returns what the files hold now: it looks at them when it has
-// not for s.every, and loads them when they changed since they were last
+// current returns what the files hold now: it looks at them when nobody
+// has for s.every, and loads them when they changed since they were last
 // tried, or when that try failed.
 func (s *certSource) current(now time.Time) *certSet {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if now.Sub(s.checked) < s.every {
+	if s.looking || now.Sub(s.checked) < s.every {
+		defer s.mu.Unlock()
 		return s.loaded
 	}
-	s.checked = now
+	s.checked, s.looking = now, true
+	tried, failed := s.tried, s.failed
+	s.mu.Unlock()
+
 	files := s.read()
-	changed := !slices.EqualFunc(files, s.tried, fileRead.equal)
-	if !changed && !s.failed {
-		return s.loaded
+	sums := hashes(files)
+	changed := !slices.Equal(sums, tried)
+	var set *certSet
+	var err error
+	if changed || failed {
+		set, err = s.load(now, files)
 	}
-	s.tried = files
-	set, err := s.load(now, files)
-	if err != nil {
-		if changed || !s.failed {
-			s.log.Error("tls: the changed certificate files do not load; still using the previous ones",
-				"cert", s.files.Cert, "key", s.files.Key, "ca", s.files.CA, "err", err)
+
+	s.mu.Lock()
+	s.looking = false
+	if changed || failed {
+		s.tried, s.failed = sums, err != nil
+		if err == nil {
+			s.loaded = set
 		}
-		s.failed = true
-		return s.loaded
 	}
-	s.failed = false
-	s.loaded = set
-	leaf := set.cert.Leaf
-	s.log.Info("tls: certificate files changed; new connections use them",
-		"cert", s.files.Cert, "subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
-	return set
+	cur := s.loaded
+	s.mu.Unlock()
+
+	switch {
+	case err != nil && changed:
+		s.log.Error("tls: the changed certificate files do not load; still using the previous ones",
+			"cert", s.files.Cert, "key", s.files.Key, "ca", s.files.CA, "err", err)
+	case set != nil:
+		leaf := set.cert.Leaf
+		s.log.Info("tls: certificate files changed; new connections use them",
+			"cert", s.files.Cert, "subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return cur
 }
 
 // keyPair parses a certificate and its key, read from the files named, and
