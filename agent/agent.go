@@ -156,6 +156,11 @@ const (
 	// healthyAfter: a session that lived this long, or got a good ack,
 	// resets the backoff.
 	healthyAfter = 5 * time.Second
+	// homeEvery: an agent connected to another aggregator than its home
+	// (after a failover) looks about this often (jittered) whether home
+	// takes it again, and if so moves back once its batches in flight
+	// are acknowledged (see conn.go, goHome).
+	homeEvery = time.Minute
 )
 
 // Stats are totals since the agent started. Lines and bytes sent again after
@@ -241,6 +246,7 @@ type Agent struct {
 
 	ackCh    chan ackMsg
 	sessCh   chan *session
+	homeCh   chan *session // connLoop asks the loop to move s's agent home
 	idleCh   chan chan bool
 	reloadCh chan reloadReq
 	started  atomic.Bool
@@ -315,6 +321,7 @@ func New(opts Options) (*Agent, error) {
 		firstScan: true,
 		ackCh:     make(chan ackMsg, 64),
 		sessCh:    make(chan *session),
+		homeCh:    make(chan *session),
 		idleCh:    make(chan chan bool),
 		reloadCh:  make(chan reloadReq),
 		loopDone:  make(chan struct{}),
@@ -631,6 +638,9 @@ func (a *Agent) loop(ctx context.Context) {
 	a.scan(time.Now())
 	for {
 		a.loopIters.Add(1)
+		if a.sess != nil && a.sess.draining && a.flights.len() == 0 {
+			a.sess.fail(errGoingHome) // connLoop dials home
+		}
 		now := time.Now()
 		busy := a.tailPass(now)
 		var wakeC <-chan time.Time = ready
@@ -654,6 +664,12 @@ func (a *Agent) loop(ctx context.Context) {
 		case s := <-a.sessCh:
 			a.sessionUp(s)
 			a.settleGhostFlights() // a session it replaced is gone
+		case s := <-a.homeCh:
+			if s == a.sess && !s.draining {
+				s.draining = true
+				a.log.Info("home aggregator takes connections again: moving back once the batches in flight are acknowledged",
+					"aggregator", s.addr, "batches", a.flights.len())
+			}
 		case <-sessDone:
 			a.lostSession()
 		case <-scanT.C:
@@ -880,7 +896,7 @@ func (a *Agent) drain() {
 // nextWake is how long the loop may sleep when no source is busy.
 func (a *Agent) nextWake(now time.Time) time.Duration {
 	const long = time.Hour // scans, acks and sessions wake the loop anyway
-	if a.sess == nil || !a.windowRoom() {
+	if a.sess == nil || a.sess.draining || !a.windowRoom() {
 		return long
 	}
 	next := now.Add(long)

@@ -40,6 +40,9 @@ type session struct {
 	wg        sync.WaitGroup
 	startedAt time.Time
 	limits    frameLimits // from the Welcome; read by the loop
+	// draining: the agent moves home once this session's batches in
+	// flight are acknowledged; nothing more is sent on it. Loop only.
+	draining bool
 }
 
 // frameLimits bound the batches of one session so that each fits in one
@@ -111,9 +114,11 @@ type connStats struct {
 	sessionsLost    atomic.Int64
 	heartbeats      atomic.Int64
 
-	// healthyAfterHook, when > 0, replaces healthyAfter. A test hook:
-	// set before Run, read by connLoop's goroutine.
+	// healthyAfterHook, when > 0, replaces healthyAfter, and
+	// homeEveryHook homeEvery. Test hooks: set before Run, read by
+	// connLoop's goroutine.
 	healthyAfterHook time.Duration
+	homeEveryHook    time.Duration
 }
 
 // ConnStats is the state of the agent's connection to its aggregators.
@@ -171,14 +176,28 @@ func homeIndex(id string, n int) int {
 // while that one is healthy; after failoverAfter failures in a row it
 // moves to the next of the list (see wire/doc.go, "Failover and
 // exactly-once across aggregators", for why it does not move sooner).
+// Away from home, it moves back when home takes connections again (see
+// goHome), so that a fleet spreads over the list again after an
+// aggregator's restart instead of staying where the failover left it.
 func (a *Agent) connLoop(ctx context.Context) {
 	addrs := a.opts.Aggregators
-	idx, fails := homeIndex(a.opts.ID, len(addrs)), 0
+	home := homeIndex(a.opts.ID, len(addrs))
+	idx, fails := home, 0
 	for ctx.Err() == nil {
 		a.conn.aggregator.Store(&addrs[idx])
-		healthy := a.connectOnce(ctx, addrs[idx])
+		homeAddr := ""
+		if idx != home {
+			homeAddr = addrs[home]
+		}
+		healthy, back := a.connectOnce(ctx, addrs[idx], homeAddr)
 		if ctx.Err() != nil {
 			return
+		}
+		if back {
+			idx, fails = home, 0
+			a.conn.failovers.Add(1)
+			a.log.Info("moving back to the home aggregator", "aggregator", addrs[home])
+			continue
 		}
 		if healthy {
 			fails = 0
@@ -211,8 +230,11 @@ func backoff(fails int) time.Duration {
 }
 
 // connectOnce dials addr, runs a session until it fails or ctx is done, and
-// reports whether the session was healthy.
-func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
+// reports whether the session was healthy. With home set (the agent's
+// home aggregator, when addr is another one), it looks now and then
+// whether home takes connections again; back reports that the session
+// ended so that the agent moves there.
+func (a *Agent) connectOnce(ctx context.Context, addr, home string) (healthy, back bool) {
 	d := wire.Dialer{TLS: a.opts.TLS, Timeout: dialTimeout}
 	c, w, err := d.Dial(ctx, addr, wire.Hello{Role: wire.RoleAgent, ID: a.opts.ID, Token: a.opts.Token})
 	if err != nil {
@@ -225,7 +247,7 @@ func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
 				a.log.Warn("connect to aggregator failed", "aggregator", addr, "err", err)
 			}
 		}
-		return false
+		return false, false
 	}
 	a.conn.connects.Add(1)
 	a.conn.connected.Store(true)
@@ -242,35 +264,34 @@ func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
 	go a.readLoop(s)
 	select {
 	case a.sessCh <- s:
-		select {
-		case <-s.done:
-		case <-ctx.Done():
-			s.fail(errStopping)
-		}
+		a.waitSession(ctx, s, home)
 	case <-s.done:
 	case <-ctx.Done():
 		s.fail(errStopping)
 	}
 	s.wg.Wait()
+	if errors.Is(s.err(), errGoingHome) {
+		return true, true
+	}
 	if err := s.err(); !errors.Is(err, errStopping) {
 		a.conn.sessionsLost.Add(1)
 		a.log.Warn("connection to aggregator lost", "aggregator", addr, "err", err)
 	}
 	if refused(s.err()) {
-		return false // the same batches would be refused at once: back off
+		return false, false // the same batches would be refused at once: back off
 	}
 	if errors.Is(s.err(), wire.ErrIdle) {
 		// The aggregator went silent (a hung disk holds its acks and the
 		// heartbeat answers queued behind them; a stalled route): whatever
 		// it answered before, count a failure, so that failoverAfter
 		// silent sessions in a row move the agent on.
-		return false
+		return false, false
 	}
 	if s.c.Version() >= 2 {
 		// A live version 2 aggregator answers a heartbeat within one
 		// interval: only that, or a good ack, is proof of life. A session
 		// that merely lasted proves nothing (it may have been silent).
-		return s.healthy.Load()
+		return s.healthy.Load(), false
 	}
 	// Version 1 has no heartbeats: an idle session proves nothing either
 	// way, so one that lasted counts as healthy.
@@ -278,7 +299,74 @@ func (a *Agent) connectOnce(ctx context.Context, addr string) bool {
 	if a.conn.healthyAfterHook > 0 {
 		after = a.conn.healthyAfterHook
 	}
-	return s.healthy.Load() || time.Since(s.startedAt) >= after
+	return s.healthy.Load() || time.Since(s.startedAt) >= after, false
+}
+
+// errGoingHome ends a session that drained to move the agent home.
+var errGoingHome = errors.New("agent: moving back to the home aggregator")
+
+// waitSession waits until s, handed to the loop, ends or ctx is done. With
+// home set, it looks every homeEvery or so (jittered, so that a fleet does
+// not move back all at once) whether home takes a connection (a dial and a
+// handshake with this agent's credentials), and when it does, asks the
+// loop to move home (goHome).
+func (a *Agent) waitSession(ctx context.Context, s *session, home string) {
+	var look <-chan time.Time
+	if home != "" {
+		every := homeEvery
+		if a.conn.homeEveryHook > 0 {
+			every = a.conn.homeEveryHook
+		}
+		t := time.NewTimer(every/2 + rand.N(every/2+1))
+		defer t.Stop()
+		look = t.C
+		for {
+			select {
+			case <-s.done:
+				return
+			case <-ctx.Done():
+				s.fail(errStopping)
+				return
+			case <-look:
+			}
+			if a.homeTakes(ctx, home) {
+				a.goHome(ctx, s)
+				break
+			}
+			t.Reset(every/2 + rand.N(every/2+1))
+		}
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		s.fail(errStopping)
+	}
+}
+
+// homeTakes reports whether home accepts a connection from this agent: a
+// dial and a handshake, closed at once.
+func (a *Agent) homeTakes(ctx context.Context, home string) bool {
+	d := wire.Dialer{TLS: a.opts.TLS, Timeout: dialTimeout}
+	c, _, err := d.Dial(ctx, home, wire.Hello{Role: wire.RoleAgent, ID: a.opts.ID, Token: a.opts.Token})
+	if err != nil {
+		a.log.Debug("home aggregator still not taking connections", "aggregator", home, "err", err)
+		return false
+	}
+	c.NetConn().Close()
+	return true
+}
+
+// goHome asks the loop to move the agent home. The loop sends nothing more
+// on s and ends it once every batch in flight is acknowledged, so that the
+// move duplicates nothing: a batch the aggregator may have stored is never
+// sent to another (see wire/doc.go). Home then sees each source go on after
+// a gap (what went to this aggregator meanwhile), which it logs and counts.
+func (a *Agent) goHome(ctx context.Context, s *session) {
+	select {
+	case a.homeCh <- s:
+	case <-s.done:
+	case <-ctx.Done():
+	}
 }
 
 // refused reports whether the aggregator closed the session because it

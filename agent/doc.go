@@ -253,6 +253,13 @@
 //     acknowledged position; connLoop reconnects with exponential backoff
 //     (100ms to 5s, jittered) and moves to the next aggregator of the list
 //     after two failures in a row.
+//   - Away from its home aggregator (the list entry its id hashes to),
+//     connLoop looks about once a minute (jittered) whether home takes a
+//     connection (a dial and a handshake). When it does, the loop sends
+//     nothing more on the session, waits until every batch in flight is
+//     acknowledged, ends it, and connLoop dials home: a batch the other
+//     aggregator may have stored is never sent home too. Home sees each
+//     source go on after a gap (what went elsewhere meanwhile).
 //   - An Error frame with the protocol code (the aggregator found the
 //     agent's input malformed; a frame larger than its max frame is one
 //     case, which the frame cap above prevents unless the aggregator

@@ -49,8 +49,8 @@ func (a *Agent) noteWindow(now time.Time) {
 // tailPass gives each source that is due a turn, round-robin. It reports
 // whether some source has more to read right away.
 func (a *Agent) tailPass(now time.Time) (busy bool) {
-	if a.sess == nil {
-		return false // nothing is read while there is no connection
+	if a.sess == nil || a.sess.draining {
+		return false // nothing is read while there is no connection, or while it drains to move home
 	}
 	if a.needSave {
 		a.savePositions() // on failure, the sources it names wait for the next try

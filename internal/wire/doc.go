@@ -185,4 +185,10 @@
 //     network blip, an aggregator restart) costs no duplicate there.
 //   - It fails over only after failures in a row; backoff is exponential
 //     with jitter, so a fleet does not move (or come back) all at once.
+//   - Away from home, it moves back once home takes connections again
+//     (looked at about once a minute, jittered), so that the fleet spreads
+//     over the list again after an aggregator's restart rather than staying
+//     where the failover left it. It moves only with nothing in flight:
+//     it stops sending and waits for every ack first, so the move itself
+//     duplicates nothing.
 package wire
