@@ -295,7 +295,7 @@ func agentConnCollector(a *agent.Agent) prometheus.Collector {
 		connected = desc("logship_agent_connected", "1 while a session with an aggregator is up, by aggregator address.", "aggregator")
 		connects  = desc("logship_agent_connects_total", "Sessions established with aggregators.")
 		failures  = desc("logship_agent_connect_failures_total", "Dials and handshakes that failed.")
-		failovers = desc("logship_agent_failovers_total", "Moves to the next aggregator of the list.")
+		failovers = desc("logship_agent_failovers_total", "Moves to another aggregator of the list: to the next one after failures, and back home once home takes connections again.")
 		lost      = desc("logship_agent_sessions_lost_total", "Established sessions that ended other than by shutdown.")
 		beats     = desc("logship_agent_heartbeats_total", "Heartbeats sent.")
 	)
