@@ -243,6 +243,11 @@ type Agent struct {
 
 	waitingFiles map[fileKey]*waitingFile // files waiting for MaxOpenFiles, until opened or given up (scan.go)
 	ghostFlights map[uint64]ghostFlight   // by seq: batches in flight of sources when they were truncated (copytrunc.go)
+	// moveGuards: sources resumed from a truncated file's copy, by id,
+	// and the end of what was in flight when the file was truncated: the
+	// current aggregator may hold those bytes, so the agent does not move
+	// to another before the source is acknowledged past them (moveSafe).
+	moveGuards map[uint64]int64
 
 	ackCh    chan ackMsg
 	sessCh   chan *session
@@ -638,8 +643,16 @@ func (a *Agent) loop(ctx context.Context) {
 	a.scan(time.Now())
 	for {
 		a.loopIters.Add(1)
-		if a.sess != nil && a.sess.draining && a.flights.len() == 0 {
-			a.sess.fail(errGoingHome) // connLoop dials home
+		if a.sess != nil && a.sess.draining {
+			switch {
+			case !a.moveSafe():
+				// A truncated file's copy must be resumed here first:
+				// send on, and move when connLoop asks again.
+				a.sess.draining = false
+				a.log.Info("moving back to the home aggregator later: a truncated file's copy is resumed here first")
+			case a.flights.len() == 0:
+				a.sess.fail(errGoingHome) // connLoop dials home
+			}
 		}
 		now := time.Now()
 		busy := a.tailPass(now)
@@ -665,7 +678,7 @@ func (a *Agent) loop(ctx context.Context) {
 			a.sessionUp(s)
 			a.settleGhostFlights() // a session it replaced is gone
 		case s := <-a.homeCh:
-			if s == a.sess && !s.draining {
+			if s == a.sess && !s.draining && a.moveSafe() {
 				s.draining = true
 				a.log.Info("home aggregator takes connections again: moving back once the batches in flight are acknowledged",
 					"aggregator", s.addr, "batches", a.flights.len())

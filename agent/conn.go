@@ -309,43 +309,50 @@ var errGoingHome = errors.New("agent: moving back to the home aggregator")
 // home set, it looks every homeEvery or so (jittered, so that a fleet does
 // not move back all at once) whether home takes a connection (a dial and a
 // handshake with this agent's credentials), and when it does, asks the
-// loop to move home (goHome).
+// loop to move home (goHome). The loop may put the move off (moveSafe):
+// it is asked again at the next look.
 func (a *Agent) waitSession(ctx context.Context, s *session, home string) {
+	every := homeEvery
+	if a.conn.homeEveryHook > 0 {
+		every = a.conn.homeEveryHook
+	}
+	t := time.NewTimer(every/2 + rand.N(every/2+1))
+	defer t.Stop()
 	var look <-chan time.Time
 	if home != "" {
-		every := homeEvery
-		if a.conn.homeEveryHook > 0 {
-			every = a.conn.homeEveryHook
-		}
-		t := time.NewTimer(every/2 + rand.N(every/2+1))
-		defer t.Stop()
 		look = t.C
-		for {
-			select {
-			case <-s.done:
-				return
-			case <-ctx.Done():
-				s.fail(errStopping)
-				return
-			case <-look:
-			}
-			if a.homeTakes(ctx, home) {
-				a.goHome(ctx, s)
-				break
-			}
-			t.Reset(every/2 + rand.N(every/2+1))
-		}
 	}
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		s.fail(errStopping)
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-ctx.Done():
+			s.fail(errStopping)
+			return
+		case <-look:
+		}
+		if a.homeTakes(ctx, s, home) {
+			a.goHome(ctx, s)
+		}
+		t.Reset(every/2 + rand.N(every/2+1))
 	}
 }
 
 // homeTakes reports whether home accepts a connection from this agent: a
-// dial and a handshake, closed at once.
-func (a *Agent) homeTakes(ctx context.Context, home string) bool {
+// dial and a handshake, closed at once. It gives up as soon as s ends, so
+// that a home that does not answer never holds up the reconnect.
+func (a *Agent) homeTakes(ctx context.Context, s *session, home string) bool {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
 	d := wire.Dialer{TLS: a.opts.TLS, Timeout: dialTimeout}
 	c, _, err := d.Dial(ctx, home, wire.Hello{Role: wire.RoleAgent, ID: a.opts.ID, Token: a.opts.Token})
 	if err != nil {

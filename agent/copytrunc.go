@@ -42,6 +42,10 @@ type ghost struct {
 	// given up with unread if no copy claims the ghost (see ghostFlight).
 	lost  int64
 	state ghostState
+	// sentEnd is the end of its batches in flight at the truncation (0:
+	// none): the aggregator may have stored bytes up to there, which a
+	// copy resuming at the position sends again (see moveSafe).
+	sentEnd int64
 }
 
 // ghostState is where a ghost stands: waiting for its copy, claimed by
@@ -98,6 +102,7 @@ func (a *Agent) addGhost(s *source, now time.Time) {
 				a.ghostFlights = make(map[uint64]ghostFlight)
 			}
 			a.ghostFlights[f.seq] = ghostFlight{g: g, sess: a.sess, bytes: f.end - f.start}
+			g.sentEnd = max(g.sentEnd, f.end)
 		}
 	}
 	a.ghosts = append(a.ghosts, g)
@@ -166,16 +171,52 @@ func (a *Agent) ghostFlightLost(gf ghostFlight) {
 }
 
 // claimGhost returns, and forgets, the ghost of nf's topic whose content
-// nf holds, and whose copy nf may be (see bornAfter).
+// nf holds, and whose copy nf may be (see bornAfter). The source resumed
+// from it is guarded against a move to another aggregator until it is
+// acknowledged past what was in flight at the truncation (moveSafe).
 func (a *Agent) claimGhost(nf *newFile) *ghost {
 	for i, g := range a.ghosts {
 		if g.topic == nf.in.Topic && !bornAfter(nf, g) && nf.probe.holds(&g.e) {
 			a.ghosts = slices.Delete(a.ghosts, i, i+1)
 			g.state = ghostClaimed
+			if g.sentEnd > g.e.Pos {
+				if a.moveGuards == nil {
+					a.moveGuards = make(map[uint64]int64)
+				}
+				a.moveGuards[uint64(g.e.ID)] = g.sentEnd
+			}
 			return g
 		}
 	}
 	return nil
+}
+
+// moveSafe reports whether the agent may move to another aggregator once
+// its batches in flight are acknowledged without storing anything twice:
+// no truncated file's ghost could still be resumed by its copy before
+// bytes the current aggregator may hold (the copy resends from the last
+// acknowledged position, which the current aggregator drops as
+// duplicates and another would store), and no source resumed that way is
+// still behind them. Loop goroutine.
+func (a *Agent) moveSafe() bool {
+	for _, g := range a.ghosts {
+		if g.sentEnd > g.e.Pos {
+			return false
+		}
+	}
+	for id, end := range a.moveGuards {
+		behind := false
+		for _, s := range a.order {
+			if s.hasID && s.id == id && s.acked < end {
+				behind = true
+			}
+		}
+		if behind {
+			return false
+		}
+		delete(a.moveGuards, id)
+	}
+	return true
 }
 
 // bornAfter reports whether nf was created after the truncation that

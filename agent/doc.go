@@ -259,7 +259,12 @@
 //     nothing more on the session, waits until every batch in flight is
 //     acknowledged, ends it, and connLoop dials home: a batch the other
 //     aggregator may have stored is never sent home too. Home sees each
-//     source go on after a gap (what went elsewhere meanwhile).
+//     source go on after a gap (what went elsewhere meanwhile). A file
+//     truncated by copytruncate while its batches were in flight holds the
+//     move off until its copy is resumed and acknowledged past them (the
+//     copy resends from the last acknowledged position: duplicates here,
+//     new records at home), or its ghost expires (moveSafe). A probe
+//     gives up as soon as the current session ends.
 //   - An Error frame with the protocol code (the aggregator found the
 //     agent's input malformed; a frame larger than its max frame is one
 //     case, which the frame cap above prevents unless the aggregator
