@@ -243,11 +243,7 @@ type Agent struct {
 
 	waitingFiles map[fileKey]*waitingFile // files waiting for MaxOpenFiles, until opened or given up (scan.go)
 	ghostFlights map[uint64]ghostFlight   // by seq: batches in flight of sources when they were truncated (copytrunc.go)
-	// moveGuards: sources resumed from a truncated file's copy, by id,
-	// and the end of what was in flight when the file was truncated: the
-	// current aggregator may hold those bytes, so the agent does not move
-	// to another before the source is acknowledged past them (moveSafe).
-	moveGuards map[uint64]int64
+	lastAgg      string                   // the aggregator id of the last session (sessionUp)
 
 	ackCh    chan ackMsg
 	sessCh   chan *session

@@ -187,6 +187,7 @@ func (a *Agent) ship(s *source, start, end int64) {
 	a.inflightBytes += end - start
 	s.inflight++
 	s.readPos = end
+	s.sentHigh = max(s.sentHigh, end)
 	s.shipped = true
 	// Waits while the compressors are behind: they never wait for the
 	// loop, so this always ends.

@@ -569,6 +569,10 @@ func (a *Agent) sessionUp(s *session) {
 		a.sessionDown(errors.New("replaced by a new session"))
 	}
 	a.sess = s
+	if s.aggID != a.lastAgg {
+		a.newAggregator()
+		a.lastAgg = s.aggID
+	}
 	now := time.Now()
 	for _, src := range a.order {
 		src.nextCheck = now

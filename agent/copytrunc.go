@@ -42,10 +42,6 @@ type ghost struct {
 	// given up with unread if no copy claims the ghost (see ghostFlight).
 	lost  int64
 	state ghostState
-	// sentEnd is the end of its batches in flight at the truncation (0:
-	// none): the aggregator may have stored bytes up to there, which a
-	// copy resuming at the position sends again (see moveSafe).
-	sentEnd int64
 }
 
 // ghostState is where a ghost stands: waiting for its copy, claimed by
@@ -93,6 +89,7 @@ func (a *Agent) addGhost(s *source, now time.Time) {
 		g.e.Pos, g.e.TailFP, g.e.TailLen = s.tailPos, hex64(s.tailFP), s.tailLen
 	}
 	g.unread = max(s.stats.size.Load()-s.readPos, 0)
+	g.e.high = max(s.sentHigh, s.acked)
 	// Its batches in flight, about to be dropped (truncated calls
 	// dropFlights next): their outcome decides whether their bytes were
 	// stored (see ghostFlight).
@@ -102,7 +99,6 @@ func (a *Agent) addGhost(s *source, now time.Time) {
 				a.ghostFlights = make(map[uint64]ghostFlight)
 			}
 			a.ghostFlights[f.seq] = ghostFlight{g: g, sess: a.sess, bytes: f.end - f.start}
-			g.sentEnd = max(g.sentEnd, f.end)
 		}
 	}
 	a.ghosts = append(a.ghosts, g)
@@ -171,52 +167,66 @@ func (a *Agent) ghostFlightLost(gf ghostFlight) {
 }
 
 // claimGhost returns, and forgets, the ghost of nf's topic whose content
-// nf holds, and whose copy nf may be (see bornAfter). The source resumed
-// from it is guarded against a move to another aggregator until it is
-// acknowledged past what was in flight at the truncation (moveSafe).
+// nf holds, and whose copy nf may be (see bornAfter).
 func (a *Agent) claimGhost(nf *newFile) *ghost {
 	for i, g := range a.ghosts {
 		if g.topic == nf.in.Topic && !bornAfter(nf, g) && nf.probe.holds(&g.e) {
 			a.ghosts = slices.Delete(a.ghosts, i, i+1)
 			g.state = ghostClaimed
-			if g.sentEnd > g.e.Pos {
-				if a.moveGuards == nil {
-					a.moveGuards = make(map[uint64]int64)
-				}
-				a.moveGuards[uint64(g.e.ID)] = g.sentEnd
-			}
 			return g
 		}
 	}
 	return nil
 }
 
-// moveSafe reports whether the agent may move to another aggregator once
-// its batches in flight are acknowledged without storing anything twice:
-// no truncated file's ghost could still be resumed by its copy before
-// bytes the current aggregator may hold (the copy resends from the last
-// acknowledged position, which the current aggregator drops as
-// duplicates and another would store), and no source resumed that way is
-// still behind them. Loop goroutine.
+// moveSafe reports whether the agent may move to another aggregator, once
+// its batches in flight are acknowledged, without the other storing
+// anything the current one may hold: no source sent the current one more
+// than is acknowledged or in flight (a session lost with batches the
+// aggregator stored, which are sent again after the reconnect), and no
+// entry a file may still resume from (a copytruncate's ghost, one a
+// reload released) lies below what its source had sent. A file resuming
+// at an entry's position sends those bytes again: the current aggregator
+// drops them as duplicates, another would store them (see startSource,
+// which carries the entry's high into the resumed source). Loop goroutine.
 func (a *Agent) moveSafe() bool {
 	for _, g := range a.ghosts {
-		if g.sentEnd > g.e.Pos {
+		if g.e.high > g.e.Pos {
 			return false
 		}
 	}
-	for id, end := range a.moveGuards {
-		behind := false
-		for _, s := range a.order {
-			if s.hasID && s.id == id && s.acked < end {
-				behind = true
-			}
-		}
-		if behind {
+	for _, e := range a.released {
+		if e.high > e.Pos {
 			return false
 		}
-		delete(a.moveGuards, id)
+	}
+	inflight := make(map[*source]int64)
+	for _, f := range a.flights.all() {
+		if !f.dropped && f.gen == f.src.gen {
+			inflight[f.src] = max(inflight[f.src], f.end)
+		}
+	}
+	for _, s := range a.order {
+		if s.sentHigh > max(s.acked, inflight[s]) {
+			return false
+		}
 	}
 	return true
+}
+
+// newAggregator forgets what was sent to the aggregator the agent leaves:
+// the next one holds nothing of it yet (sentHigh, entries' high).
+func (a *Agent) newAggregator() {
+	for _, s := range a.order {
+		s.sentHigh = 0
+	}
+	for _, g := range a.ghosts {
+		g.e.high = 0
+	}
+	for k, e := range a.released {
+		e.high = 0
+		a.released[k] = e
+	}
 }
 
 // bornAfter reports whether nf was created after the truncation that

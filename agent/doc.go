@@ -259,12 +259,17 @@
 //     nothing more on the session, waits until every batch in flight is
 //     acknowledged, ends it, and connLoop dials home: a batch the other
 //     aggregator may have stored is never sent home too. Home sees each
-//     source go on after a gap (what went elsewhere meanwhile). A file
-//     truncated by copytruncate while its batches were in flight holds the
-//     move off until its copy is resumed and acknowledged past them (the
-//     copy resends from the last acknowledged position: duplicates here,
-//     new records at home), or its ghost expires (moveSafe). A probe
-//     gives up as soon as the current session ends.
+//     source go on after a gap (what went elsewhere meanwhile). Each
+//     source remembers how far it sent to the current aggregator
+//     (sentHigh, acknowledged or not; it outlives a lost session and is
+//     forgotten when the agent changes aggregator), and so do the entries
+//     a file may resume from (a copytruncate's ghost, an entry a reload
+//     released). The move is held off (moveSafe) while a source sent more
+//     than is acknowledged or in flight, or such an entry lies below what
+//     was sent: a file resuming there sends those bytes again, which this
+//     aggregator drops as duplicates and home would store. A resumed
+//     file's sentHigh is capped at its size (a copy ends where logrotate
+//     copied). A probe gives up as soon as the current session ends.
 //   - An Error frame with the protocol code (the aggregator found the
 //     agent's input malformed; a frame larger than its max frame is one
 //     case, which the frame cap above prevents unless the aggregator

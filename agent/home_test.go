@@ -206,3 +206,17 @@ func TestProbeOfSilentHomeDoesNotDelayReconnect(t *testing.T) {
 		t.Errorf("reconnected %s after the session ended: the probe of home held it up", took)
 	}
 }
+
+// stayAway waits until home (behind proxy) has been looked at a few times
+// and checks that the agent is still away: it must not move before what
+// until says.
+func stayAway(t *testing.T, ag *runningAgent, proxy *wiretest.Proxy, until string) {
+	t.Helper()
+	n := proxy.Accepted()
+	waitFor(t, "probes of home", func() bool {
+		return proxy.Accepted() >= n+3 || ag.ConnStats().Aggregator == proxy.Addr()
+	})
+	if st := ag.ConnStats(); st.Aggregator == proxy.Addr() {
+		t.Fatalf("moved home before %s: %+v", until, st)
+	}
+}

@@ -60,6 +60,10 @@ type posEntry struct {
 	// holds them.
 	TailFP  hex64 `json:"tail_fingerprint"`
 	TailLen int   `json:"tail_len"`
+	// high (memory only) is the source's sentHigh when the entry was made
+	// (a ghost, an entry released by a reload): the current aggregator may
+	// hold bytes up to there, which a file resuming at Pos sends again.
+	high int64
 
 	// hasTail is false for entries read from a version 1 file.
 	hasTail bool

@@ -100,6 +100,7 @@ func (a *Agent) release(s *source) {
 			e.Pos, e.TailFP, e.TailLen = s.tailPos, hex64(s.tailFP), s.tailLen
 		}
 	}
+	e.high = max(s.sentHigh, s.acked)
 	a.released[s.key] = e
 }
 

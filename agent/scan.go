@@ -269,6 +269,11 @@ func (a *Agent) startSource(nf *newFile, e, lost *posEntry, now time.Time) {
 			s.hasID, s.id, s.fp, s.fpLen = true, uint64(e.ID), uint64(e.FP), e.FPLen
 		}
 		s.readPos, s.acked = e.Pos, e.Pos
+		// What the aggregator may hold past Pos (a copytruncate's ghost,
+		// an entry a reload released) is sent again before the agent may
+		// move to another aggregator (moveSafe); no more than the file
+		// has (a copy ends where logrotate copied it).
+		s.sentHigh = min(e.high, size)
 		s.shipped = e.FPLen > 0 // batches may have been sent under its id before
 		if e.hasTail {
 			// The file holds these bytes (probe.holds): they are the

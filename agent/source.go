@@ -46,6 +46,11 @@ type source struct {
 
 	readPos int64 // next byte to read: every byte before it is in a batch
 	acked   int64 // every byte before it is acknowledged
+	// sentHigh is the end of what was sent to the aggregator of the
+	// current session, acknowledged or not: that aggregator may hold it.
+	// The agent moves to another only when nothing could be sent again
+	// below it (moveSafe). Reset when the agent changes aggregator.
+	sentHigh int64
 	// The tail fingerprint: CRC-64 of the tailLen bytes before tailPos, the
 	// last acknowledged position whose bytes were fingerprinted (-1: none
 	// yet). The positions file stores tailPos with it (see updateTail).
@@ -259,7 +264,7 @@ func (a *Agent) truncated(s *source, size int64, now time.Time, why string) {
 	a.addGhost(s, now)
 	a.dropFlights(s)
 	s.gen++
-	s.readPos, s.acked = 0, 0
+	s.readPos, s.acked, s.sentHigh = 0, 0, 0
 	s.tailPos, s.tailFP, s.tailLen = 0, 0, 0 // the old tail is of the old content
 	s.hasID = false
 	s.shipped = false
