@@ -646,8 +646,14 @@ func (a *Agent) loop(ctx context.Context) {
 				// send on, and move when connLoop asks again.
 				a.sess.draining = false
 				a.log.Info("moving back to the home aggregator later: a truncated file's copy is resumed here first")
-			case a.flights.len() == 0:
+			case a.flights.len() == 0 && a.tailsAcked():
+				// The positions file at the acknowledged positions: a
+				// copytruncate seen after the move resumes its copy there,
+				// not below, at what home has never seen.
+				a.savePositions()
 				a.sess.fail(errGoingHome) // connLoop dials home
+			case a.flights.len() == 0:
+				a.sess.draining = false // a file shrank: its truncation comes first
 			}
 		}
 		now := time.Now()

@@ -214,6 +214,25 @@ func (a *Agent) moveSafe() bool {
 	return true
 }
 
+// tailsAcked fingerprints every source's tail at its acknowledged
+// position and reports whether all of them are there (a file that shrank
+// keeps its old tail: its truncation is about to be seen). A ghost made
+// later resumes at that position, so after a move it does not resend what
+// only the aggregator left behind holds. Loop goroutine.
+func (a *Agent) tailsAcked() bool {
+	ok := true
+	for _, s := range a.order {
+		if s.f == nil || !s.hasID {
+			continue
+		}
+		a.updateTail(s)
+		if s.tailPos != s.acked {
+			ok = false
+		}
+	}
+	return ok
+}
+
 // newAggregator forgets what was sent to the aggregator the agent leaves:
 // the next one holds nothing of it yet (sentHigh, entries' high).
 func (a *Agent) newAggregator() {

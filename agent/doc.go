@@ -419,7 +419,11 @@
 // the acks of the batches in flight, writes the positions file with the
 // acknowledged positions and closes everything. Batches not acknowledged
 // by then are sent again after the restart, and dropped by the aggregator
-// if it had stored them.
+// if it had stored them. A restarted agent dials its home aggregator
+// first: if it was away after a failover, the batches the other one stored
+// without acknowledging them are stored at home too (what failover costs,
+// wire/doc.go); remembering the last aggregator across a restart would
+// avoid it.
 //
 // # Testing
 //
