@@ -234,7 +234,7 @@ func BenchmarkIngest(b *testing.B) {
 						// the agent's wire.Conn does, not two per ack.
 						r := bufio.NewReaderSize(nc, 16<<10)
 						for range frames[i] {
-							if err := readBenchAck(r); err != nil {
+							if err := readOKAck(r); err != nil {
 								if err != io.EOF {
 									b.Error(err)
 								}
@@ -258,9 +258,9 @@ func BenchmarkIngest(b *testing.B) {
 	}
 }
 
-// readBenchAck reads one ProduceAck frame from r and checks it is not
+// readOKAck reads one frame from r, which must be a ProduceAck that is not
 // Failed.
-func readBenchAck(r *bufio.Reader) error {
+func readOKAck(r io.Reader) error {
 	var hdr [5]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return err

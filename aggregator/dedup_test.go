@@ -122,13 +122,7 @@ func TestFailedAppendEndsTheSession(t *testing.T) {
 	a := dialAgent(t, ts.Addr(), "web-1")
 	expect(t, a.produce(mkBatch(t, s, 0, 10, "b0")), wire.AckAppended, 10)
 
-	// Make the next roll fail: a directory where the sealed segment's
-	// index goes.
-	idx := filepath.Join(dir, "log", "app-0", "00000000000000000000.index")
-	if err := os.MkdirAll(filepath.Join(idx, "block"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(idx) }) // before the server's Close writes the index
+	unblock := blockFirstRoll(t, dir)
 
 	big := strings.Repeat("B", 1500) // needs a roll
 	a.send(mkBatch(t, s, 10, 1511, big))
@@ -138,7 +132,7 @@ func TestFailedAppendEndsTheSession(t *testing.T) {
 	}
 	a.close()
 
-	os.RemoveAll(idx)
+	unblock()
 	b := dialAgent(t, ts.Addr(), "web-1")
 	expect(t, b.produce(mkBatch(t, s, 10, 1511, big)), wire.AckAppended, 1511)
 	expect(t, b.produce(mkBatch(t, s, 1511, 1520, "after")), wire.AckAppended, 1520)

@@ -4,9 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"net"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"logship/internal/wire"
@@ -27,19 +24,8 @@ func TestFailedAppendDrainsPastReadAheadBadFrame(t *testing.T) {
 			openIdle(t, ts.Addr(), mode.idle, mode.idle == 0)
 			s := src{agent: "web-1", topic: "app", id: 7}
 			a := dialAgent(t, ts.Addr(), s.agent)
-			if _, err := a.c.NetConn().Write(produceFrame(t, s, 1, 0, 10, 2<<10)); err != nil {
-				t.Fatal(err)
-			}
-			ack, err := a.readAck()
-			if err != nil {
-				t.Fatal(err)
-			}
-			expect(t, ack, wire.AckAppended, 10)
-			idx := filepath.Join(dir, "log", "app-0", "00000000000000000000.index")
-			if err := os.MkdirAll(filepath.Join(idx, "block"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(idx) })
+			appendFirst(t, a, s)
+			blockFirstRoll(t, dir)
 
 			// The batch whose append fails (it needs a roll), a frame the
 			// aggregator refuses, then many batches in flight.
@@ -51,14 +37,7 @@ func TestFailedAppendDrainsPastReadAheadBadFrame(t *testing.T) {
 			for i := range 60 {
 				out = append(out, produceFrame(t, s, uint64(i+3), int64(20+i*10), int64(30+i*10), 70<<10)...)
 			}
-			werr := make(chan error, 1)
-			go func() {
-				_, err := a.c.NetConn().Write(out)
-				if err == nil {
-					err = a.c.NetConn().(*net.TCPConn).CloseWrite()
-				}
-				werr <- err
-			}()
+			werr := writeInBackground(a.c.NetConn(), out, true)
 			var acks []wire.ProduceAck
 			var rerr error
 			for {

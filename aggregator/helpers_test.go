@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -432,4 +435,49 @@ func waitUntil(t testing.TB, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// writeInBackground writes out to nc on a goroutine of its own (the
+// aggregator may answer, or stop reading, before it is all written), then
+// closes nc's write side if closeWrite; the outcome comes on the channel.
+func writeInBackground(nc net.Conn, out []byte, closeWrite bool) <-chan error {
+	werr := make(chan error, 1)
+	go func() {
+		_, err := nc.Write(out)
+		if err == nil && closeWrite {
+			err = nc.(*net.TCPConn).CloseWrite()
+		}
+		werr <- err
+	}()
+	return werr
+}
+
+// appendFirst sends the first batch of s, [0, 10) with 2 KiB of records,
+// and checks that it is appended.
+func appendFirst(t *testing.T, a *agentClient, s src) {
+	t.Helper()
+	if _, err := a.c.NetConn().Write(produceFrame(t, s, 1, 0, 10, 2<<10)); err != nil {
+		t.Fatal(err)
+	}
+	ack, err := a.readAck()
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, ack, wire.AckAppended, 10)
+}
+
+// blockFirstRoll makes the next roll of partition app-0 of the server in
+// dir fail, an error that does not poison the partition: a directory
+// where the sealed first segment's index goes. It is removed at cleanup,
+// before the server's Close writes the index (call it after start), or
+// at once by the function it returns.
+func blockFirstRoll(t *testing.T, dir string) (unblock func()) {
+	t.Helper()
+	idx := filepath.Join(dir, "log", "app-0", "00000000000000000000.index")
+	if err := os.MkdirAll(filepath.Join(idx, "block"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unblock = func() { os.RemoveAll(idx) }
+	t.Cleanup(unblock)
+	return unblock
 }

@@ -3,7 +3,6 @@ package aggregator
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -31,28 +30,7 @@ func dialRaw(t testing.TB, addr, id string) *rawAgent {
 }
 
 // readAck reads one frame, which must be a ProduceAck that is not Failed.
-func (r *rawAgent) readAck() error {
-	var hdr [5]byte
-	if _, err := io.ReadFull(r.nc, hdr[:]); err != nil {
-		return err
-	}
-	var p [512]byte
-	n := int(binary.BigEndian.Uint32(hdr[:4])) - 1
-	if n > len(p) || wire.Type(hdr[4]) != wire.TypeProduceAck {
-		return fmt.Errorf("frame %s of %d bytes", wire.Type(hdr[4]), n)
-	}
-	if _, err := io.ReadFull(r.nc, p[:n]); err != nil {
-		return err
-	}
-	var ack wire.ProduceAck
-	if err := ack.Decode(p[:n]); err != nil {
-		return err
-	}
-	if ack.Status == wire.AckFailed {
-		return fmt.Errorf("failed ack %+v", ack)
-	}
-	return nil
-}
+func (r *rawAgent) readAck() error { return readOKAck(r.nc) }
 
 // produceFrame builds the Produce frame of a batch of src over [from, to)
 // holding size bytes of records, uncompressed (so the frame is as large).

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -145,14 +143,7 @@ func TestBadFrameAfterPipelinedBatches(t *testing.T) {
 				if tc.name != "truncated" {
 					out = append(out, produceFrame(t, src{s.agent, "app", 2}, good+2, 0, 10, 2<<10)...)
 				}
-				werr := make(chan error, 1)
-				go func() {
-					_, err := a.c.NetConn().Write(out)
-					if err == nil && tc.name == "truncated" {
-						err = a.c.NetConn().(*net.TCPConn).CloseWrite()
-					}
-					werr <- err
-				}()
+				werr := writeInBackground(a.c.NetConn(), out, tc.name == "truncated")
 				for i := range good {
 					ack, err := a.readAck()
 					if err != nil {
@@ -195,37 +186,15 @@ func testFailedAppendDropsPipelined(t *testing.T, idle int) {
 	openIdle(t, ts.Addr(), idle, idle == 0)
 	s := src{agent: "web-1", topic: "app", id: 7}
 	a := dialAgent(t, ts.Addr(), s.agent)
-	first := produceFrame(t, s, 1, 0, 10, 2<<10)
-	if _, err := a.c.NetConn().Write(first); err != nil {
-		t.Fatal(err)
-	}
-	ack, err := a.readAck()
-	if err != nil {
-		t.Fatal(err)
-	}
-	expect(t, ack, wire.AckAppended, 10)
-
-	// Make the next roll fail: a directory where the sealed segment's
-	// index goes.
-	idx := filepath.Join(dir, "log", "app-0", "00000000000000000000.index")
-	if err := os.MkdirAll(filepath.Join(idx, "block"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(idx) }) // before the server's Close writes the index
+	appendFirst(t, a, s)
+	unblock := blockFirstRoll(t, dir)
 
 	var out []byte
 	const behind = 60
 	for i := range behind + 1 { // the first one needs a roll, and fails
 		out = append(out, produceFrame(t, s, uint64(i+2), int64(10+i*10), int64(20+i*10), 70<<10)...)
 	}
-	werr := make(chan error, 1)
-	go func() {
-		_, err := a.c.NetConn().Write(out)
-		if err == nil {
-			err = a.c.NetConn().(*net.TCPConn).CloseWrite()
-		}
-		werr <- err
-	}()
+	werr := writeInBackground(a.c.NetConn(), out, true)
 	var acks []wire.ProduceAck
 	for {
 		ack, err := a.readAck()
@@ -246,7 +215,7 @@ func testFailedAppendDropsPipelined(t *testing.T, idle int) {
 	if st := ts.Stats(); st.Appended != 1 {
 		t.Fatalf("%d batches stored, want only the first", st.Appended)
 	}
-	os.RemoveAll(idx)
+	unblock()
 	cc := dialConsumer(t, ts.Addr())
 	if got := cc.readAll("app", 0); len(got) != 1 || got[0].h.RangeEnd != 10 {
 		t.Fatalf("stored %d batches", len(got))
