@@ -243,7 +243,9 @@ type Agent struct {
 
 	waitingFiles map[fileKey]*waitingFile // files waiting for MaxOpenFiles, until opened or given up (scan.go)
 	ghostFlights map[uint64]ghostFlight   // by seq: batches in flight of sources when they were truncated (copytrunc.go)
-	lastAgg      string                   // the aggregator id of the last session (sessionUp)
+	lastAgg      aggRef                   // the aggregator of the last session (sessionUp), or the positions file's
+	savedAgg     aggRef                   // the aggregator the positions file names
+	startAgg     string                   // the address the positions file names: connLoop dials it first
 
 	ackCh    chan ackMsg
 	sessCh   chan *session
@@ -329,7 +331,8 @@ func New(opts Options) (*Agent, error) {
 		inputs:    compileInputs(opts.Inputs, opts.MaxLineBytes),
 		lock:      lock,
 	}
-	entries, err := a.loadPositions()
+	entries, agg, err := a.loadPositions()
+	a.lastAgg, a.savedAgg, a.startAgg = agg, agg, agg.Addr
 	if err != nil {
 		b.Close()
 		pool.close()

@@ -213,11 +213,11 @@ func readPositions(t testing.TB, stateDir string) []posEntry {
 	if err != nil {
 		return nil
 	}
-	es, err := decodePositions(v, body)
+	pb, err := decodePositions(v, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return es
+	return pb.Sources
 }
 
 func TestCrashWithOldPositionsIsDeduplicated(t *testing.T) {

@@ -161,10 +161,9 @@ func (a *Agent) heartbeatInterval() time.Duration {
 	return defaultHeartbeat
 }
 
-// homeIndex is where an agent starts in its list of aggregators: a hash of
-// its id, so that a fleet spreads over the list rather than all starting
-// with the first, and an agent that restarts goes back to the aggregator
-// that holds its sources' dedup state.
+// homeIndex is the agent's home in its list of aggregators: a hash of its
+// id, so that a fleet spreads over the list rather than all starting with
+// the first.
 func homeIndex(id string, n int) int {
 	h := fnv.New32a()
 	h.Write([]byte(id))
@@ -172,7 +171,8 @@ func homeIndex(id string, n int) int {
 }
 
 // connLoop keeps one session up until ctx is done. It starts at the
-// agent's home aggregator and stays with whichever aggregator it is on
+// aggregator the positions file names (the one the agent last sent to),
+// or at home, and stays with whichever aggregator it is on
 // while that one is healthy; after failoverAfter failures in a row it
 // moves to the next of the list (see wire/doc.go, "Failover and
 // exactly-once across aggregators", for why it does not move sooner).
@@ -183,6 +183,12 @@ func (a *Agent) connLoop(ctx context.Context) {
 	addrs := a.opts.Aggregators
 	home := homeIndex(a.opts.ID, len(addrs))
 	idx, fails := home, 0
+	if i := slices.Index(addrs, a.startAgg); i >= 0 && i != home {
+		// Restarted away from home: that aggregator may hold batches past
+		// the positions, which it drops as duplicates and home would store.
+		idx = i
+		a.log.Info("going back first to the aggregator this agent last sent to", "aggregator", addrs[i], "home", addrs[home])
+	}
 	for ctx.Err() == nil {
 		a.conn.aggregator.Store(&addrs[idx])
 		homeAddr := ""
@@ -569,9 +575,17 @@ func (a *Agent) sessionUp(s *session) {
 		a.sessionDown(errors.New("replaced by a new session"))
 	}
 	a.sess = s
-	if s.aggID != a.lastAgg {
+	if s.aggID != a.lastAgg.ID {
 		a.newAggregator()
-		a.lastAgg = s.aggID
+	}
+	a.lastAgg = aggRef{Addr: s.addr, ID: s.aggID}
+	if a.lastAgg != a.savedAgg {
+		// Before anything is sent to it: an agent restarted after a crash
+		// goes back first to the aggregator that may hold its batches past
+		// the positions (connLoop), where they are duplicates. If the write
+		// fails, the next tick tries again.
+		a.posDirty = true
+		a.savePositions()
 	}
 	now := time.Now()
 	for _, src := range a.order {

@@ -184,11 +184,11 @@ func savedPos(t testing.TB, stateDir, path string) int64 {
 	if err != nil {
 		return -1
 	}
-	entries, err := decodePositions(v, body)
+	pb, err := decodePositions(v, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range entries {
+	for _, e := range pb.Sources {
 		if e.Path == path && e.Inode != 0 {
 			return e.Pos
 		}
@@ -447,4 +447,66 @@ func TestProbeOfSilentHomeDoesNotDelayReconnect(t *testing.T) {
 	if took := time.Since(began); took >= dialTimeout {
 		t.Errorf("reconnected %s after the session ended: the probe of home held it up", took)
 	}
+}
+
+// An agent restarted while away from home goes back first to the
+// aggregator it last sent to, named in its positions file: that one may
+// hold batches it never acknowledged (here stored with their acks held,
+// then the connection cut and the agent stopped), which it drops as
+// duplicates and home would store. Once everything the agent may have
+// sent it before the restart is acknowledged there, the agent moves home:
+// not sooner, though nothing of a file was sent since the restart (here
+// the second file, behind the first in a window of one batch, while the
+// first one's ack is held). Before, a restarted agent dialed home first.
+func TestRestartGoesBackToLastAggregator(t *testing.T) {
+	r := newHomeRig(t, true)
+	w2 := newLogWriter(t, filepath.Join(r.dir, "a.log-b"), "b")
+	ag := r.start(t)
+	r.w.write(100)
+	waitFor(t, "lines on home", func() bool { return len(r.stored(t)) == 100 && ag.Idle() })
+
+	r.proxy.SetRefuse(true) // home stops
+	r.proxy.Cut()
+	waitOn(t, ag, "failover", r.otherProxy.Addr())
+	r.w.write(100)
+	w2.write(50)
+	waitFor(t, "lines on the other aggregator", func() bool { return r.other.records() == 150 && ag.Idle() })
+	r.other.setHold(true) // stored, not acknowledged
+	r.w.write(50)
+	w2.write(50)
+	waitFor(t, "batches stored and in flight", func() bool { return r.other.records() == 250 })
+	r.otherProxy.SetRefuse(true) // the other one goes away too
+	r.otherProxy.Cut()
+	ag.stop(t)
+	if got, want := savedAggregator(t, r.opts.StateDir), r.otherProxy.Addr(); got.Addr != want || got.ID == "" {
+		t.Fatalf("positions file names aggregator %+v, want %s", got, want)
+	}
+
+	r.proxy.SetRefuse(false)
+	r.otherProxy.SetRefuse(false)
+	r.opts.BatchBytes, r.opts.WindowBytes = 256, 1 // one small batch in flight
+	ag = r.start(t)
+	waitOn(t, ag, "back on the other aggregator", r.otherProxy.Addr())
+	stayAway(t, ag, r.proxy, "what the other one may hold is acknowledged")
+	r.other.setHold(false)
+	waitOn(t, ag, "back home", r.proxy.Addr())
+	r.w.write(100)
+	w2.write(20)
+	waitFor(t, "lines on home again", func() bool { return len(r.stored(t)) >= 420 && ag.Idle() })
+	checkOnce(t, r.stored(t), map[string]int{"a": 350, "b": 120})
+}
+
+// savedAggregator returns the aggregator the positions file in stateDir
+// names.
+func savedAggregator(t testing.TB, stateDir string) aggRef {
+	t.Helper()
+	v, body, err := statefile.Read(filepath.Join(stateDir, positionsFile), positionsKind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, err := decodePositions(v, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pb.Aggregator
 }

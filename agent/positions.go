@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"slices"
 	"strconv"
 
@@ -70,8 +71,19 @@ type posEntry struct {
 }
 
 type posBody struct {
-	Agent   string     `json:"agent"`
-	Sources []posEntry `json:"sources"`
+	Agent string `json:"agent"`
+	// Aggregator is the aggregator the agent sent to last: it may hold
+	// batches past the positions, so a restarted agent goes back to it
+	// first. Absent in files of older agents (then: home).
+	Aggregator aggRef     `json:"aggregator,omitzero"`
+	Sources    []posEntry `json:"sources"`
+}
+
+// aggRef names an aggregator: the address the agent dialed (its entry in
+// the list) and the id it gave in its Welcome.
+type aggRef struct {
+	Addr string `json:"addr"`
+	ID   string `json:"id"`
 }
 
 // loadPositions reads the positions file. A missing file is a fresh start.
@@ -79,60 +91,66 @@ type posBody struct {
 // as positions.broken, logged at ERROR, and the agent starts afresh: the
 // deterministic source ids let the aggregator drop what is sent again.
 // Only an error reading an existing file (permissions, I/O) is returned.
-func (a *Agent) loadPositions() ([]posEntry, error) {
+//
+// Every entry's high is unknown (math.MaxInt64): before the restart the
+// agent may have sent its file to the end to the aggregator it was on.
+func (a *Agent) loadPositions() ([]posEntry, aggRef, error) {
 	v, body, err := statefile.Read(a.posPath, positionsKind)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, aggRef{}, nil
 	}
 	if err != nil && !errors.Is(err, statefile.ErrCorrupt) {
-		return nil, fmt.Errorf("agent: read positions: %w", err)
+		return nil, aggRef{}, fmt.Errorf("agent: read positions: %w", err)
 	}
-	var entries []posEntry
+	var pb posBody
 	if err == nil {
-		entries, err = decodePositions(v, body)
+		pb, err = decodePositions(v, body)
 	}
 	if err != nil {
 		kept, kerr := statefile.KeepBroken(a.posPath)
 		a.log.Error("positions file is damaged: kept aside, starting from the beginning of every file; the aggregator drops what it already has",
 			"path", a.posPath, "kept", kept, "err", err)
 		if kerr != nil {
-			return nil, fmt.Errorf("agent: keep damaged positions file: %w", kerr)
+			return nil, aggRef{}, fmt.Errorf("agent: keep damaged positions file: %w", kerr)
 		}
-		return nil, nil
+		return nil, aggRef{}, nil
 	}
-	return entries, nil
+	for i := range pb.Sources {
+		pb.Sources[i].high = math.MaxInt64
+	}
+	return pb.Sources, pb.Aggregator, nil
 }
 
-func decodePositions(v int, body []byte) ([]posEntry, error) {
+func decodePositions(v int, body []byte) (posBody, error) {
 	if v != 1 && v != positionsVersion {
-		return nil, fmt.Errorf("positions version %d, this agent reads 1 and %d", v, positionsVersion)
+		return posBody{}, fmt.Errorf("positions version %d, this agent reads 1 and %d", v, positionsVersion)
 	}
 	var pb posBody
 	if err := json.Unmarshal(body, &pb); err != nil {
-		return nil, fmt.Errorf("positions body: %w", err)
+		return posBody{}, fmt.Errorf("positions body: %w", err)
 	}
 	for i := range pb.Sources {
 		e := &pb.Sources[i]
 		if e.Pos < 0 || e.FPLen < 0 || e.FPLen > fingerprintMax || (e.FPLen == 0 && e.Pos != 0) {
-			return nil, fmt.Errorf("positions entry %d (%s): fingerprint_len %d, pos %d", i, e.Path, e.FPLen, e.Pos)
+			return posBody{}, fmt.Errorf("positions entry %d (%s): fingerprint_len %d, pos %d", i, e.Path, e.FPLen, e.Pos)
 		}
 		if v == 1 {
 			e.TailFP, e.TailLen = 0, 0
 			continue
 		}
 		if e.TailLen != tailLen(e.Pos) {
-			return nil, fmt.Errorf("positions entry %d (%s): tail_len %d, pos %d", i, e.Path, e.TailLen, e.Pos)
+			return posBody{}, fmt.Errorf("positions entry %d (%s): tail_len %d, pos %d", i, e.Path, e.TailLen, e.Pos)
 		}
 		e.hasTail = true
 	}
-	return pb.Sources, nil
+	return pb, nil
 }
 
 // savePositions writes the acknowledged positions of every tracked source.
 // It runs in the loop goroutine; on error the file stays as it was and the
 // next tick tries again.
 func (a *Agent) savePositions() error {
-	pb := posBody{Agent: a.opts.ID, Sources: make([]posEntry, 0, len(a.order))}
+	pb := posBody{Agent: a.opts.ID, Aggregator: a.lastAgg, Sources: make([]posEntry, 0, len(a.order))}
 	for _, s := range a.order {
 		e := posEntry{
 			Topic: s.topic, Path: s.path, Dev: s.key.dev, Inode: s.key.ino,
@@ -168,6 +186,7 @@ func (a *Agent) savePositions() error {
 		return err
 	}
 	a.posDirty = false
+	a.savedAgg = a.lastAgg
 	if a.needSave {
 		a.needSave = false
 		for _, s := range a.order {

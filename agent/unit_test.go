@@ -200,13 +200,13 @@ func TestDecodePositionsRejectsBadValues(t *testing.T) {
 			t.Errorf("%s: no error", name)
 		}
 	}
-	es, err := decodePositions(1, []byte(`{"agent":"a","sources":[{"id":"00000000000000ff","fingerprint":"02","fingerprint_len":10,"pos":1}]}`))
-	if err != nil || len(es) != 1 || es[0].ID != 0xff || es[0].hasTail {
-		t.Errorf("good version 1 body: %+v, %v", es, err)
+	pb, err := decodePositions(1, []byte(`{"agent":"a","sources":[{"id":"00000000000000ff","fingerprint":"02","fingerprint_len":10,"pos":1}]}`))
+	if es := pb.Sources; err != nil || len(es) != 1 || es[0].ID != 0xff || es[0].hasTail || pb.Aggregator != (aggRef{}) {
+		t.Errorf("good version 1 body: %+v, %v", pb, err)
 	}
-	es, err = decodePositions(2, []byte(`{"agent":"a","sources":[{"id":"00000000000000ff","fingerprint":"02","fingerprint_len":10,"pos":5000,"tail_fingerprint":"0000000000000003","tail_len":1024}]}`))
-	if err != nil || len(es) != 1 || es[0].TailFP != 3 || es[0].TailLen != 1024 || !es[0].hasTail {
-		t.Errorf("good version 2 body: %+v, %v", es, err)
+	pb, err = decodePositions(2, []byte(`{"agent":"a","aggregator":{"addr":"10.0.0.2:7400","id":"agg-2"},"sources":[{"id":"00000000000000ff","fingerprint":"02","fingerprint_len":10,"pos":5000,"tail_fingerprint":"0000000000000003","tail_len":1024}]}`))
+	if es := pb.Sources; err != nil || len(es) != 1 || es[0].TailFP != 3 || es[0].TailLen != 1024 || !es[0].hasTail || pb.Aggregator != (aggRef{"10.0.0.2:7400", "agg-2"}) {
+		t.Errorf("good version 2 body: %+v, %v", pb, err)
 	}
 }
 

@@ -177,8 +177,9 @@
 //
 // What limits it, in the agent (agent/conn.go):
 //   - Each agent has a home aggregator: the list entry picked by a hash of
-//     its id, so a fleet spreads across the list and an agent restarting
-//     goes back where its data is.
+//     its id, so a fleet spreads across the list. A restarting agent goes
+//     back first to the aggregator it last sent to (its positions file
+//     names it), which holds whatever it sent without an ack.
 //   - It sticks to the aggregator it is connected to while that one is
 //     healthy, and retries the same aggregator once (with backoff) before
 //     it fails over, since a lost connection to a live aggregator (a
