@@ -653,8 +653,9 @@ func (a *Agent) loop(ctx context.Context) {
 				// The positions file at the acknowledged positions: a
 				// copytruncate seen after the move resumes its copy there,
 				// not below, at what home has never seen.
-				a.savePositions()
-				a.sess.fail(errGoingHome) // connLoop dials home
+				if a.savePositions() == nil {
+					a.sess.fail(errGoingHome) // connLoop dials home
+				} // else stay, and try again at the next turn
 			case a.flights.len() == 0:
 				a.sess.draining = false // a file shrank: its truncation comes first
 			}

@@ -183,10 +183,13 @@ func (a *Agent) connLoop(ctx context.Context) {
 	addrs := a.opts.Aggregators
 	home := homeIndex(a.opts.ID, len(addrs))
 	idx, fails := home, 0
+	// back is set while the agent, restarted away from home, tries the
+	// aggregator it last sent to, before any healthy session: that one
+	// may hold batches past the positions, which it drops as duplicates
+	// and home would store. If it is down, the agent fails over home.
+	back := false
 	if i := slices.Index(addrs, a.startAgg); i >= 0 && i != home {
-		// Restarted away from home: that aggregator may hold batches past
-		// the positions, which it drops as duplicates and home would store.
-		idx = i
+		idx, back = i, true
 		a.log.Info("going back first to the aggregator this agent last sent to", "aggregator", addrs[i], "home", addrs[home])
 	}
 	for ctx.Err() == nil {
@@ -195,22 +198,25 @@ func (a *Agent) connLoop(ctx context.Context) {
 		if idx != home {
 			homeAddr = addrs[home]
 		}
-		healthy, back := a.connectOnce(ctx, addrs[idx], homeAddr)
+		healthy, moveHome := a.connectOnce(ctx, addrs[idx], homeAddr)
 		if ctx.Err() != nil {
 			return
 		}
-		if back {
-			idx, fails = home, 0
+		if moveHome {
+			idx, fails, back = home, 0, false
 			a.conn.failovers.Add(1)
 			a.log.Info("moving back to the home aggregator", "aggregator", addrs[home])
 			continue
 		}
 		if healthy {
-			fails = 0
+			fails, back = 0, false
 		} else {
 			fails++
 			if fails%failoverAfter == 0 && len(addrs) > 1 {
 				idx = (idx + 1) % len(addrs)
+				if back {
+					idx, back = home, false
+				}
 				a.conn.failovers.Add(1)
 				a.log.Info("failing over to the next aggregator", "aggregator", addrs[idx])
 			}
@@ -578,15 +584,11 @@ func (a *Agent) sessionUp(s *session) {
 	if s.aggID != a.lastAgg.ID {
 		a.newAggregator()
 	}
+	// Nothing is sent to it before the positions file names it (tailPass):
+	// an agent restarted after a crash goes back first to the aggregator
+	// that may hold its batches past the positions (connLoop), where they
+	// are duplicates.
 	a.lastAgg = aggRef{Addr: s.addr, ID: s.aggID}
-	if a.lastAgg != a.savedAgg {
-		// Before anything is sent to it: an agent restarted after a crash
-		// goes back first to the aggregator that may hold its batches past
-		// the positions (connLoop), where they are duplicates. If the write
-		// fails, the next tick tries again.
-		a.posDirty = true
-		a.savePositions()
-	}
 	now := time.Now()
 	for _, src := range a.order {
 		src.nextCheck = now

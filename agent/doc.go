@@ -286,7 +286,7 @@
 //
 //	{
 //	  "agent": "web-1",
-//	  "aggregator": {"addr": "10.0.0.2:7400", "id": "agg-2"}, the aggregator last sent to
+//	  "aggregator": {"addr": "10.0.0.2:7400", "id": "agg-2"}, that of the last session
 //	  "sources": [
 //	    {
 //	      "id": "8c3f0e4a9b1d2c77",          source id, 16 hex digits
@@ -320,18 +320,21 @@
 // The positions file is also written, at once, before anything is shipped
 // under a new identity (see above), and before anything is sent to an
 // aggregator other than the one it names (its address in the list, and
-// the id from its Welcome). It holds the ghosts of truncated files (see
-// copytruncate) as entries with device and inode 0.
+// the id from its Welcome); while that write fails, nothing is sent. It
+// holds the ghosts of truncated files (see copytruncate) as entries with
+// device and inode 0.
 //
 // "aggregator" is optional (files of older agents lack it; they are read
 // as naming none, and older agents ignore it). A restarted agent dials
 // the aggregator it names first, when it is still in the list: that one
 // may hold batches past the positions that it never acknowledged (a
 // crash, or a stop whose acks did not come), which it drops as
-// duplicates, while any other aggregator would store them again. If it
-// is not home, the move home (see "Window and acks") waits as usual, with
-// every resumed source taken to have been sent to its file's end before
-// the restart: the agent moves once it has been acknowledged that far.
+// duplicates, while any other aggregator would store them again. If that
+// one is down (failoverAfter failures before a healthy session), the
+// agent fails over home. If it is not home, the move home (see "Window
+// and acks") waits as usual, with every resumed source taken to have been
+// sent to its file's end before the restart: the agent moves once it has
+// been acknowledged that far.
 //
 // Version 1 files (no tail fingerprint, written by older agents) are read:
 // their entries are resumed by (dev, inode) and first bytes as before, but

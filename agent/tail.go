@@ -52,8 +52,14 @@ func (a *Agent) tailPass(now time.Time) (busy bool) {
 	if a.sess == nil || a.sess.draining {
 		return false // nothing is read while there is no connection, or while it drains to move home
 	}
-	if a.needSave {
-		a.savePositions() // on failure, the sources it names wait for the next try
+	if a.needSave || a.lastAgg != a.savedAgg {
+		// On failure, the sources it names wait for the next try, and so
+		// does everything while it does not name this session's
+		// aggregator: a crash would then take the agent back to the one
+		// it names, which would store again what this one has.
+		if err := a.savePositions(); err != nil && a.lastAgg != a.savedAgg {
+			return false
+		}
 	}
 	a.noteWindow(now)
 	n := len(a.order)
