@@ -204,3 +204,24 @@ func readFullAt(r io.ReaderAt, buf []byte, off int64) error {
 	}
 	return err
 }
+
+// vectorWriter is a file that writes several buffers, one after the
+// other, at an offset in one call (Linux's pwritev).
+type vectorWriter interface {
+	writevAt(bufs [][]byte, off int64) error
+}
+
+// writeAtv writes bufs one after the other at off: in one call where f
+// can, else with one WriteAt each (the test file systems, other systems).
+func writeAtv(f file, bufs [][]byte, off int64) error {
+	if v, ok := f.(vectorWriter); ok {
+		return v.writevAt(bufs, off)
+	}
+	for _, b := range bufs {
+		if _, err := f.WriteAt(b, off); err != nil {
+			return err
+		}
+		off += int64(len(b))
+	}
+	return nil
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"sync"
 	"sync/atomic"
 
@@ -40,6 +39,10 @@ type Partition struct {
 	// lastAppend is the greatest append time stamped so far (unix ms):
 	// append times never go back, even when the clock does.
 	lastAppend int64
+	// iov holds AppendGroup's batches for one vectored write, iovHs their
+	// headers; kept for their room.
+	iov   [][]byte
+	iovHs []*batch.Header
 
 	rw      sync.RWMutex
 	segs    []*segment // by base offset; the last is the active one
@@ -162,62 +165,15 @@ type Appended struct {
 // appends and acks. If check returns an error, nothing is written and the
 // error is returned as is.
 func (p *Partition) Append(b []byte, h *batch.Header, check CheckFunc) (Appended, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return Appended{}, ErrClosed
-	}
-	res := Appended{Next: p.next}
-	if err := p.failure(); err != nil {
-		return res, err
-	}
-	if len(b) != h.Size || h.Count < 1 || len(b) < batch.MinSize {
-		return res, fmt.Errorf("logstore: append: batch of %d bytes, header says %d bytes and %d records", len(b), h.Size, h.Count)
-	}
-	if h.Topic != p.topic {
-		return res, fmt.Errorf("logstore: append: batch of topic %q to partition %s-%d", h.Topic, p.topic, p.id)
-	}
+	var gc GroupCheck
 	if check != nil {
-		write, err := check(h)
-		if err != nil || !write {
-			return res, err
-		}
+		gc = func(_ int, h *batch.Header) (bool, error) { return check(h) }
 	}
-	seg := p.active()
-	pos := seg.size.Load()
-	wall := p.opts.Now()
-	if (pos > fileHeaderSize && pos+int64(len(b)) > p.opts.SegmentBytes) || p.next-seg.base > math.MaxUint32 || p.tooOld(seg, wall) {
-		if err := p.roll(); err != nil {
-			return res, err
-		}
-		seg, pos = p.active(), fileHeaderSize
+	bs, hs, res := [1][]byte{b}, [1]*batch.Header{h}, [1]Appended{}
+	if _, err := p.AppendGroup(bs[:], hs[:], gc, res[:]); err != nil {
+		return Appended{Next: res[0].Next}, err
 	}
-	base, now := p.next, max(wall.UnixMilli(), p.lastAppend)
-	batch.Stamp(b, base, now)
-	h.BaseOffset, h.AppendTime = base, now
-	if _, err := seg.f.WriteAt(b, pos); err != nil {
-		err = fmt.Errorf("logstore: write %s at %d: %w", seg.path, pos, err)
-		// A failed write may have left part of the batch behind. Cut it, or,
-		// when even that fails, give up on the partition: the next write
-		// would land after garbage.
-		if terr := seg.f.Truncate(pos); terr != nil {
-			return res, p.fail(errors.Join(err, terr))
-		}
-		return res, err
-	}
-	if seg.empty() {
-		seg.origin = wall
-	}
-	seg.noteBatch(pos, h, p.opts.IndexIntervalBytes)
-	seg.size.Store(pos + int64(len(b)))
-	p.lastAppend = now
-	p.next = base + int64(h.Count)
-	p.written.Store(p.next)
-	p.sources.apply(h)
-	if p.opts.Fsync != FsyncAlways {
-		p.advanceEnd(endPoint{off: p.next, seg: seg, pos: pos + int64(len(b))})
-	}
-	return Appended{Written: true, BaseOffset: base, Next: p.next}, nil
+	return res[0], nil
 }
 
 // roll seals the active segment and starts a new one at p.next. Caller
