@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,7 +116,12 @@ type agentConn struct {
 	// resyncing holds the sources this connection was told to resync and
 	// that have not resumed at their stored end yet. Appender only.
 	resyncing map[resyncKey]struct{}
-	entry     *agentEntry // what status reports of this connection
+	// group, ackBuf and scratch are the appender's working memory for
+	// the batches it appends together (handleProduce, produce).
+	group   []inFrame
+	ackBuf  []ack
+	scratch groupScratch
+	entry   *agentEntry // what status reports of this connection
 	// discarding is set by the appender after a Failed append: the
 	// appender then drops every frame it gets (see handle), and the reader
 	// drops what it reads.
@@ -263,23 +269,63 @@ func (a *agentConn) decode(f wire.Frame) (it inFrame, keep bool) {
 
 // appendLoop is the appender of a pipelined connection: it hands the
 // reader's frames to handle, in order, and closes acks when the reader
-// has closed in. Before it waits for a frame it lets the writer send the
-// acks it queued.
+// has closed in. The Produce frames queued one after the other for the
+// same partition go together (handleProduce: one write for all). Before
+// it waits for a frame it lets the writer send the acks it queued.
 func (a *agentConn) appendLoop(ctx context.Context) {
 	defer a.acks.close()
+	var held inFrame // a frame taken from in that did not join the group before it
+	holding := false
 	for {
-		if a.in.empty() {
-			a.acks.flush()
+		it, ok := held, true
+		if holding {
+			held, holding = inFrame{}, false
+		} else {
+			if a.in.empty() {
+				a.acks.flush()
+			}
+			if a.s.beforeTakeHook != nil {
+				a.s.beforeTakeHook()
+			}
+			it, ok = a.in.get()
 		}
-		it, ok := a.in.get()
 		if !ok {
 			if a.discarding.Load() {
 				a.drain()
 			}
 			return
 		}
-		a.handle(ctx, it)
+		if !it.produce {
+			a.handle(ctx, it)
+			continue
+		}
+		id := a.partitionOf(&it.h)
+		group := append(a.group[:0], it)
+		for len(group) < maxGroup {
+			next, ok := a.in.tryGet()
+			if !ok {
+				break
+			}
+			if !next.produce || next.h.Topic != it.h.Topic || a.partitionOf(&next.h) != id {
+				held, holding = next, true
+				break
+			}
+			group = append(group, next)
+		}
+		a.handleProduce(group, id)
+		clear(group)
+		a.group = group[:0]
 	}
+}
+
+// maxGroup bounds the batches appended together: the read-ahead queue
+// holds no more.
+const maxGroup = readAheadFrames
+
+// partitionOf returns the partition of a batch's source (dedup's
+// partitionFor).
+func (a *agentConn) partitionOf(h *batch.Header) int {
+	return a.s.dedup.topic(h.Topic).partitionFor(sourceKey{agent: h.Agent, source: h.SourceID}, a.s.dedup.partitions)
 }
 
 // drain reads and drops frames after a Failed append whose reader had
@@ -322,12 +368,37 @@ func (a *agentConn) handle(ctx context.Context, it inFrame) {
 	case it.report != nil:
 		a.entry.report(it.report)
 	case it.produce:
-		h := &it.h
+		g := append(a.group[:0], it)
+		a.handleProduce(g, a.partitionOf(&it.h))
+		clear(g)
+		a.group = g[:0]
+	}
+}
+
+// handleProduce appends a group of valid batches bound for partition id,
+// in order (one, or what the appender found queued: appendLoop), and
+// queues their acks for the writer, giving the frames' buffers back once
+// the appends copied them into the log. After a Failed ack it queues none
+// for the batches behind: see below.
+func (a *agentConn) handleProduce(group []inFrame, id int) {
+	if a.discarding.Load() {
+		for i := range group {
+			group[i].f.Release()
+		}
+		return
+	}
+	now := time.Now()
+	for i := range group {
+		h := &group[i].h
 		a.s.stats.batchesIn.Add(1)
-		a.s.stats.bytesIn.Add(int64(len(it.b)))
-		a.entry.batch(h.Topic, len(it.b), h.RawLen, time.Now())
-		ack := a.produce(it.seq, it.b, h)
-		it.f.Release()
+		a.s.stats.bytesIn.Add(int64(len(group[i].b)))
+		a.entry.batch(h.Topic, len(group[i].b), h.RawLen, now)
+	}
+	acks := a.produce(group, id)
+	for i := range group {
+		group[i].f.Release()
+	}
+	for _, ack := range acks {
 		a.acks.put(ack, 0)
 		if ack.Status == wire.AckFailed {
 			// The agent pipelines its batches: the ones it sent after
@@ -342,9 +413,10 @@ func (a *agentConn) handle(ctx context.Context, it inFrame) {
 			// with a reset, which can destroy the Failed ack before the
 			// agent reads it). The agent then reconnects and resends
 			// from its acked positions.
-			a.log.Warn("closing agent connection after a failed append", "topic", h.Topic, "seq", it.seq)
+			a.log.Warn("closing agent connection after a failed append", "topic", group[0].h.Topic, "seq", ack.Seq)
 			a.discarding.Store(true)
 			a.c.LimitReads(time.Now().Add(failedDrain))
+			break
 		}
 	}
 }
@@ -381,81 +453,149 @@ func (a *agentConn) fatal(r rejectReason, code wire.ErrorCode, msg string) {
 	a.acks.put(ack{fatal: true, code: code, msg: msg}, 0)
 }
 
-// produce runs the dedup check and the append of one valid batch and
-// returns its ack. b is in a pooled buffer that the caller releases after:
-// the append copies it into the log before produce returns.
-func (a *agentConn) produce(seq uint64, b []byte, h *batch.Header) ack {
+// produce runs the dedup checks and the appends of a group of valid
+// batches bound for partition id, in order, and returns their acks: one
+// per batch, or up to the first Failed one. The batches are in pooled
+// buffers that the caller releases after: the appends copy them into the
+// log before produce returns. The group is decided as its batches would
+// be one after the other: each check sees the sources' stored ends as the
+// batches accepted before it in the group leave them (pending, until the
+// group is written), and this connection's resync marks as they change.
+func (a *agentConn) produce(group []inFrame, id int) []ack {
 	s := a.s
-	t := s.dedup.topic(h.Topic)
-	k := sourceKey{agent: h.Agent, source: h.SourceID}
-	rk := resyncKey{topic: h.Topic, sourceKey: k}
-	id := t.partitionFor(k, s.dedup.partitions)
-	out := ack{ProduceAck: wire.ProduceAck{Seq: seq, Partition: uint32(id), BaseOffset: -1}}
-	failed := func(err error) ack {
+	topic := group[0].h.Topic
+	t := s.dedup.topic(topic)
+	acks := a.ackBuf[:0]
+	for i := range group {
+		acks = append(acks, ack{ProduceAck: wire.ProduceAck{Seq: group[i].seq, Partition: uint32(id), BaseOffset: -1}})
+	}
+	a.ackBuf = acks
+	failed := func(i int, err error) []ack {
+		h := &group[i].h
 		s.stats.failed.Add(1)
-		a.log.Error("append failed", "topic", h.Topic, "partition", id, "agent", h.Agent, "source", h.SourceID, "err", err)
-		out.Status = wire.AckFailed
-		out.Message = err.Error()
-		return out
+		a.log.Error("append failed", "topic", topic, "partition", id, "agent", h.Agent, "source", h.SourceID, "err", err)
+		acks[i].Status = wire.AckFailed
+		acks[i].Message = err.Error()
+		acks[i].BaseOffset = -1
+		return acks[:i+1]
 	}
-	p, err := s.store.Partition(h.Topic, id)
+	p, err := s.store.Partition(topic, id)
 	if err != nil {
-		return failed(err)
+		return failed(0, err)
 	}
-	out.p = p
 
+	g := &a.scratch
+	g.reset(len(group))
+	for i := range group {
+		g.bs[i], g.hs[i] = group[i].b, &group[i].h
+	}
+	key := func(h *batch.Header) sourceKey { return sourceKey{agent: h.Agent, source: h.SourceID} }
 	lock := t.appendLock(id)
 	began := time.Now()
 	lock.Lock()
-	var d decision
-	decided := false
-	_, resyncing := a.resyncing[rk]
-	res, err := p.Append(b, h, func(h *batch.Header) (bool, error) {
-		d = t.decide(k, h, resyncing)
-		decided = true
+	n, err := p.AppendGroup(g.bs, g.hs, func(i int, h *batch.Header) (bool, error) {
+		k := key(h)
+		rk := resyncKey{topic: topic, sourceKey: k}
+		st, known := g.pendingState(k)
+		if !known {
+			st, known = t.get(k)
+		}
+		_, resyncing := a.resyncing[rk]
+		d := decideOn(st, known, h, resyncing)
+		g.decisions[i], g.decided[i] = d, true
+		switch d.status {
+		case wire.AckAppended:
+			g.pending = append(g.pending, pendingSource{k, sourceState{partition: id, storedEnd: h.RangeEnd}})
+			delete(a.resyncing, rk)
+		case wire.AckResync:
+			a.resyncing[rk] = struct{}{}
+		}
 		return d.status == wire.AckAppended, nil
-	})
-	if err == nil && res.Written {
-		t.set(k, sourceState{partition: id, storedEnd: h.RangeEnd})
+	}, g.res)
+	for i := range n {
+		if g.res[i].Written {
+			t.set(key(g.hs[i]), sourceState{partition: id, storedEnd: g.hs[i].RangeEnd})
+		}
 	}
 	lock.Unlock()
 	s.stats.appendLatency.observe(time.Since(began))
 
+	for i := range n {
+		h, d, res := g.hs[i], g.decisions[i], g.res[i]
+		if !g.decided[i] {
+			return failed(i, errors.New("BUG: logstore AppendGroup went past a batch without calling the check"))
+		}
+		out := &acks[i]
+		out.p, out.wait = p, res.Next
+		switch d.status {
+		case wire.AckAppended:
+			if !res.Written {
+				return failed(i, errors.New("BUG: logstore AppendGroup did not write a batch the check accepted"))
+			}
+			s.stats.appended.Add(1)
+			out.Status = wire.AckAppended
+			out.StoredEnd = h.RangeEnd
+			out.BaseOffset = res.BaseOffset
+			if d.gap {
+				s.stats.gaps.Add(1)
+				a.log.Info("source skipped bytes; stored after a gap", "topic", topic, "partition", id,
+					"agent", h.Agent, "source", h.SourceID, "path", h.Path, "from", d.storedEnd, "to", h.RangeStart)
+			}
+		case wire.AckDuplicate:
+			s.stats.duplicates.Add(1)
+			out.Status = wire.AckDuplicate
+			out.StoredEnd = d.storedEnd
+		case wire.AckResync:
+			s.stats.resyncs.Add(1)
+			out.Status = wire.AckResync
+			out.StoredEnd = d.storedEnd
+			a.log.Debug("resync", "topic", topic, "partition", id, "agent", h.Agent, "source", h.SourceID,
+				"range_start", h.RangeStart, "range_end", h.RangeEnd, "stored_end", d.storedEnd)
+		}
+	}
 	if err != nil {
-		return failed(err)
+		return failed(n, err)
 	}
-	if !decided {
-		return failed(errors.New("BUG: logstore Append returned without calling the check"))
-	}
-	out.wait = res.Next
-	switch d.status {
-	case wire.AckAppended:
-		if !res.Written {
-			return failed(errors.New("BUG: logstore Append did not write a batch the check accepted"))
+	return acks
+}
+
+// groupScratch is produce's working memory, kept by the connection for
+// its room (appender only).
+type groupScratch struct {
+	bs        [][]byte
+	hs        []*batch.Header
+	res       []logstore.Appended
+	decisions []decision
+	decided   []bool
+	pending   []pendingSource // stored ends the group's accepted batches leave, in order
+}
+
+// pendingSource is a source's state once a batch of the group is written.
+type pendingSource struct {
+	k  sourceKey
+	st sourceState
+}
+
+func (g *groupScratch) reset(n int) {
+	g.bs = slices.Grow(g.bs[:0], n)[:n]
+	g.hs = slices.Grow(g.hs[:0], n)[:n]
+	g.res = slices.Grow(g.res[:0], n)[:n]
+	g.decisions = slices.Grow(g.decisions[:0], n)[:n]
+	g.decided = slices.Grow(g.decided[:0], n)[:n]
+	clear(g.decided)
+	clear(g.pending)
+	g.pending = g.pending[:0]
+}
+
+// pendingState returns the state the group's batches accepted so far
+// leave source k in, if they include one of k's.
+func (g *groupScratch) pendingState(k sourceKey) (sourceState, bool) {
+	for i := len(g.pending) - 1; i >= 0; i-- {
+		if g.pending[i].k == k {
+			return g.pending[i].st, true
 		}
-		s.stats.appended.Add(1)
-		delete(a.resyncing, rk)
-		out.Status = wire.AckAppended
-		out.StoredEnd = h.RangeEnd
-		out.BaseOffset = res.BaseOffset
-		if d.gap {
-			s.stats.gaps.Add(1)
-			a.log.Info("source skipped bytes; stored after a gap", "topic", h.Topic, "partition", id,
-				"agent", h.Agent, "source", h.SourceID, "path", h.Path, "from", d.storedEnd, "to", h.RangeStart)
-		}
-	case wire.AckDuplicate:
-		s.stats.duplicates.Add(1)
-		out.Status = wire.AckDuplicate
-		out.StoredEnd = d.storedEnd
-	case wire.AckResync:
-		s.stats.resyncs.Add(1)
-		a.resyncing[rk] = struct{}{}
-		out.Status = wire.AckResync
-		out.StoredEnd = d.storedEnd
-		a.log.Debug("resync", "topic", h.Topic, "partition", id, "agent", h.Agent, "source", h.SourceID,
-			"range_start", h.RangeStart, "range_end", h.RangeEnd, "stored_end", d.storedEnd)
 	}
-	return out
+	return sourceState{}, false
 }
 
 // writeLoop sends acks in the order the appender queued them, each once its

@@ -131,6 +131,11 @@ type decision struct {
 // of the source's partition.
 func (t *topicState) decide(k sourceKey, h *batch.Header, resyncing bool) decision {
 	st, ok := t.get(k)
+	return decideOn(st, ok, h, resyncing)
+}
+
+// decideOn is decide for a source whose state is st (ok: it has one).
+func decideOn(st sourceState, ok bool, h *batch.Header, resyncing bool) decision {
 	d := decision{storedEnd: st.storedEnd, known: ok}
 	switch {
 	case !ok:

@@ -124,7 +124,12 @@
 // partition of its source (below), where the dedup check and the append
 // run under the partition's append lock; the append copies the batch into
 // the log and returns without waiting for fsync, and the frame's buffer
-// goes back to the pool. The outcome goes to the writer, and the appender
+// goes back to the pool. The batches it finds queued one after the other
+// for the same partition (when the appender is the bottleneck) go
+// together: decided in order, each on the state the ones before it leave
+// (a duplicate right behind its original is a Duplicate), and written with
+// one pwritev (logstore's AppendGroup) instead of one pwrite each, which
+// costs the appender less per batch. The outcome goes to the writer, and the appender
 // goes on with the next frame while the fsync is in flight. The writer
 // acks in that order; before each ack it waits until the batch (for
 // Duplicate and Resync: everything the partition held when the batch was

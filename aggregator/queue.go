@@ -125,6 +125,13 @@ func (q *queue[T]) get() (v T, ok bool) {
 		<-q.canGet
 		q.mu.Lock()
 	}
+	return q.takeLocked(), true
+}
+
+// takeLocked removes the oldest item, which must exist, and wakes a
+// producer waiting for room once the queue is down to half. Caller holds
+// mu; it returns with mu released.
+func (q *queue[T]) takeLocked() (v T) {
 	var zero T
 	v, q.items[q.head] = q.items[q.head], zero
 	q.weight -= q.weights[q.head]
@@ -135,7 +142,18 @@ func (q *queue[T]) get() (v T, ok bool) {
 		q.canPut <- struct{}{}
 	}
 	q.mu.Unlock()
-	return v, true
+	return v
+}
+
+// tryGet removes the oldest item if there is one, without waiting.
+// Consumer only.
+func (q *queue[T]) tryGet() (v T, ok bool) {
+	q.mu.Lock()
+	if q.n == 0 {
+		q.mu.Unlock()
+		return v, false
+	}
+	return q.takeLocked(), true
 }
 
 // empty reports whether nothing is queued: for the consumer, that get

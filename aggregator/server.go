@@ -91,6 +91,10 @@ type Server struct {
 	wg       sync.WaitGroup // connection goroutines; Add only from the accept loop
 	ran      atomic.Bool
 	stopAt   atomic.Int64 // when shutdown began, unix ns; 0 while serving
+
+	// beforeTakeHook, when set (tests, before Run), is called by a
+	// pipelined connection's appender before it waits for a frame.
+	beforeTakeHook func()
 }
 
 // New checks opts, opens the log under DataDir/log, rebuilds the dedup

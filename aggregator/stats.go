@@ -92,7 +92,7 @@ type stats struct {
 	offsetCommits atomic.Int64
 	offsetResets  atomic.Int64
 
-	appendLatency  histogram // dedup check and append of one batch, under the partition's lock
+	appendLatency  histogram // dedup checks and append of a batch, or of the batches of a connection appended together, under the partition's lock
 	durableLatency histogram // an ack's wait for its batch to be durable (the group-commit fsync)
 }
 
@@ -123,7 +123,7 @@ type Stats struct {
 	OffsetCommits   int64
 	OffsetResets    int64
 
-	AppendLatency  Histogram // dedup check plus append of one batch
+	AppendLatency  Histogram // dedup checks plus append of a batch, or of the batches of a connection appended together
 	DurableLatency Histogram // wait for a batch to be durable before its ack (fsync = "always": the group commit)
 }
 

@@ -138,7 +138,12 @@
 // # Segment lifecycle
 //
 // A partition's last segment is active: it takes the appends, its file is
-// always open and its indexes live in memory. It is sealed (fsynced, its
+// always open and its indexes live in memory. Append writes one batch with
+// one pwrite; AppendGroup writes several (what a server has queued) with
+// one pwritev per run of them that fits the segment, leaving the same
+// bytes as Append called for each in turn. A failed write is cut back to
+// where it began (or, when even that fails, the partition fails), so a
+// write never leaves part of a batch behind a later one. It is sealed (fsynced, its
 // index files written, see "Durability") and a new one created when:
 //
 //   - the next batch would take it past Options.SegmentBytes;

@@ -232,7 +232,7 @@ var (
 	aggFetchB    = desc("logship_aggregator_fetch_bytes_total", "Bytes of batches sent to consumers.")
 	aggCommits   = desc("logship_aggregator_offset_commits_total", "Sink offset commits stored.")
 	aggResets    = desc("logship_aggregator_offset_resets_total", "Operators' offset resets stored.")
-	aggAppendLat = desc("logship_aggregator_append_seconds", "Dedup check and append of one batch, under its partition's lock.")
+	aggAppendLat = desc("logship_aggregator_append_seconds", "Dedup checks and append of a batch, or of the batches of one connection appended together (one write), under their partition's lock.")
 	aggFsyncLat  = desc("logship_aggregator_fsync_wait_seconds", "Time an ack waited for its batch to be durable (with fsync = always: the group-commit fsync).")
 	aggPartEnd   = desc("logship_aggregator_partition_end_offset", "The offset the next record of a partition gets.", "topic", "partition")
 	aggPartStart = desc("logship_aggregator_partition_start_offset", "The first offset a partition still stores.", "topic", "partition")
