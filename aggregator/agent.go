@@ -42,9 +42,10 @@ type resyncKey struct {
 // The read-ahead of a pipelined agent connection: the frames its reader
 // may have read and handed on while the appender works. The reader waits
 // for room before it reads a frame, and the queue takes a frame while the
-// buffers it holds are under readAheadBytes, so a connection holds at
-// most readAheadBytes plus two frames (the last one taken, the one being
-// appended) of batches, and none while it is idle; and as only
+// buffers it holds (those the appender took and is not done with
+// included) are under readAheadBytes, so a connection holds at most
+// readAheadBytes plus two frames (the last one queued, the one being
+// read) of batches, and none while it is idle; and as only
 // GOMAXPROCS/2 connections are pipelined, the server holds at most that
 // many read-aheads. Half a queue (8 batches of 32 KiB, each in a 64 KiB
 // buffer) is the slack the reader has when it is woken again: more than a
@@ -297,6 +298,7 @@ func (a *agentConn) appendLoop(ctx context.Context) {
 		}
 		if !it.produce {
 			a.handle(ctx, it)
+			a.in.done(heldWeight(held, holding))
 			continue
 		}
 		id := a.partitionOf(&it.h)
@@ -315,7 +317,17 @@ func (a *agentConn) appendLoop(ctx context.Context) {
 		a.handleProduce(group, id)
 		clear(group)
 		a.group = group[:0]
+		a.in.done(heldWeight(held, holding))
 	}
+}
+
+// heldWeight is the weight the read-ahead queue counts for the frame the
+// appender holds, if it holds one (see the queue's put in readAhead).
+func heldWeight(held inFrame, holding bool) int {
+	if !holding {
+		return 0
+	}
+	return cap(held.f.Payload)
 }
 
 // maxGroup bounds the batches appended together: the read-ahead queue
@@ -387,14 +399,14 @@ func (a *agentConn) handleProduce(group []inFrame, id int) {
 		}
 		return
 	}
+	acks := a.produce(group, id)
 	now := time.Now()
-	for i := range group {
+	for i := range acks { // not those dropped behind a Failed one
 		h := &group[i].h
 		a.s.stats.batchesIn.Add(1)
 		a.s.stats.bytesIn.Add(int64(len(group[i].b)))
 		a.entry.batch(h.Topic, len(group[i].b), h.RawLen, now)
 	}
-	acks := a.produce(group, id)
 	for i := range group {
 		group[i].f.Release()
 	}
@@ -486,6 +498,7 @@ func (a *agentConn) produce(group []inFrame, id int) []ack {
 
 	g := &a.scratch
 	g.reset(len(group))
+	defer g.release() // keeps no batch of the group: their buffers are the pool's again
 	for i := range group {
 		g.bs[i], g.hs[i] = group[i].b, &group[i].h
 	}
@@ -585,6 +598,12 @@ func (g *groupScratch) reset(n int) {
 	clear(g.decided)
 	clear(g.pending)
 	g.pending = g.pending[:0]
+}
+
+// release drops what the scratch holds of a group's batches.
+func (g *groupScratch) release() {
+	clear(g.bs)
+	clear(g.hs)
 }
 
 // pendingState returns the state the group's batches accepted so far

@@ -72,9 +72,9 @@
 // reading one at the same moment. A pipelined connection (see Agents; at
 // most GOMAXPROCS/2 of them) has a third goroutine and reads ahead: its
 // reader waits for room before it reads a frame, and its queue takes
-// frames while their buffers hold less than 1 MiB, so it holds at most
-// 1 MiB plus two frames. TestConcurrentAgents measures the heap per
-// connection.
+// frames while their buffers hold less than 1 MiB (counting those the
+// appender took and is still appending), so it holds at most 1 MiB plus
+// two frames. TestConcurrentAgents measures the heap per connection.
 //
 // Only an agent's Produce may be as large as the max frame
 // (Options.MaxFrameBytes); every other frame after the handshake (an

@@ -59,6 +59,7 @@ func TestReaderBoundsReadAhead(t *testing.T) {
 				break
 			}
 			it.f.Release()
+			a.in.done(0)
 		}
 		<-read
 	})

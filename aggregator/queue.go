@@ -19,14 +19,18 @@ import "sync"
 //
 // Its bounds are a number of items and, optionally, their total weight
 // (bytes): an item is taken while the weight is below maxWeight, so the
-// weight stays under maxWeight plus one item.
+// weight stays under maxWeight plus one item. The weight counts the items
+// queued and those the consumer took and has not said it is done with
+// (done): a consumer that takes several before it handles them (the
+// appender's groups) does not make room for more meanwhile.
 type queue[T any] struct {
 	mu         sync.Mutex
 	items      []T // ring of fixed capacity
 	head, n    int
 	weights    []int // the weight of each item, by ring slot
-	weight     int
-	maxWeight  int // 0: no bound on weight
+	weight     int   // of the items queued, and of those taken but not done
+	taken      int   // weight of the items taken but not done
+	maxWeight  int   // 0: no bound on weight
 	wakeAt     int
 	closed     bool
 	getWaiting bool          // the consumer waits on canGet
@@ -134,15 +138,32 @@ func (q *queue[T]) get() (v T, ok bool) {
 func (q *queue[T]) takeLocked() (v T) {
 	var zero T
 	v, q.items[q.head] = q.items[q.head], zero
-	q.weight -= q.weights[q.head]
+	q.taken += q.weights[q.head]
 	q.head = (q.head + 1) % len(q.items)
 	q.n--
+	q.wakePutter()
+	q.mu.Unlock()
+	return v
+}
+
+// done tells the queue that the consumer is done with the items it took,
+// except for keep of their weight (an item it holds on to), which stays
+// counted until the next done. Consumer only.
+func (q *queue[T]) done(keep int) {
+	q.mu.Lock()
+	q.weight -= q.taken - keep
+	q.taken = keep
+	q.wakePutter()
+	q.mu.Unlock()
+}
+
+// wakePutter wakes a producer waiting for room once the queue is down to
+// half of its bounds. Caller holds mu.
+func (q *queue[T]) wakePutter() {
 	if q.putWaiting && 2*q.n <= len(q.items) && (q.maxWeight == 0 || 2*q.weight <= q.maxWeight) {
 		q.putWaiting = false
 		q.canPut <- struct{}{}
 	}
-	q.mu.Unlock()
-	return v
 }
 
 // tryGet removes the oldest item if there is one, without waiting.

@@ -30,7 +30,8 @@ func TestQueueOrderAndClose(t *testing.T) {
 
 // TestQueueBounds: the producer waits when the queue holds maxItems, or
 // when the items' weight reached maxWeight (one item over the weight is
-// taken, never two), and is woken only once the queue is down to half.
+// taken, never two; items the consumer took count until it is done with
+// them), and is woken only once the queue is down to half.
 func TestQueueBounds(t *testing.T) {
 	for _, tc := range []struct {
 		name                  string
@@ -64,6 +65,14 @@ func TestQueueBounds(t *testing.T) {
 						}
 					}
 					q.get()
+					if tc.maxWeight > 0 {
+						// Taken, not done: its weight still counts.
+						synctest.Wait()
+						if n := put.Load(); n != int64(tc.fits) {
+							t.Fatalf("producer woken after %d gets, before the consumer was done with them", i+1)
+						}
+					}
+					q.done(0)
 				}
 				synctest.Wait()
 				if n := put.Load(); n <= int64(tc.fits) {
@@ -71,6 +80,7 @@ func TestQueueBounds(t *testing.T) {
 				}
 				for range 100 - tc.getsBeforeWoken {
 					q.get()
+					q.done(0)
 				}
 			})
 		})

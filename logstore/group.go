@@ -49,18 +49,18 @@ func (p *Partition) AppendGroup(bs [][]byte, hs []*batch.Header, check GroupChec
 		h := hs[i]
 		res[i] = Appended{Next: r.next}
 		if err := p.failure(); err != nil {
-			return r.finish(i, err)
+			return r.finish(res, i, err)
 		}
 		if len(b) != h.Size || h.Count < 1 || len(b) < batch.MinSize {
-			return r.finish(i, fmt.Errorf("logstore: append: batch of %d bytes, header says %d bytes and %d records", len(b), h.Size, h.Count))
+			return r.finish(res, i, fmt.Errorf("logstore: append: batch of %d bytes, header says %d bytes and %d records", len(b), h.Size, h.Count))
 		}
 		if h.Topic != p.topic {
-			return r.finish(i, fmt.Errorf("logstore: append: batch of topic %q to partition %s-%d", h.Topic, p.topic, p.id))
+			return r.finish(res, i, fmt.Errorf("logstore: append: batch of topic %q to partition %s-%d", h.Topic, p.topic, p.id))
 		}
 		if check != nil {
 			write, err := check(i, h)
 			if err != nil {
-				return r.finish(i, err)
+				return r.finish(res, i, err)
 			}
 			if !write {
 				continue
@@ -68,12 +68,12 @@ func (p *Partition) AppendGroup(bs [][]byte, hs []*batch.Header, check GroupChec
 		}
 		wall := p.opts.Now()
 		end := r.pos + r.size
-		if (end > fileHeaderSize && end+int64(len(b)) > p.opts.SegmentBytes) || r.next-r.seg.base > math.MaxUint32 || p.tooOld(r.seg, wall) {
+		if (end > fileHeaderSize && end+int64(len(b)) > p.opts.SegmentBytes) || r.next-r.seg.base > math.MaxUint32 || r.tooOld(wall) {
 			if err := r.flush(); err != nil {
-				return r.first, err
+				return r.failed(res, err)
 			}
 			if err := p.roll(); err != nil {
-				return r.finish(i, err)
+				return r.finish(res, i, err)
 			}
 			r.seg, r.pos = p.active(), fileHeaderSize
 		}
@@ -84,7 +84,7 @@ func (p *Partition) AppendGroup(bs [][]byte, hs []*batch.Header, check GroupChec
 		r.next, r.lastAppend = base+int64(h.Count), now
 		res[i] = Appended{Written: true, BaseOffset: base, Next: r.next}
 	}
-	return r.finish(len(bs), nil)
+	return r.finish(res, len(bs), nil)
 }
 
 // run is AppendGroup's batches stamped but not yet written (in the
@@ -101,6 +101,16 @@ type run struct {
 	next       int64
 	lastAppend int64
 	wall       time.Time // the clock when the run's first batch was added
+}
+
+// tooOld is Partition.tooOld for the segment with the run in it: a run
+// that begins an empty segment is its first batch, as Append would have
+// written it already.
+func (r *run) tooOld(now time.Time) bool {
+	if r.seg.empty() && len(r.p.iov) > 0 {
+		return now.Sub(r.wall) >= r.p.opts.SegmentMaxAge
+	}
+	return r.p.tooOld(r.seg, now)
 }
 
 // add puts batch i, stamped, at the end of the run.
@@ -163,12 +173,21 @@ func (r *run) reset() {
 }
 
 // finish writes what the run holds and returns AppendGroup's result: n
-// and err, or, when the write fails, the run's first batch and that
-// error.
-func (r *run) finish(n int, err error) (int, error) {
-	first := r.first
+// and err, or what failed returns when the write fails.
+func (r *run) finish(res []Appended, n int, err error) (int, error) {
 	if ferr := r.flush(); ferr != nil {
-		return first, ferr
+		return r.failed(res, ferr)
 	}
 	return n, err
+}
+
+// failed is AppendGroup's result after the run's write failed: its first
+// batch and err, with that batch and every one after it not written, at
+// the log's written end (the run's batches, and those turned down among
+// them, were told otherwise).
+func (r *run) failed(res []Appended, err error) (int, error) {
+	for j := r.first; j < len(res); j++ {
+		res[j] = Appended{Next: r.p.next}
+	}
+	return r.first, err
 }

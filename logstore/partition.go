@@ -170,10 +170,8 @@ func (p *Partition) Append(b []byte, h *batch.Header, check CheckFunc) (Appended
 		gc = func(_ int, h *batch.Header) (bool, error) { return check(h) }
 	}
 	bs, hs, res := [1][]byte{b}, [1]*batch.Header{h}, [1]Appended{}
-	if _, err := p.AppendGroup(bs[:], hs[:], gc, res[:]); err != nil {
-		return Appended{Next: res[0].Next}, err
-	}
-	return res[0], nil
+	_, err := p.AppendGroup(bs[:], hs[:], gc, res[:])
+	return res[0], err
 }
 
 // roll seals the active segment and starts a new one at p.next. Caller
