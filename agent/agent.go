@@ -655,7 +655,11 @@ func (a *Agent) loop(ctx context.Context) {
 				// not below, at what home has never seen.
 				if a.savePositions() == nil {
 					a.sess.fail(errGoingHome) // connLoop dials home
-				} // else stay, and try again at the next turn
+				} else {
+					// Stay, and send on: connLoop asks again later.
+					a.sess.draining = false
+					a.log.Warn("moving back to the home aggregator later: the positions file cannot be written")
+				}
 			case a.flights.len() == 0:
 				a.sess.draining = false // a file shrank: its truncation comes first
 			}
@@ -917,6 +921,12 @@ func (a *Agent) nextWake(now time.Time) time.Duration {
 	const long = time.Hour // scans, acks and sessions wake the loop anyway
 	if a.sess == nil || a.sess.draining || !a.windowRoom() {
 		return long
+	}
+	if a.lastAgg != a.savedAgg {
+		// Nothing is read until the positions file names the session's
+		// aggregator (tailPass): try the write again at this pace, not
+		// at the sources'.
+		return max(a.opts.PositionsInterval, time.Millisecond)
 	}
 	next := now.Add(long)
 	for _, s := range a.order {

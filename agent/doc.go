@@ -257,8 +257,10 @@
 //     connLoop looks about once a minute (jittered) whether home takes a
 //     connection (a dial and a handshake). When it does, the loop sends
 //     nothing more on the session, waits until every batch in flight is
-//     acknowledged, ends it, and connLoop dials home: a batch the other
-//     aggregator may have stored is never sent home too. Home sees each
+//     acknowledged, writes the positions file (if that fails, it stays and
+//     sends on, and moves at a later look), ends the session, and connLoop
+//     dials home: a batch the other aggregator may have stored is never
+//     sent home too. Home sees each
 //     source go on after a gap (what went elsewhere meanwhile). Each
 //     source remembers how far it sent to the current aggregator
 //     (sentHigh, acknowledged or not; it outlives a lost session and is
