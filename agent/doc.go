@@ -260,11 +260,11 @@
 //     acknowledged, writes the positions file (if that fails, it stays and
 //     sends on, and moves at a later look), ends the session, and connLoop
 //     dials home: a batch the other aggregator may have stored is never
-//     sent home too. Home sees each
-//     source go on after a gap (what went elsewhere meanwhile). Each
-//     source remembers how far it sent to the current aggregator
-//     (sentHigh, acknowledged or not; it outlives a lost session and is
-//     forgotten when the agent changes aggregator), and so do the entries
+//     sent home too. Home sees each source go on after a gap (what went
+//     elsewhere meanwhile). Each source remembers how far it sent to the
+//     current aggregator (sentHigh, acknowledged or not; it outlives a
+//     lost session and is forgotten when the agent changes aggregator),
+//     and so do the entries
 //     a file may resume from (a copytruncate's ghost, an entry a reload
 //     released). The move is held off (moveSafe) while a source sent more
 //     than is acknowledged or in flight, or such an entry lies below what
