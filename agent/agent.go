@@ -819,8 +819,10 @@ type closedFile struct {
 // the scan that closed it must not open it again. Its (device, inode) is
 // not enough: a deleted file's inode is reused at once by a new file,
 // which may be rotated away before a scan sees it. So the file must also
-// have the closed file's birth time or, without birth times, its size and
-// first bytes. Entries older than two scan intervals are forgotten.
+// have the closed file's first bytes, and its birth time or, without
+// birth times, its size: birth times come from a coarse clock, and a new
+// file created within a tick of the closed one's birth has the same.
+// Entries older than two scan intervals are forgotten.
 func (a *Agent) recentlyClosed(path string, now time.Time) bool {
 	for k, c := range a.closed {
 		if now.Sub(c.at) > 2*a.opts.ScanInterval+time.Second {
@@ -842,9 +844,10 @@ func (a *Agent) recentlyClosed(path string, now time.Time) bool {
 	}
 	defer f.Close()
 	if b, ok := birthTime(f); ok && c.born != (birth{}) {
-		return b == c.born
-	}
-	if fi.Size() != c.size {
+		if b != c.born {
+			return false
+		}
+	} else if fi.Size() != c.size {
 		return false
 	}
 	fp, err := fingerprintN(f, c.fpLen, a.fpBuf)

@@ -75,10 +75,11 @@
 //     times before the loop took the events, a shift rotation moves the
 //     file created as app.log on from .1 to .2). A rename to the (device,
 //     inode) of a file closed lately (up to two scan intervals) is a late
-//     event of that file and is not followed, unless its birth time (or,
-//     without birth times, its size or first bytes) differs: a new file
-//     on the reused inode of a deleted one. Without file events (polling
-//     only) such a file is not seen.
+//     event of that file and is not followed, unless its first bytes or
+//     its birth time (without birth times: its size) differ: a new file on
+//     the reused inode of a deleted one (birth times come from a coarse
+//     clock, and one created within a tick of the other has the same).
+//     Without file events (polling only) such a file is not seen.
 //   - Truncation: an open file whose size falls below the read position,
 //     whose first bytes change (above; checked at every scan too, whatever
 //     the file's length), or whose 64 bytes just before the read position
