@@ -865,6 +865,12 @@ func (a *Agent) noteClosed(s *source, size int64, now time.Time) {
 	}
 	if s.hasID {
 		c.fp, c.fpLen = s.fp, s.fpLen
+	} else if n := int(min(size, fingerprintMax)); n > 0 {
+		// No identity yet (nothing shipped under one): its first bytes,
+		// read now, tell a new file on the same inode from it.
+		if fp, err := fingerprintN(s.f, n, a.fpBuf); err == nil {
+			c.fp, c.fpLen = fp, n
+		}
 	}
 	a.closed[s.key] = c
 }

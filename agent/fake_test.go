@@ -189,6 +189,22 @@ func (f *fakeAgg) serve(nc net.Conn) {
 			f.mu.Unlock()
 			continue
 		}
+		if t == wire.TypeHeartbeat {
+			// Answered in order with the acks, as the aggregator does
+			// (held with them, too).
+			var hb wire.Heartbeat
+			if err := hb.Decode(p); err != nil {
+				f.mu.Lock()
+				f.errorf("heartbeat: %v", err)
+				f.mu.Unlock()
+				return
+			}
+			f.mu.Lock()
+			q.acks = append(q.acks, fakeOut{heartbeat: true, nonce: hb.Nonce})
+			f.cond.Broadcast()
+			f.mu.Unlock()
+			continue
+		}
 		if t != wire.TypeProduce {
 			f.mu.Lock()
 			f.errorf("unexpected frame %s", t)
@@ -214,7 +230,7 @@ func (f *fakeAgg) serve(nc net.Conn) {
 		f.frames++
 		drop := f.dropEvery > 0 && f.frames%f.dropEvery == 0
 		if !drop {
-			q.acks = append(q.acks, ack)
+			q.acks = append(q.acks, fakeOut{ack: ack})
 			f.cond.Broadcast()
 		} else {
 			// Let the acks of earlier batches out first: the drop hits
@@ -231,10 +247,18 @@ func (f *fakeAgg) serve(nc net.Conn) {
 }
 
 type ackQueue struct {
-	acks    []wire.ProduceAck
+	acks    []fakeOut
 	writing bool
 	dead    bool
 	failed  bool // a Failed ack was queued: ignore the rest of the connection
+}
+
+// fakeOut is what the fake aggregator sends back, in order: an ack, or
+// the answer to a heartbeat.
+type fakeOut struct {
+	ack       wire.ProduceAck
+	heartbeat bool
+	nonce     uint64
 }
 
 func (f *fakeAgg) writeAcks(c *wire.Conn, q *ackQueue) {
@@ -254,9 +278,15 @@ func (f *fakeAgg) writeAcks(c *wire.Conn, q *ackQueue) {
 		q.writing = true
 		f.mu.Unlock()
 		var err error
-		for i := range acks {
-			buf = acks[i].Encode(buf[:0])
-			if err = c.WriteFrame(wire.TypeProduceAck, buf); err != nil {
+		for _, out := range acks {
+			if out.heartbeat {
+				buf = (&wire.Heartbeat{Nonce: out.nonce}).Encode(buf[:0])
+				err = c.WriteFrame(wire.TypeHeartbeat, buf)
+			} else {
+				buf = out.ack.Encode(buf[:0])
+				err = c.WriteFrame(wire.TypeProduceAck, buf)
+			}
+			if err != nil {
 				break
 			}
 		}

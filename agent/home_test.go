@@ -209,7 +209,9 @@ func TestMovesBackHomeAfterFailover(t *testing.T) {
 	ag := r.start(t)
 
 	r.w.write(100)
-	waitFor(t, "lines on home", func() bool { return len(r.stored(t)) == 100 })
+	// Acknowledged before the cut: a batch home stored but did not ack
+	// would go to the other aggregator too (what a failover costs).
+	waitFor(t, "lines on home", func() bool { return len(r.stored(t)) == 100 && ag.Idle() })
 	if got := ag.ConnStats().Aggregator; got != r.proxy.Addr() {
 		t.Fatalf("connected to %s, want home %s", got, r.proxy.Addr())
 	}
@@ -249,7 +251,9 @@ func TestMoveHomeWaitsForTruncatedCopy(t *testing.T) {
 	r := newHomeRig(t, false)
 	ag := r.start(t)
 	r.w.write(100)
-	waitFor(t, "lines on home", func() bool { return len(r.stored(t)) == 100 })
+	// Acknowledged before the cut: a batch home stored but did not ack
+	// would go to the other aggregator too (what a failover costs).
+	waitFor(t, "lines on home", func() bool { return len(r.stored(t)) == 100 && ag.Idle() })
 	r.proxy.SetRefuse(true)
 	r.proxy.Cut()
 	waitFor(t, "failover", func() bool { return ag.ConnStats().Failovers == 1 && ag.ConnStats().Connected })

@@ -547,4 +547,12 @@ func TestReusedInodeWithTheSameBirthTimeIsNotTakenForAClosedOne(t *testing.T) {
 	if !a.recentlyClosed(p("app.log"), time.Now()) {
 		t.Errorf("the closed file itself (same inode, birth time and first bytes) not recognised")
 	}
+	// A file closed before it had an identity (nothing shipped under one)
+	// is remembered by its first bytes too.
+	a.closed = nil
+	a.noteClosed(&source{key: key, f: f}, fi.Size(), time.Now())
+	want, err := fingerprintN(f, int(min(fi.Size(), fingerprintMax)), a.fpBuf)
+	if c := a.closed[key]; err != nil || c.fpLen == 0 || c.fp != want {
+		t.Errorf("closed without an identity: fingerprint %x of %d bytes, want %x (%v)", c.fp, c.fpLen, want, err)
+	}
 }
