@@ -253,18 +253,25 @@ func (a *Agent) newAggregator() {
 // copytruncate creates the copy before it truncates. This is what tells
 // a copy from another file that merely begins with the same bytes (a CSV
 // header) when g's position lies within them: both hold g's content.
-// File time stamps come from a coarse clock that lags the system clock
-// (by up to a tick, a few ms), so a copy never looks born after (unless
-// the clock is stepped back, or the copy is on another machine's file
-// system: it is then shipped again rather than lost), while a file
-// created within that tick after the truncation was seen is not told
-// apart. (The truncated file's own ctime is no better reference: it is
-// not always moved by the truncation and the writes before it.) Without a
-// birth time (file system, platform) nothing is ruled out.
+// File time stamps come from the kernel's coarse clock, which is a tick
+// (a few ms) off the clock the agent reads, either way: on a busy virtual
+// machine a copy made before the truncation was seen to be born up to 5ms
+// after it. So only a file born more than birthSlack after the truncation
+// was seen is ruled out; one created within that is not told apart (and
+// a copy looks born after only when the clock is stepped back, or the
+// copy is on another machine's file system: it is then shipped again
+// rather than lost). (The truncated file's own ctime is no better
+// reference: it is not always moved by the truncation and the writes
+// before it.) Without a birth time (file system, platform) nothing is
+// ruled out.
 func bornAfter(nf *newFile, g *ghost) bool {
 	b, ok := birthTime(nf.f)
-	return ok && time.Unix(b.sec, int64(b.nsec)).After(g.made)
+	return ok && time.Unix(b.sec, int64(b.nsec)).After(g.made.Add(birthSlack))
 }
+
+// birthSlack is how far a file's birth time may lie past the agent's
+// clock at the moment the file had already been created (bornAfter).
+const birthSlack = 50 * time.Millisecond
 
 // mayBeCopy reports whether nf may be a copy in progress of a live source
 // or of a ghost of its topic: its bytes so far are theirs.

@@ -135,10 +135,10 @@
 //     the file system gives one) is not a copy and never claims a ghost:
 //     otherwise a file that begins with the same header would take the
 //     ghost of one truncated while it held only that header. One created
-//     within a tick of the file system's coarse clock (a few ms) after it
-//     is not told apart. (A ghost
-//     read back from the positions file after a restart has no such
-//     check: the restart rule alone applies.)
+//     within 50ms after it is not told apart: the file system's clock can
+//     be a few ms ahead of the agent's. (A ghost read back from the
+//     positions file after a restart has no such check: the restart rule
+//     alone applies.)
 //   - A new file whose bytes so far are a live source's (its first bytes,
 //     and its last bytes at the same offsets, or the source's file is now
 //     shorter), or the first bytes of a ghost, may be a copy in progress:

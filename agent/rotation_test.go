@@ -322,10 +322,10 @@ func TestGhostIsNotClaimedByANewFileWithTheSameHeader(t *testing.T) {
 		}
 		return false
 	})
-	// A file created within a tick of the file system's clock after the
-	// truncation was seen is not told apart from a copy (see bornAfter):
-	// let that clock move on first.
-	waitFSClockPast(t, time.Now())
+	// A file created within birthSlack after the truncation was seen is
+	// not told apart from a copy (see bornAfter): let the file system's
+	// clock move on first.
+	waitFSClockPast(t, time.Now().Add(birthSlack))
 	b := newLogWriter(t, r.path("b.csv"), "b")
 	b.writeRaw(header + "\n")
 	b.write(5)
