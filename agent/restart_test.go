@@ -65,11 +65,7 @@ func TestNothingSentToAnAggregatorThePositionsFileDoesNotName(t *testing.T) {
 	r := newHomeRig(t, true)
 	ag := r.start(t)
 	r.w.write(100)
-	waitFor(t, "lines on home, saved", func() bool {
-		fi, err := os.Stat(r.w.path)
-		return len(r.stored(t)) == 100 && ag.Idle() && err == nil && savedPos(t, r.opts.StateDir, r.w.path) == fi.Size() &&
-			savedAggregator(t, r.opts.StateDir).Addr == r.proxy.Addr()
-	})
+	r.onHomeSaved(t, ag, 100)
 
 	restore := breakPositions(t, r.opts.StateDir) // e.g. the state disk is full
 	r.other.setHold(true)                         // stored, not acknowledged
@@ -235,11 +231,7 @@ func TestBlockedPositionsWriteDoesNotSpin(t *testing.T) {
 	r.opts.PositionsInterval = 100 * time.Millisecond
 	ag := r.start(t)
 	r.w.write(100)
-	waitFor(t, "lines on home, saved", func() bool {
-		fi, err := os.Stat(r.w.path)
-		return len(r.stored(t)) == 100 && ag.Idle() && err == nil && savedPos(t, r.opts.StateDir, r.w.path) == fi.Size() &&
-			savedAggregator(t, r.opts.StateDir).Addr == r.proxy.Addr()
-	})
+	r.onHomeSaved(t, ag, 100)
 
 	restore := breakPositions(t, r.opts.StateDir) // the state disk is full
 	r.proxy.SetRefuse(true)                       // home stops: the agent fails over
@@ -301,5 +293,16 @@ func TestFailedSaveBeforeMoveHomeKeepsSending(t *testing.T) {
 	r.w.write(50)
 	waitFor(t, "new lines on the other aggregator, which the positions file names", func() bool {
 		return r.other.records() == 150
+	})
+}
+
+// onHomeSaved waits until home stores n lines, all acknowledged, and the
+// positions file holds the whole file and names home.
+func (r *homeRig) onHomeSaved(t *testing.T, ag *runningAgent, n int) {
+	t.Helper()
+	waitFor(t, "lines on home, saved", func() bool {
+		fi, err := os.Stat(r.w.path)
+		return len(r.stored(t)) == n && ag.Idle() && err == nil && savedPos(t, r.opts.StateDir, r.w.path) == fi.Size() &&
+			savedAggregator(t, r.opts.StateDir).Addr == r.proxy.Addr()
 	})
 }
