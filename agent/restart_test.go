@@ -130,10 +130,7 @@ func TestRestartWithLastAggregatorDownGoesHome(t *testing.T) {
 	ag := r.start(t)
 	r.w.write(100)
 	waitOn(t, ag, "failover to the entry after home", r.otherProxy.Addr())
-	waitFor(t, "lines on the other aggregator, saved", func() bool {
-		fi, err := os.Stat(r.w.path)
-		return r.other.records() == 100 && ag.Idle() && err == nil && savedPos(t, r.opts.StateDir, r.w.path) == fi.Size()
-	})
+	r.ackedAndSaved(t, ag, 100)
 	ag.stop(t)
 	if got := savedAggregator(t, r.opts.StateDir); got.Addr != r.otherProxy.Addr() {
 		t.Fatalf("positions file names %+v, want %s", got, r.otherProxy.Addr())
@@ -271,15 +268,14 @@ func TestBlockedPositionsWriteDoesNotSpin(t *testing.T) {
 // review: nothing at all was sent while the state disk was full.)
 func TestFailedSaveBeforeMoveHomeKeepsSending(t *testing.T) {
 	r := newHomeRig(t, true)
-	r.opts.HeartbeatInterval = time.Hour // the fake aggregator takes no heartbeats
+	r.opts.HeartbeatInterval = time.Hour // no heartbeats in the way of the counted writes
 	r.proxy.SetRefuse(true)              // home is down at start: the agent fails over
 	ag := r.start(t)
 	r.w.write(100)
 	waitOn(t, ag, "failover", r.otherProxy.Addr())
-	waitFor(t, "lines on the other aggregator, saved", func() bool {
-		fi, err := os.Stat(r.w.path)
-		return r.other.records() == 100 && ag.Idle() && err == nil && savedPos(t, r.opts.StateDir, r.w.path) == fi.Size() &&
-			savedAggregator(t, r.opts.StateDir).Addr == r.otherProxy.Addr()
+	r.ackedAndSaved(t, ag, 100)
+	waitFor(t, "the positions file naming the other aggregator", func() bool {
+		return savedAggregator(t, r.opts.StateDir).Addr == r.otherProxy.Addr()
 	})
 
 	restore := breakPositions(t, r.opts.StateDir) // the state disk is full

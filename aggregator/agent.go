@@ -176,7 +176,7 @@ func pipelineAgent(openAgents int64) bool {
 // when it stops.
 func (a *agentConn) readAhead() {
 	defer a.in.close()
-	a.readLoop(func(it inFrame) { a.in.put(it, cap(it.f.Payload)) })
+	a.readLoop(func(it inFrame) { a.in.put(it, it.weight()) })
 }
 
 // readLoop reads frames, checks them and hands each to next, in order,
@@ -322,13 +322,17 @@ func (a *agentConn) appendLoop(ctx context.Context) {
 }
 
 // heldWeight is the weight the read-ahead queue counts for the frame the
-// appender holds, if it holds one (see the queue's put in readAhead).
+// appender holds, if it holds one.
 func heldWeight(held inFrame, holding bool) int {
 	if !holding {
 		return 0
 	}
-	return cap(held.f.Payload)
+	return held.weight()
 }
+
+// weight is what a frame weighs in the read-ahead queue: the buffer it
+// holds.
+func (it *inFrame) weight() int { return cap(it.f.Payload) }
 
 // maxGroup bounds the batches appended together: the read-ahead queue
 // holds no more.

@@ -125,16 +125,11 @@ type decision struct {
 	gap       bool           // written although RangeStart > storedEnd
 }
 
-// decide applies the dedup rules (see the package documentation) to a batch
-// of source k. resyncing says whether this connection was told to resync
-// the source and has not resumed it yet. The caller holds the append lock
-// of the source's partition.
-func (t *topicState) decide(k sourceKey, h *batch.Header, resyncing bool) decision {
-	st, ok := t.get(k)
-	return decideOn(st, ok, h, resyncing)
-}
-
-// decideOn is decide for a source whose state is st (ok: it has one).
+// decideOn applies the dedup rules (see the package documentation) to a
+// batch of a source whose state is st (ok: it has one). resyncing says
+// whether this connection was told to resync the source and has not
+// resumed it yet. The caller holds the append lock of the source's
+// partition, and passes the state the batches before this one leave.
 func decideOn(st sourceState, ok bool, h *batch.Header, resyncing bool) decision {
 	d := decision{storedEnd: st.storedEnd, known: ok}
 	switch {

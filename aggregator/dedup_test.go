@@ -40,7 +40,8 @@ func TestDecide(t *testing.T) {
 			if tc.known {
 				ts.set(k, sourceState{partition: 1, storedEnd: tc.storedEnd})
 			}
-			d := ts.decide(k, &batch.Header{RangeStart: tc.start, RangeEnd: tc.end}, tc.resyncing)
+			st, ok := ts.get(k)
+			d := decideOn(st, ok, &batch.Header{RangeStart: tc.start, RangeEnd: tc.end}, tc.resyncing)
 			if d.status != tc.want || d.gap != tc.gap || d.known != tc.known || d.storedEnd != tc.storedEnd {
 				t.Fatalf("got %+v", d)
 			}
