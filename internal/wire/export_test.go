@@ -15,3 +15,7 @@ func ServerTLSConfigEvery(f TLSFiles, now time.Time, log *slog.Logger, every tim
 func ClientTLSConfigEvery(f TLSFiles, now time.Time, log *slog.Logger, every time.Duration) (*tls.Config, error) {
 	return clientTLSConfig(f, now, log, every)
 }
+
+// Ahead is how many bytes of the next frame's header the last large
+// payload's readv brought in.
+func (c *Conn) Ahead() int { return c.aheadN }

@@ -187,6 +187,14 @@ type Conn struct {
 	hdr      [5]byte
 	version  atomic.Uint32 // negotiated protocol version, 0 before the handshake
 
+	// Large payloads of a TCP connection are read with readv, straight
+	// into their buffer, together with the bytes of the next frame's
+	// header that have come (ahead; see readLarge). Those bytes come
+	// before anything in r, which is empty while aheadN > 0.
+	vr     *vreader // nil: large payloads are read through r
+	ahead  [5]byte
+	aheadN int
+
 	// Read timeouts (SetReadTimeouts), owned by the reader.
 	idleTimeout, frameTimeout time.Duration
 	armed                     bool // a read deadline is set
@@ -215,7 +223,7 @@ func NewConn(c net.Conn, maxFrame int) *Conn {
 	if maxFrame <= 0 {
 		maxFrame = DefaultMaxFrame
 	}
-	return &Conn{c: c, r: bufio.NewReaderSize(c, ConnBufferSize), w: bufio.NewWriterSize(c, ConnBufferSize), maxFrame: maxFrame}
+	return &Conn{c: c, r: bufio.NewReaderSize(c, ConnBufferSize), w: bufio.NewWriterSize(c, ConnBufferSize), maxFrame: maxFrame, vr: newVReader(c)}
 }
 
 // NetConn returns the underlying connection (for deadlines and Close): a
@@ -338,7 +346,7 @@ func (c *Conn) ReadFrame() (Type, []byte, error) {
 	timed := c.idleTimeout > 0 || c.frameTimeout > 0
 	if timed {
 		c.armed = true
-		if c.r.Buffered() == 0 {
+		if c.aheadN == 0 && c.r.Buffered() == 0 {
 			c.setReadDeadline(deadline(c.idleTimeout))
 			if _, err := c.r.Peek(1); err != nil {
 				return 0, nil, timeoutErr(err, ErrIdle, c.idleTimeout)
@@ -354,7 +362,12 @@ func (c *Conn) ReadFrame() (Type, []byte, error) {
 }
 
 func (c *Conn) readFrame() (Type, []byte, error) {
-	if _, err := io.ReadFull(c.r, c.hdr[:]); err != nil {
+	k := copy(c.hdr[:], c.ahead[:c.aheadN])
+	c.aheadN = 0
+	if _, err := io.ReadFull(c.r, c.hdr[k:]); err != nil {
+		if k > 0 && err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			err = fmt.Errorf("truncated frame header: %w", err)
 		}
@@ -374,16 +387,19 @@ func (c *Conn) readFrame() (Type, []byte, error) {
 	}
 	n--
 	var p []byte
+	var err error
 	if n <= smallFrame {
 		if cap(c.rbuf) < n {
 			c.rbuf = make([]byte, max(n, 512))
 		}
 		p = c.rbuf[:n]
+		_, err = io.ReadFull(c.r, p)
 	} else {
 		c.big = getBuf(n)
 		p = (*c.big)[:n]
+		err = c.readLarge(p)
 	}
-	if _, err := io.ReadFull(c.r, p); err != nil {
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
@@ -391,6 +407,29 @@ func (c *Conn) readFrame() (Type, []byte, error) {
 	}
 	c.ReadBytes += int64(n + 5)
 	return t, p, nil
+}
+
+// readLarge fills p, a payload larger than r's buffer. It takes what r has
+// buffered first; on a TCP connection it reads the rest with readv, into
+// p and the next frame's header (ahead), so that a peer that keeps the
+// socket full costs one read per frame and no copy. Elsewhere the rest is
+// read through r, which reads it into p without a copy too, but only
+// after it filled its buffer from the socket to find the header.
+func (c *Conn) readLarge(p []byte) error {
+	got := 0
+	if b := c.r.Buffered(); b > 0 {
+		got, _ = c.r.Read(p[:min(b, len(p))]) // from the buffer: no read, no error
+	}
+	if got == len(p) {
+		return nil
+	}
+	if c.vr == nil {
+		_, err := io.ReadFull(c.r, p[got:])
+		return err
+	}
+	var err error
+	c.aheadN, err = c.vr.fill(p[got:], c.ahead[:])
+	return err
 }
 
 // writeHeader buffers the 5-byte header of a frame whose payload is n bytes.
