@@ -45,9 +45,18 @@ func (v *vreader) readv(fd uintptr) bool {
 	for {
 		v.n, v.err = unix.Readv(int(fd), v.iov[:])
 		if v.err != unix.EINTR {
-			return v.err != unix.EAGAIN
+			break
 		}
 	}
+	if raceEnabled && v.err == nil {
+		// The race detector orders a socket's writes before the reads
+		// that get their bytes through the syscall package (Write
+		// releases, Read acquires); unix.Readv acquires on x/sys's
+		// own token, which no net.Conn.Write releases. A read of
+		// nothing gives this read the ordering a net.Conn.Read has.
+		syscall.Read(int(fd), nil)
+	}
+	return v.err != unix.EAGAIN
 }
 
 // fill reads until p is full, taking into next whatever of the following
@@ -62,7 +71,10 @@ func (v *vreader) fill(p, next []byte) (int, error) {
 		err := v.rc.Read(v.fn)
 		v.iov = [2][]byte{}
 		switch {
-		case err != nil: // deadline, closed
+		case err != nil: // deadline, closed: the RawConn's own *net.OpError
+			if oe, ok := err.(*net.OpError); ok {
+				err = oe.Err
+			}
 		case v.err != nil:
 			err = os.NewSyscallError("readv", v.err)
 		case v.n == 0:

@@ -200,3 +200,27 @@ func TestSlowLargeFrame(t *testing.T) {
 		}
 	})
 }
+
+// TestReadvOrdersTheWriterBefore: under -race, what a peer in the same
+// process did before it wrote a large frame's last bytes happens before
+// the ReadFrame that got them, as with a net.Conn's Read: tests of
+// servers rely on it. (A review found unix.Readv alone does not give it.)
+func TestReadvOrdersTheWriterBefore(t *testing.T) {
+	for _, n := range []int{smallFrame, 40 << 10} { // through the bufio.Reader, then readv
+		cl, s := pipe(t)
+		c := NewConn(s, 0)
+		f := largeFrame(n)
+		var x int
+		if _, err := cl.Write(f[:len(f)-100]); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			x = n // published by the write below
+			cl.Write(f[len(f)-100:])
+		}()
+		readLarge(t, c, n)
+		if x != n {
+			t.Fatalf("x = %d", x)
+		}
+	}
+}
