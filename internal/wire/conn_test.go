@@ -105,6 +105,18 @@ func TestInterrupt(t *testing.T) {
 	_, s := pipe(t)
 	c := NewConn(s, 0)
 	c.SetReadTimeouts(time.Hour, time.Hour)
+	if err := interruptedRead(t, c); err == nil {
+		t.Fatal("ReadFrame returned a frame")
+	}
+	if _, _, err := c.ReadFrame(); err == nil || !c.Interrupted() {
+		t.Fatalf("read after Interrupt: %v", err)
+	}
+}
+
+// interruptedRead starts a ReadFrame, interrupts c and returns the
+// ReadFrame's error.
+func interruptedRead(t *testing.T, c *Conn) error {
+	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
 		_, _, err := c.ReadFrame()
@@ -113,14 +125,10 @@ func TestInterrupt(t *testing.T) {
 	c.Interrupt()
 	select {
 	case err := <-errc:
-		if err == nil {
-			t.Fatal("ReadFrame returned a frame")
-		}
+		return err
 	case <-time.After(10 * time.Second):
 		t.Fatal("ReadFrame not woken")
-	}
-	if _, _, err := c.ReadFrame(); err == nil || !c.Interrupted() {
-		t.Fatalf("read after Interrupt: %v", err)
+		return nil
 	}
 }
 

@@ -183,20 +183,10 @@ func TestSlowLargeFrame(t *testing.T) {
 		if _, err := cl.Write(f[:60<<10]); err != nil {
 			t.Fatal(err)
 		}
-		errc := make(chan error, 1)
-		go func() {
-			_, _, err := c.ReadFrame()
-			errc <- err
-		}()
-		c.Interrupt()
-		select {
-		case err := <-errc:
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() {
-				t.Fatalf("got %v, want a timeout", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("ReadFrame not woken")
+		err := interruptedRead(t, c)
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("got %v, want a timeout", err)
 		}
 	})
 }
