@@ -122,7 +122,11 @@ type agentConn struct {
 	group   []inFrame
 	ackBuf  []ack
 	scratch groupScratch
-	entry   *agentEntry // what status reports of this connection
+	// gathered: the frames a connection that is not pipelined has read
+	// to append together (gather).
+	gathered       []inFrame
+	gatheredWeight int
+	entry          *agentEntry // what status reports of this connection
 	// discarding is set by the appender after a Failed append: the
 	// appender then drops every frame it gets (see handle), and the reader
 	// drops what it reads.
@@ -147,8 +151,13 @@ func (s *Server) serveAgent(ctx context.Context, c *wire.Conn, id string, log *s
 	defer wg.Wait()
 	wg.Go(a.writeLoop)
 	if !pipelined {
-		// This goroutine reads and appends.
-		a.readLoop(func(it inFrame) { a.handle(ctx, it) })
+		// This goroutine reads and appends. A bad frame or a read error
+		// it gathered behind a batch that then failed stopped the
+		// reads before they saw the failure: drain, as appendLoop does.
+		a.readLoop(func(it inFrame) { a.gather(ctx, it) })
+		if a.discarding.Load() {
+			a.drain()
+		}
 		a.acks.close()
 		return
 	}
@@ -195,6 +204,8 @@ func (a *agentConn) readLoop(next func(inFrame)) {
 		}
 		if a.in != nil {
 			a.in.waitRoom()
+		} else if a.s.beforeTakeHook != nil {
+			a.s.beforeTakeHook(a.id)
 		}
 		f, err := a.c.ReadOwnedFrame()
 		if err != nil {
@@ -286,7 +297,7 @@ func (a *agentConn) appendLoop(ctx context.Context) {
 				a.acks.flush()
 			}
 			if a.s.beforeTakeHook != nil {
-				a.s.beforeTakeHook()
+				a.s.beforeTakeHook(a.id)
 			}
 			it, ok = a.in.get()
 		}
@@ -321,6 +332,44 @@ func (a *agentConn) appendLoop(ctx context.Context) {
 	}
 }
 
+// gather is how a connection that is not pipelined hands its frames on:
+// while the next frame has come whole (wire's FrameReady), so that
+// reading it cannot wait, it keeps the Produce frames it read, up to
+// maxGroup of them and readAheadBytes of buffers; then it handles them in
+// order, those for one partition one after the other together, as the
+// appender of a pipelined connection does with its queue (appendLoop).
+// So a connection that sends faster than one append at a time gets its
+// batches written with one pwritev, without a goroutine of its own; and
+// it never waits for the network holding frames: what it keeps, the
+// socket held a moment before.
+func (a *agentConn) gather(ctx context.Context, it inFrame) {
+	a.gathered = append(a.gathered, it)
+	if it.produce {
+		a.gatheredWeight += it.weight()
+		if len(a.gathered) < maxGroup && a.gatheredWeight < readAheadBytes && a.c.FrameReady() {
+			return
+		}
+	}
+	items := a.gathered
+	for len(items) > 0 {
+		it := items[0]
+		if !it.produce {
+			a.handle(ctx, it)
+			items = items[1:]
+			continue
+		}
+		id := a.partitionOf(&it.h)
+		n := 1
+		for n < len(items) && items[n].produce && items[n].h.Topic == it.h.Topic && a.partitionOf(&items[n].h) == id {
+			n++
+		}
+		a.handleProduce(items[:n], id)
+		items = items[n:]
+	}
+	clear(a.gathered)
+	a.gathered, a.gatheredWeight = a.gathered[:0], 0
+}
+
 // heldWeight is the weight the read-ahead queue counts for the frame the
 // appender holds, if it holds one.
 func heldWeight(held inFrame, holding bool) int {
@@ -345,10 +394,11 @@ func (a *agentConn) partitionOf(h *batch.Header) int {
 }
 
 // drain reads and drops frames after a Failed append whose reader had
-// already stopped, on a bad frame or a read error it met reading ahead,
-// before it could see discarding: without it the writer would close with
-// the agent's batches unread, and the kernel's reset could destroy the
-// Failed ack. The reader has closed in, so the appender may read; the
+// already stopped, on a bad frame or a read error it met reading ahead
+// (or, not pipelined, gathering), before it could see discarding: without
+// it the writer would close with the agent's batches unread, and the
+// kernel's reset could destroy the Failed ack. The reader has closed in
+// (or is the caller), so the appender may read; the
 // reads end when the agent closes, at the limit handle set (failedDrain),
 // or at once after a read error or at shutdown.
 func (a *agentConn) drain() {

@@ -69,7 +69,9 @@
 // buffer borrowed from a process-wide pool (a small one is copied there)
 // and given back once it is appended, so an idle connection holds no
 // large buffer, and the memory for batches is bounded by the connections
-// reading one at the same moment. A pipelined connection (see Agents; at
+// reading at the same moment: one frame each, or up to 1 MiB for one that
+// groups the frames it finds whole in its socket (see Agents), which the
+// socket held a moment before. A pipelined connection (see Agents; at
 // most GOMAXPROCS/2 of them) has a third goroutine and reads ahead: its
 // reader waits for room before it reads a frame, and its queue takes
 // frames while their buffers hold less than 1 MiB (counting those the
@@ -109,7 +111,11 @@
 // connection has cores to itself: a connection opened while more than
 // GOMAXPROCS/2 agents are connected runs its reader and appender on one
 // goroutine (reads and appends alternate; many connections keep the cores
-// busy), which is otherwise the same.
+// busy), which is otherwise the same. Such a connection groups what its
+// agent sends faster than it appends too: after each frame, while the
+// next one has come whole (in its buffers or its socket's queue: so
+// reading it cannot wait), it reads that one as well, up to 16 frames and
+// 1 MiB, and then handles them as the appender handles its queue (below).
 //
 // The reader reads each frame into a pooled buffer and checks it. A frame
 // that is not a Produce (or, from version 2, a Heartbeat or an

@@ -67,7 +67,7 @@ func TestGroupKeepsReadAheadBound(t *testing.T) {
 	openIdle(t, ts.Addr(), 0, true)
 	release := make(chan struct{})
 	var calls atomic.Int64
-	ts.Server.beforeTakeHook = func() {
+	ts.Server.beforeTakeHook = func(string) {
 		if calls.Add(1) == 1 { // the first take: wait until the queue is full
 			<-release
 		}
@@ -155,7 +155,7 @@ func TestFailedGroupCountsOnlyDecided(t *testing.T) {
 	openIdle(t, ts.Addr(), 0, true)
 	release := make(chan struct{})
 	var calls atomic.Int64
-	ts.Server.beforeTakeHook = func() {
+	ts.Server.beforeTakeHook = func(string) {
 		if calls.Add(1) == 2 { // the take after the first batch: wait until the next ones are queued
 			<-release
 		}

@@ -111,18 +111,27 @@ func TestGroupedAppendsDecideAsOneByOne(t *testing.T) {
 // Through a connection: the appender takes what the reader queued, in
 // order, grouping the Produce frames of one partition and handling the
 // frames between them (a heartbeat, another topic) in their place; every
-// ack comes back in order with the status the batch gets alone.
+// ack comes back in order with the status the batch gets alone. A
+// connection that is not pipelined groups the frames it finds whole in
+// its socket (gather) the same way.
 func TestAppenderGroupsQueuedFrames(t *testing.T) {
+	for _, mode := range agentModes {
+		t.Run(mode.name, func(t *testing.T) { testAppenderGroupsQueuedFrames(t, mode.idle) })
+	}
+}
+
+func testAppenderGroupsQueuedFrames(t *testing.T, idle int) {
 	ts := start(t, t.TempDir(), func(o *Options) { o.Partitions = 1 })
 	var hold sync.Mutex
 	hold.Lock()
 	first := true
-	ts.Server.beforeTakeHook = func() {
-		if first { // the first wait of the first connection: until the frames are queued
+	ts.Server.beforeTakeHook = func(agent string) {
+		if agent == "a1" && first { // a1's first wait: until the frames are queued
 			first = false
 			hold.Lock()
 		}
 	}
+	openIdle(t, ts.Addr(), idle, idle == 0)
 	cases := groupCases()
 	other := src{agent: "a1", topic: "db", id: 7}
 	ag := dialAgent(t, ts.Addr(), "a1")
@@ -142,12 +151,18 @@ func TestAppenderGroupsQueuedFrames(t *testing.T) {
 			wantSeq = append(wantSeq, seq)
 		}
 	}
-	before := ts.Stats().WireBytesIn
+	before, appends := ts.Stats().WireBytesIn, appendCalls(ts)
 	werr := writeInBackground(ag.c.NetConn(), out, false)
-	waitUntil(t, func() bool { return ts.Stats().WireBytesIn-before >= int64(len(out)) })
-	hold.Unlock()
-	if err := <-werr; err != nil {
+	if idle == 0 {
+		waitUntil(t, func() bool { return ts.Stats().WireBytesIn-before >= int64(len(out)) })
+	} else if err := <-werr; err != nil { // written: in the socket (loopback), not read
 		t.Fatal(err)
+	}
+	hold.Unlock()
+	if idle == 0 {
+		if err := <-werr; err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	statuses := map[uint64]wire.AckStatus{}
@@ -185,6 +200,19 @@ func TestAppenderGroupsQueuedFrames(t *testing.T) {
 	if st := statuses[10]; st != wire.AckAppended {
 		t.Errorf("the other topic's batch: %s", st)
 	}
+	// The batches of topic app around the heartbeat and the other topic's
+	// batch: four runs, each one append.
+	if n := appendCalls(ts) - appends; n != 4 {
+		t.Errorf("%d appends for %d batches in 4 runs, want 4", n, len(wantSeq))
+	}
+}
+
+// appendCalls is how many appends (one per group) the server has made.
+func appendCalls(ts *testServer) (n uint64) {
+	for i := range ts.Server.stats.appendLatency.buckets {
+		n += ts.Server.stats.appendLatency.buckets[i].Load()
+	}
+	return n
 }
 
 // produceFrameOf is the Produce frame of batch b with seq.

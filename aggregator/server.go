@@ -93,8 +93,10 @@ type Server struct {
 	stopAt   atomic.Int64 // when shutdown began, unix ns; 0 while serving
 
 	// beforeTakeHook, when set (tests, before Run), is called by a
-	// pipelined connection's appender before it waits for a frame.
-	beforeTakeHook func()
+	// pipelined connection's appender before it waits for a frame, and
+	// by a connection that is not pipelined before it reads one, with
+	// the connection's agent id.
+	beforeTakeHook func(agent string)
 }
 
 // New checks opts, opens the log under DataDir/log, rebuilds the dedup

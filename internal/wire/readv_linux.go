@@ -21,6 +21,10 @@ type vreader struct {
 	n   int   // the last readv's result
 	err error // and its error
 	fn  func(fd uintptr) bool
+
+	inq    int // the last queued()
+	inqErr error
+	inqFn  func(fd uintptr)
 }
 
 // newVReader returns a vreader for c, or nil when c is not a TCP
@@ -36,7 +40,21 @@ func newVReader(c net.Conn) *vreader {
 	}
 	v := &vreader{nc: c, rc: rc}
 	v.fn = v.readv // once: a method value made per read would allocate
+	v.inqFn = v.ioctlInq
 	return v
+}
+
+// queued returns how many bytes the socket's receive queue holds (0 when
+// it cannot tell).
+func (v *vreader) queued() int {
+	if err := v.rc.Control(v.inqFn); err != nil || v.inqErr != nil {
+		return 0
+	}
+	return v.inq
+}
+
+func (v *vreader) ioctlInq(fd uintptr) {
+	v.inq, v.inqErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
 }
 
 // readv is the RawConn callback: false asks the poller to wait until the

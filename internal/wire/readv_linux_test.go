@@ -50,3 +50,47 @@ func TestInterruptWakesReadv(t *testing.T) {
 		t.Fatalf("got %v, want a timeout", err)
 	}
 }
+
+// TestFrameReady: FrameReady is true exactly when the next frame has come
+// whole, whether its bytes are in the Conn's buffer, read ahead with a
+// large payload, or in the socket's queue.
+func TestFrameReady(t *testing.T) {
+	cl, s := pipe(t)
+	c := NewConn(s, 0)
+	write := func(b []byte) { // a loopback write has reached the socket when it returns
+		t.Helper()
+		if _, err := cl.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ready := func(want bool, when string) {
+		t.Helper()
+		if got := c.FrameReady(); got != want {
+			t.Fatalf("%s: FrameReady %v, want %v", when, got, want)
+		}
+	}
+	ready(false, "nothing sent")
+	small := frame(TypeHeartbeat, (&Heartbeat{Nonce: 1}).Encode(nil))
+	write(append(append([]byte{}, small...), small...))
+	ready(false, "nothing read yet (the Conn knows no header)")
+	if _, _, err := c.ReadFrame(); err != nil {
+		t.Fatal(err)
+	}
+	ready(true, "a small frame whole in the buffer")
+	if _, _, err := c.ReadFrame(); err != nil {
+		t.Fatal(err)
+	}
+	ready(false, "everything read")
+
+	const n = 40 << 10
+	f := largeFrame(n)
+	write(append(append([]byte{}, f...), f[:5+n/2]...))
+	readLarge(t, c, n)
+	ready(false, "half of the next payload has come")
+	write(f[5+n/2 : len(f)-1])
+	ready(false, "all but its last byte")
+	write(f[len(f)-1:])
+	ready(true, "the header read ahead and the rest in the socket")
+	readLarge(t, c, n)
+	ready(false, "everything read")
+}

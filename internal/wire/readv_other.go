@@ -11,3 +11,5 @@ type vreader struct{}
 func newVReader(net.Conn) *vreader { return nil }
 
 func (*vreader) fill(p, next []byte) (int, error) { panic("BUG: no vreader") }
+
+func (*vreader) queued() int { panic("BUG: no vreader") }

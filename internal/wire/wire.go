@@ -432,6 +432,31 @@ func (c *Conn) readLarge(p []byte) error {
 	return err
 }
 
+// FrameReady reports whether the next frame has come whole, so that
+// ReadFrame returns it (or its error) without waiting: its header is read
+// ahead or buffered, and the rest is buffered or, on a TCP connection on
+// Linux, in the socket's receive queue. Reader only.
+func (c *Conn) FrameReady() bool {
+	have := c.aheadN + c.r.Buffered()
+	if have < len(c.hdr) {
+		return false
+	}
+	var hdr [5]byte
+	k := copy(hdr[:], c.ahead[:c.aheadN])
+	if k < len(hdr) {
+		b, err := c.r.Peek(len(hdr) - k) // buffered: no read
+		if err != nil {
+			return false
+		}
+		copy(hdr[k:], b)
+	}
+	need := 4 + int64(binary.BigEndian.Uint32(hdr[:4])) // the frame's bytes
+	if int64(have) >= need {
+		return true
+	}
+	return c.vr != nil && int64(have)+int64(c.vr.queued()) >= need
+}
+
 // writeHeader buffers the 5-byte header of a frame whose payload is n bytes.
 func (c *Conn) writeHeader(t Type, n int64) error {
 	var h [5]byte
