@@ -47,7 +47,8 @@ type resyncKey struct {
 // readAheadBytes plus two frames (the last one queued, the one being
 // read) of batches, and none while it is idle; and as only
 // GOMAXPROCS/2 connections are pipelined, the server holds at most that
-// many read-aheads. Half a queue (8 batches of 32 KiB, each in a 64 KiB
+// many read-aheads, plus what the connections not pipelined gather beyond
+// one frame each (at most GOMAXPROCS read-aheads in all: gather). Half a queue (8 batches of 32 KiB, each in a 64 KiB
 // buffer) is the slack the reader has when it is woken again: more than a
 // wake-up takes on a loaded 2-core virtual machine, so reads and appends
 // keep overlapping.
@@ -335,18 +336,23 @@ func (a *agentConn) appendLoop(ctx context.Context) {
 // gather is how a connection that is not pipelined hands its frames on:
 // while the next frame has come whole (wire's FrameReady), so that
 // reading it cannot wait, it keeps the Produce frames it read, up to
-// maxGroup of them and readAheadBytes of buffers; then it handles them in
+// maxGroup of them and readAheadBytes of buffers, and while the frames
+// all such connections keep come to less than the server's gatherBudget
+// (GOMAXPROCS read-aheads: only that many connections run at once, and
+// one whose append waits for another's on the same partition keeps what
+// it has); then it handles them in
 // order, those for one partition one after the other together, as the
 // appender of a pipelined connection does with its queue (appendLoop).
 // So a connection that sends faster than one append at a time gets its
 // batches written with one pwritev, without a goroutine of its own; and
-// it never waits for the network holding frames: what it keeps, the
-// socket held a moment before.
+// it never waits for the network holding frames.
 func (a *agentConn) gather(ctx context.Context, it inFrame) {
 	a.gathered = append(a.gathered, it)
 	if it.produce {
-		a.gatheredWeight += it.weight()
-		if len(a.gathered) < maxGroup && a.gatheredWeight < readAheadBytes && a.c.FrameReady() {
+		w := it.weight()
+		a.gatheredWeight += w
+		total := a.s.gathered.Add(int64(w))
+		if len(a.gathered) < maxGroup && a.gatheredWeight < readAheadBytes && total < a.s.gatherBudget && a.c.FrameReady() {
 			return
 		}
 	}
@@ -367,6 +373,7 @@ func (a *agentConn) gather(ctx context.Context, it inFrame) {
 		items = items[n:]
 	}
 	clear(a.gathered)
+	a.s.gathered.Add(-int64(a.gatheredWeight))
 	a.gathered, a.gatheredWeight = a.gathered[:0], 0
 }
 

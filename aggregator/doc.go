@@ -69,9 +69,10 @@
 // buffer borrowed from a process-wide pool (a small one is copied there)
 // and given back once it is appended, so an idle connection holds no
 // large buffer, and the memory for batches is bounded by the connections
-// reading at the same moment: one frame each, or up to 1 MiB for one that
-// groups the frames it finds whole in its socket (see Agents), which the
-// socket held a moment before. A pipelined connection (see Agents; at
+// reading at the same moment: one frame each, plus, for the connections
+// not pipelined that group the frames they find whole in their socket
+// (see Agents), at most 1 MiB each and GOMAXPROCS MiB in all. A
+// pipelined connection (see Agents; at
 // most GOMAXPROCS/2 of them) has a third goroutine and reads ahead: its
 // reader waits for room before it reads a frame, and its queue takes
 // frames while their buffers hold less than 1 MiB (counting those the

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"fmt"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -183,4 +184,76 @@ func TestFailedGroupCountsOnlyDecided(t *testing.T) {
 	if st := ts.Stats(); st.BatchesIn != 2 {
 		t.Errorf("BatchesIn %d after the first batch and a Failed one; want 2 (the batches dropped behind the Failed one are not counted one at a time)", st.BatchesIn)
 	}
+}
+
+// The frames connections that are not pipelined gather are bounded server
+// wide (Server.gatherBudget), not only per connection: while their appends
+// wait (here for the partition's append lock, as behind other connections
+// appending to it), each keeps the frame it read, and gathers more only
+// while the total is under the budget. A review found that without it
+// every connection kept what its socket held, up to 1 MiB, however many
+// connections there were. Here the budget is one byte: none gathers a
+// second frame.
+func TestGatherKeepsServerWideBound(t *testing.T) {
+	ts := start(t, t.TempDir(), func(o *Options) { o.Partitions = 1 })
+	ts.Server.gatherBudget = 1
+	openIdle(t, ts.Addr(), agentModes[1].idle, false)
+	lk := ts.Server.dedup.topic("app").appendLock(0)
+	lk.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			lk.Unlock()
+		}
+	}()
+	const conns, frames = 12, 16
+	var ags []*agentClient
+	var werrs []<-chan error
+	frameLen := 0
+	before := ts.Stats().WireBytesIn
+	for k := range conns {
+		s := src{agent: fmt.Sprintf("a%d", k), topic: "app", id: 1}
+		var out []byte
+		for i := range frames {
+			f := produceFrame(t, s, uint64(i+1), int64(i*10), int64(i*10+10), 40<<10) // a 64 KiB pooled buffer each
+			frameLen = len(f)
+			out = append(out, f...)
+		}
+		ag := dialAgent(t, ts.Addr(), s.agent)
+		ags = append(ags, ag)
+		werrs = append(werrs, writeInBackground(ag.c.NetConn(), out, false))
+	}
+	waitUntil(t, func() bool { return waitingToAppend() == conns })
+	if held := (ts.Stats().WireBytesIn - before) / int64(frameLen); held > conns {
+		t.Errorf("with their appends waiting, %d connections hold %d frames; want one each", conns, held)
+	}
+	lk.Unlock()
+	locked = false
+	for _, ag := range ags {
+		for range frames {
+			if ack, err := ag.readAck(); err != nil || ack.Status != wire.AckAppended {
+				t.Fatalf("ack %+v, %v", ack, err)
+			}
+		}
+	}
+	for _, w := range werrs {
+		if err := <-w; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, func() bool { return ts.Server.gathered.Load() == 0 }) // every frame gathered was counted out
+}
+
+// waitingToAppend counts the goroutines that wait for an append lock in
+// produce.
+func waitingToAppend() (n int) {
+	buf := make([]byte, 4<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		head, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(g, "(*agentConn).produce") && strings.Contains(g, "sync.(*Mutex).Lock") && strings.Contains(head, "sync.Mutex.Lock") {
+			n++
+		}
+	}
+	return n
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,12 @@ type Server struct {
 	ran      atomic.Bool
 	stopAt   atomic.Int64 // when shutdown began, unix ns; 0 while serving
 
+	// The buffers of the frames that connections not pipelined hold to
+	// append together (agentConn.gather), and their bound: a connection
+	// gathers a further frame only while the total is under it.
+	gathered     atomic.Int64
+	gatherBudget int64
+
 	// beforeTakeHook, when set (tests, before Run), is called by a
 	// pipelined connection's appender before it waits for a frame, and
 	// by a connection that is not pipelined before it reads one, with
@@ -146,7 +153,8 @@ func New(opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, log: log, maxFrame: opts.MaxFrameBytes, agents: newAgentRegistry(), tokens: toks}
+	s := &Server{opts: opts, log: log, maxFrame: opts.MaxFrameBytes, agents: newAgentRegistry(), tokens: toks,
+		gatherBudget: int64(runtime.GOMAXPROCS(0)) * readAheadBytes}
 	if toks != nil && opts.TLS == nil {
 		log.Warn("tokens are configured without TLS: they cross the network in clear")
 	}
