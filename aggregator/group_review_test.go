@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -73,14 +74,7 @@ func TestGroupKeepsReadAheadBound(t *testing.T) {
 			<-release
 		}
 	}
-	lk := ts.Server.dedup.topic("app").appendLock(0)
-	lk.Lock()
-	locked := true
-	defer func() {
-		if locked {
-			lk.Unlock()
-		}
-	}()
+	unhold := holdAppends(t, ts, "app", 0)
 
 	s := src{agent: "a1", topic: "app", id: 1}
 	const frames = 40
@@ -112,8 +106,7 @@ func TestGroupKeepsReadAheadBound(t *testing.T) {
 			n, n*64, bound)
 	}
 
-	lk.Unlock()
-	locked = false
+	unhold()
 	for range frames {
 		ack, err := ag.readAck()
 		if err != nil {
@@ -198,14 +191,7 @@ func TestGatherKeepsServerWideBound(t *testing.T) {
 	ts := start(t, t.TempDir(), func(o *Options) { o.Partitions = 1 })
 	ts.Server.gatherBudget = 1
 	openIdle(t, ts.Addr(), agentModes[1].idle, false)
-	lk := ts.Server.dedup.topic("app").appendLock(0)
-	lk.Lock()
-	locked := true
-	defer func() {
-		if locked {
-			lk.Unlock()
-		}
-	}()
+	unhold := holdAppends(t, ts, "app", 0)
 	const conns, frames = 12, 16
 	var ags []*agentClient
 	var werrs []<-chan error
@@ -227,8 +213,7 @@ func TestGatherKeepsServerWideBound(t *testing.T) {
 	if held := (ts.Stats().WireBytesIn - before) / int64(frameLen); held > conns {
 		t.Errorf("with their appends waiting, %d connections hold %d frames; want one each", conns, held)
 	}
-	lk.Unlock()
-	locked = false
+	unhold()
 	for _, ag := range ags {
 		for range frames {
 			if ack, err := ag.readAck(); err != nil || ack.Status != wire.AckAppended {
@@ -256,4 +241,15 @@ func waitingToAppend() (n int) {
 		}
 	}
 	return n
+}
+
+// holdAppends makes the appends to partition id of topic wait, as they
+// would behind another connection's, until release (or the test's end).
+func holdAppends(t *testing.T, ts *testServer, topic string, id int) (release func()) {
+	lk := ts.Server.dedup.topic(topic).appendLock(id)
+	lk.Lock()
+	var once sync.Once
+	release = func() { once.Do(lk.Unlock) }
+	t.Cleanup(release)
+	return release
 }
