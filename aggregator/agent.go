@@ -320,7 +320,7 @@ func (a *agentConn) appendLoop(ctx context.Context) {
 			if !ok {
 				break
 			}
-			if !next.produce || next.h.Topic != it.h.Topic || a.partitionOf(&next.h) != id {
+			if !a.joins(id, &it, &next) {
 				held, holding = next, true
 				break
 			}
@@ -366,7 +366,7 @@ func (a *agentConn) gather(ctx context.Context, it inFrame) {
 		}
 		id := a.partitionOf(&it.h)
 		n := 1
-		for n < len(items) && items[n].produce && items[n].h.Topic == it.h.Topic && a.partitionOf(&items[n].h) == id {
+		for n < len(items) && a.joins(id, &it, &items[n]) {
 			n++
 		}
 		a.handleProduce(items[:n], id)
@@ -375,6 +375,13 @@ func (a *agentConn) gather(ctx context.Context, it inFrame) {
 	clear(a.gathered)
 	a.s.gathered.Add(-int64(a.gatheredWeight))
 	a.gathered, a.gatheredWeight = a.gathered[:0], 0
+}
+
+// joins says whether next may be appended in the group that first, a
+// Produce bound for partition id, begins: a Produce of the same topic and
+// partition (appendLoop, gather).
+func (a *agentConn) joins(id int, first, next *inFrame) bool {
+	return next.produce && next.h.Topic == first.h.Topic && a.partitionOf(&next.h) == id
 }
 
 // heldWeight is the weight the read-ahead queue counts for the frame the
