@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"logship/internal/testlogs"
 	"logship/logstore/batch"
 )
 
@@ -25,23 +25,9 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testLogger collects the agent's log and prints it when the test fails.
-type testLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *testLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *testLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+// testLog collects the agent's log; newTestLog prints it when the test
+// fails.
+type testLog = testlogs.Buffer
 
 func newTestLog(t testing.TB) (*slog.Logger, *testLog) {
 	l := &testLog{}

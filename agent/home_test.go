@@ -129,6 +129,27 @@ func (r *homeRig) moveCopyIn(t *testing.T, tmp string) {
 	}
 }
 
+// startAway starts the agent with home down, so that it fails over, and
+// writes 100 lines of stream a.
+func (r *homeRig) startAway(t *testing.T) *runningAgent {
+	t.Helper()
+	r.proxy.SetRefuse(true)
+	ag := r.start(t)
+	r.w.write(100)
+	return ag
+}
+
+// homeAfterCopy checks that the agent keeps away from home until the
+// copy of the truncated file (tmp) is resumed, then moves the copy in
+// (a.log.1), waits for the move home, and finishes with aLines of a.
+func (r *homeRig) homeAfterCopy(t *testing.T, ag *runningAgent, tmp, until string, aLines int) {
+	t.Helper()
+	stayAway(t, ag, r.proxy, until)
+	r.moveCopyIn(t, tmp)
+	waitOn(t, ag, "back home", r.proxy.Addr())
+	r.finish(t, ag, aLines)
+}
+
 // finish writes 20 lines of a new stream b, waits until the two
 // aggregators hold them and the aLines of stream a, with the copy of the
 // truncated file resumed and the agent idle, and checks that they hold
@@ -268,10 +289,7 @@ func TestMoveHomeWaitsForTruncatedCopy(t *testing.T) {
 	r.truncate(t)
 	r.other.setHold(false)
 	r.proxy.SetRefuse(false) // home is back, and looked at several times
-	stayAway(t, ag, r.proxy, "the truncated file's copy was resumed")
-	r.moveCopyIn(t, tmp)
-	waitOn(t, ag, "back home", r.proxy.Addr())
-	r.finish(t, ag, 250)
+	r.homeAfterCopy(t, ag, tmp, "the truncated file's copy was resumed", 250)
 }
 
 // A file copytruncated after its lines were acknowledged, but before the
@@ -282,19 +300,14 @@ func TestMoveHomeWaitsForTruncatedCopy(t *testing.T) {
 func TestMoveHomeWaitsForCopyBehindAcked(t *testing.T) {
 	r := newHomeRig(t, false)
 	r.opts.PositionsInterval = time.Hour
-	r.proxy.SetRefuse(true) // home is down at start: the agent fails over
-	ag := r.start(t)
-	r.w.write(100)
+	ag := r.startAway(t)
 	waitFor(t, "lines acknowledged by the other aggregator", func() bool { return r.other.records() == 100 && ag.Idle() })
 
 	// copytruncate with nothing in flight.
 	tmp := r.copyAside(t)
 	r.truncate(t)
 	r.proxy.SetRefuse(false) // home is back
-	stayAway(t, ag, r.proxy, "the copy of a file truncated behind what this aggregator acknowledged is resumed")
-	r.moveCopyIn(t, tmp)
-	waitOn(t, ag, "back home", r.proxy.Addr())
-	r.finish(t, ag, 100)
+	r.homeAfterCopy(t, ag, tmp, "the copy of a file truncated behind what this aggregator acknowledged is resumed", 100)
 }
 
 // A file truncated after a session was lost with batches the aggregator
@@ -303,9 +316,7 @@ func TestMoveHomeWaitsForCopyBehindAcked(t *testing.T) {
 // (sentHigh outlives the session). (Found in review.)
 func TestMoveHomeWaitsForCopyAfterLostSession(t *testing.T) {
 	r := newHomeRig(t, true)
-	r.proxy.SetRefuse(true) // home is down at start: the agent fails over
-	ag := r.start(t)
-	r.w.write(100)
+	ag := r.startAway(t)
 	r.ackedAndSaved(t, ag, 100)
 
 	r.other.setHold(true) // stored, not acknowledged
@@ -320,10 +331,7 @@ func TestMoveHomeWaitsForCopyAfterLostSession(t *testing.T) {
 	r.otherProxy.SetRefuse(false) // the agent gets back to the same aggregator
 	waitOn(t, ag, "reconnected to the other aggregator", r.otherProxy.Addr())
 	r.proxy.SetRefuse(false) // home is back
-	stayAway(t, ag, r.proxy, "the copy of a file truncated after a lost session is resumed")
-	r.moveCopyIn(t, tmp)
-	waitOn(t, ag, "back home", r.proxy.Addr())
-	r.finish(t, ag, 150)
+	r.homeAfterCopy(t, ag, tmp, "the copy of a file truncated after a lost session is resumed", 150)
 }
 
 // A reload removes an input while its file's batches are stored but not
@@ -335,9 +343,7 @@ func TestMoveHomeWaitsForReleasedEntry(t *testing.T) {
 	app := Input{Topic: "app", Paths: []string{filepath.Join(r.dir, "a.log")}}
 	keep := Input{Topic: "keep", Paths: []string{filepath.Join(r.dir, "z.log")}}
 	r.opts.Inputs = []Input{app, keep}
-	r.proxy.SetRefuse(true) // home is down at start: the agent fails over
-	ag := r.start(t)
-	r.w.write(100)
+	ag := r.startAway(t)
 	waitFor(t, "lines acknowledged by the other aggregator", func() bool { return r.other.records() == 100 && ag.Idle() })
 
 	r.other.setHold(true) // stored, not acknowledged
@@ -368,9 +374,7 @@ func TestMoveHomeWaitsForReleasedEntry(t *testing.T) {
 // file's size), not for as long as the copy lies there. (Found in review.)
 func TestMoveHomeAfterCopyShorterThanSent(t *testing.T) {
 	r := newHomeRig(t, false)
-	r.proxy.SetRefuse(true) // home is down at start: the agent fails over
-	ag := r.start(t)
-	r.w.write(100)
+	ag := r.startAway(t)
 	r.ackedAndSaved(t, ag, 100)
 	// copytruncate: logrotate copies the file; the application writes 50
 	// more lines, which the agent sends (stored, acks held); then the
@@ -405,9 +409,7 @@ func TestMoveHomeAfterCopyShorterThanSent(t *testing.T) {
 func TestCopyTruncateJustAfterMoveHome(t *testing.T) {
 	r := newHomeRig(t, false)
 	r.opts.PositionsInterval = time.Hour
-	r.proxy.SetRefuse(true) // home is down at start: the agent fails over
-	ag := r.start(t)
-	r.w.write(100)
+	ag := r.startAway(t)
 	waitFor(t, "lines acknowledged by the other aggregator", func() bool { return r.other.records() == 100 && ag.Idle() })
 
 	r.proxy.SetRefuse(false) // home is back: nothing in flight, the move is safe

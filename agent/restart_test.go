@@ -126,9 +126,7 @@ func newThreeRig(t *testing.T) *threeRig {
 // one it never sent anything to. (Found in review.)
 func TestRestartWithLastAggregatorDownGoesHome(t *testing.T) {
 	r := newThreeRig(t)
-	r.proxy.SetRefuse(true) // home is down at start: the agent fails over
-	ag := r.start(t)
-	r.w.write(100)
+	ag := r.startAway(t)
 	waitOn(t, ag, "failover to the entry after home", r.otherProxy.Addr())
 	r.ackedAndSaved(t, ag, 100)
 	ag.stop(t)
@@ -269,9 +267,7 @@ func TestBlockedPositionsWriteDoesNotSpin(t *testing.T) {
 func TestFailedSaveBeforeMoveHomeKeepsSending(t *testing.T) {
 	r := newHomeRig(t, true)
 	r.opts.HeartbeatInterval = time.Hour // no heartbeats in the way of the counted writes
-	r.proxy.SetRefuse(true)              // home is down at start: the agent fails over
-	ag := r.start(t)
-	r.w.write(100)
+	ag := r.startAway(t)
 	waitOn(t, ag, "failover", r.otherProxy.Addr())
 	r.ackedAndSaved(t, ag, 100)
 	waitFor(t, "the positions file naming the other aggregator", func() bool {

@@ -1,6 +1,7 @@
 // Package testlogs makes realistic log lines for tests and benchmarks:
 // lines that vary as real ones do, so that compression speeds and ratios
-// measured on them are those users get. It is used by test files only.
+// measured on them are those users get; and collects what the code under
+// test logs (Buffer). It is used by test files only.
 package testlogs
 
 import (

@@ -1,7 +1,6 @@
 package wire_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"log/slog"
@@ -14,31 +13,16 @@ import (
 	"testing/synctest"
 	"time"
 
+	"logship/internal/testlogs"
 	"logship/internal/wire"
 	"logship/internal/wire/wiretest"
 )
 
 // logBuf is a slog destination that handshakes on other goroutines may
 // write to.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logBuf = testlogs.Buffer
 
 // take returns what was logged since the last take.
-func (l *logBuf) take() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.b.String()
-	l.b.Reset()
-	return s
-}
 
 // install puts the PEM files src in place of dst, each by a rename, the way
 // a rotation tool replaces them.
@@ -167,7 +151,7 @@ func TestServerCertificateRotation(t *testing.T) {
 		if got := served(); got != st.want {
 			t.Fatalf("%s: served %q, want %q", st.name, got, st.want)
 		}
-		got := logs.take()
+		got := logs.Take()
 		if st.log == "" && got != "" || !strings.Contains(got, st.log) {
 			t.Fatalf("%s: logged %q, want %q", st.name, got, st.log)
 		}
