@@ -348,13 +348,14 @@ func (a *agentConn) appendLoop(ctx context.Context) {
 // it never waits for the network holding frames.
 func (a *agentConn) gather(ctx context.Context, it inFrame) {
 	a.gathered = append(a.gathered, it)
-	if it.produce {
-		w := it.weight()
+	if w := it.weight(); it.produce && len(a.gathered) < maxGroup && a.gatheredWeight+w < readAheadBytes &&
+		a.s.gathered.Load()+int64(w) < a.s.gatherBudget && a.c.FrameReady() {
+		// Kept: counted here and server wide until handled. A frame
+		// handled at once is never counted, so a connection that does
+		// not gather touches no shared counter.
 		a.gatheredWeight += w
-		total := a.s.gathered.Add(int64(w))
-		if len(a.gathered) < maxGroup && a.gatheredWeight < readAheadBytes && total < a.s.gatherBudget && a.c.FrameReady() {
-			return
-		}
+		a.s.gathered.Add(int64(w))
+		return
 	}
 	items := a.gathered
 	for len(items) > 0 {
@@ -373,7 +374,9 @@ func (a *agentConn) gather(ctx context.Context, it inFrame) {
 		items = items[n:]
 	}
 	clear(a.gathered)
-	a.s.gathered.Add(-int64(a.gatheredWeight))
+	if a.gatheredWeight > 0 {
+		a.s.gathered.Add(-int64(a.gatheredWeight))
+	}
 	a.gathered, a.gatheredWeight = a.gathered[:0], 0
 }
 
