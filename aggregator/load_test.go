@@ -17,7 +17,8 @@ import (
 // are written straight to the socket and acks read without a buffer, so
 // that the memory measured is the server's.
 type rawAgent struct {
-	nc net.Conn
+	nc  net.Conn
+	ack ackBuf
 }
 
 func dialRaw(t testing.TB, addr, id string) *rawAgent {
@@ -30,7 +31,7 @@ func dialRaw(t testing.TB, addr, id string) *rawAgent {
 }
 
 // readAck reads one frame, which must be a ProduceAck that is not Failed.
-func (r *rawAgent) readAck() error { return readOKAck(r.nc) }
+func (r *rawAgent) readAck() error { return readOKAck(r.nc, &r.ack) }
 
 // produceFrame builds the Produce frame of a batch of src over [from, to)
 // holding size bytes of records, uncompressed (so the frame is as large).
