@@ -211,8 +211,13 @@ type Conn struct {
 }
 
 // ConnBufferSize is the size of a Conn's read and of its write buffer.
-// Frames larger than that are read and written without a copy through
-// them, so it bounds a connection's fixed cost, not its throughput.
+// It bounds a connection's fixed cost, not the frames it carries: on a
+// plain TCP connection a payload larger than smallFrame is read straight
+// into its own buffer (readLarge). A frame larger than the write buffer is
+// written as bufio does it: what is buffered is topped up and sent, then
+// the rest goes out directly, or through the buffer when it fits (two
+// writes and up to one buffer's copy for a 32 KiB batch; small next to
+// compressing it).
 const ConnBufferSize = 16 << 10
 
 // smallFrame is the largest payload read into the Conn's own buffer.
