@@ -410,23 +410,20 @@ func (a *agentConn) partitionOf(h *batch.Header) int {
 	return a.s.dedup.topic(h.Topic).partitionFor(sourceKey{agent: h.Agent, source: h.SourceID}, a.s.dedup.partitions)
 }
 
-// drain reads and drops frames after a Failed append whose reader had
-// already stopped, on a bad frame or a read error it met reading ahead
-// (or, not pipelined, gathering), before it could see discarding: without
-// it the writer would close with the agent's batches unread, and the
-// kernel's reset could destroy the Failed ack. The reader has closed in
-// (or is the caller), so the appender may read; the
-// reads end when the agent closes, at the limit handle set (failedDrain),
-// or at once after a read error or at shutdown.
+// drain reads and drops what the agent still sends after a Failed append
+// whose reader had already stopped, on a bad frame or a read error it met
+// reading ahead (or, not pipelined, gathering), before it could see
+// discarding: without it the writer would close with the agent's batches
+// unread, and the kernel's reset could destroy the Failed ack. It drops
+// bytes, not frames: the reader may have stopped in the middle of one (a
+// frame over the size limit is refused at its header, a stalled one cut
+// at the frame timeout), and what follows is then no frame header. The
+// reader has closed in (or is the caller), so the appender may read; the
+// reads end when the agent closes, at the limit handle set with the
+// Failed ack (failedDrain), or at once at shutdown (an interrupted
+// Conn's deadline is in the past).
 func (a *agentConn) drain() {
-	a.c.SetReadTimeouts(0, 0)
-	for {
-		f, err := a.c.ReadOwnedFrame()
-		if err != nil {
-			return
-		}
-		f.Release()
-	}
+	io.Copy(io.Discard, a.nc)
 }
 
 // handle does what a frame from the reader asks, in order: it appends a
