@@ -150,7 +150,7 @@ func (a *Agent) ConnStats() ConnStats {
 // given up, which is how a vanished aggregator behind a live route (or a
 // blackholed connection) is noticed.
 const (
-	defaultHeartbeat = 10 * time.Second
+	defaultHeartbeat = wire.HeartbeatInterval
 	silenceFactor    = 3
 )
 

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"logship/internal/wire"
 	"logship/logstore"
 )
 
@@ -129,5 +130,10 @@ func (g *Aggregator) check(c *checker) {
 	g.TLS.check(c, true)
 	checkTokens(c, g.Tokens)
 	positive(c, "idle_timeout", g.IdleTimeout)
+	if g.IdleTimeout > 0 && g.IdleTimeout < Duration(wire.MinIdleTimeout) {
+		// Shorter would cut live idle agents between their heartbeats.
+		c.errorf("idle_timeout", "%v is too short: want at least %v (an idle agent sends a heartbeat every %v)",
+			g.IdleTimeout, Duration(wire.MinIdleTimeout), Duration(wire.HeartbeatInterval))
+	}
 	positive(c, "read_timeout", g.ReadTimeout)
 }

@@ -60,7 +60,8 @@
 // and the time a frame may take once it began (read timeout), so that a
 // client that sends nothing, or trickles a byte a second, is cut with a
 // logged reason. A version 2 client that has nothing to send sends a
-// Heartbeat well within the server's idle timeout; the server answers each
+// Heartbeat every HeartbeatInterval (10 s), and a server's idle timeout is
+// at least MinIdleTimeout (30 s: config refuses less); the server answers each
 // Heartbeat with one carrying the same nonce, in order with its other
 // answers. A client that hears nothing for a while (no ack, no heartbeat)
 // gives the connection up: that is how an agent notices an aggregator that

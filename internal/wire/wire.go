@@ -30,6 +30,16 @@ const (
 	MaxControlFrame = 64 << 10
 )
 
+// Heartbeats and idle timeouts. A version 2 client with nothing to send
+// sends a Heartbeat every HeartbeatInterval; a server that cuts
+// connections sooner than MinIdleTimeout after their last frame would cut
+// live idle clients (three intervals leave room for one late beat and a
+// slow network), so a server's idle timeout is at least that.
+const (
+	HeartbeatInterval = 10 * time.Second
+	MinIdleTimeout    = 3 * HeartbeatInterval
+)
+
 // Type is a frame type.
 type Type uint8
 
