@@ -316,10 +316,17 @@
 // not per batch); if that read fails (the file just shrank: a truncation
 // the loop is about to handle), the entry keeps its previous position and
 // tail, so the file lags and never leads. Entries of files that were
-// closed (rotated away or deleted, drained and acknowledged) are removed;
-// entries that no file matches at the first scan after a start are removed
-// too, with a warning (not those whose own file is still there, emptied or
-// truncated: see above).
+// closed (rotated away or deleted, drained and acknowledged) are removed.
+// An entry that no file the globs match claims at the first scan after a
+// start is looked for under a name no glob matches: a file rotated away
+// before the agent read it to its end (while it was stopped, or before it
+// stopped) is at the entry's path, or, rotated on since (app.log.1 to
+// app.log.2), in the same directory under the entry's (dev, inode); a file
+// found there that holds the entry's content (first bytes, and the tail
+// before the position) is resumed and drained as a rotated file is
+// (Rotation by rename above; DrainTimeout counts from the start), then
+// closed. Entries found nowhere are removed, with a warning (not those
+// whose own file is still there, emptied or truncated: see above).
 // The positions file is also written, at once, before anything is shipped
 // under a new identity (see above), and before anything is sent to an
 // aggregator other than the one it names (its address in the list, and

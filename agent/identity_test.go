@@ -59,6 +59,38 @@ func TestRestartAfterChangesWhileStopped(t *testing.T) {
 			},
 		},
 		{
+			// The rotated file got lines the agent had not read before it
+			// was renamed out of the glob: its entry names it, and it is
+			// drained from there, as a running agent drains a rotated
+			// file (DrainTimeout), before it is closed.
+			name: "rotated out of the glob with unread lines", glob: "*.log",
+			change: func(t *testing.T, dir string, w *logWriter) map[string]int {
+				w.rotate(filepath.Join(dir, "app.log.1"), 30)
+				w.stream, w.seq = "new", 0
+				w.writeRaw(header + "\n")
+				w.write(400)
+				return map[string]int{"old": 230, "new": 400}
+			},
+			wantLog: "level=INFO msg=\"resuming a file no glob matches",
+		},
+		{
+			// The same, rotated on once more (a shift rotation) while the
+			// agent was stopped: found in its directory by its (dev,
+			// inode) and content.
+			name: "rotated out of the glob twice with unread lines", glob: "*.log",
+			change: func(t *testing.T, dir string, w *logWriter) map[string]int {
+				w.rotate(filepath.Join(dir, "app.log.1"), 30)
+				if err := os.Rename(filepath.Join(dir, "app.log.1"), filepath.Join(dir, "app.log.2")); err != nil {
+					t.Fatal(err)
+				}
+				w.stream, w.seq = "new", 0
+				w.writeRaw(header + "\n")
+				w.write(400)
+				return map[string]int{"old": 230, "new": 400}
+			},
+			wantLog: "level=INFO msg=\"resuming a file no glob matches",
+		},
+		{
 			// Same inode, same first bytes, but not the bytes before the
 			// stored position.
 			name: "truncated and grown again", glob: "*.log",

@@ -3,7 +3,10 @@ package agent
 import (
 	"cmp"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
+	"time"
 )
 
 // Matching the files of the first scan after a start against the entries
@@ -191,4 +194,113 @@ func (r *restoredSet) rest() []*posEntry {
 	}
 	*r = restoredSet{byFP: map[fpKey][]*posEntry{}, byKey: map[fileKey]*posEntry{}, lost: map[*posEntry]bool{}}
 	return out
+}
+
+// resumeUnmatched is the last pass of the first scan, for the entries no
+// file the globs match has claimed (rest): an entry's file may still be
+// there under a name no glob matches, rotated away before the agent read
+// it to its end (while the agent was stopped, or before it stopped). It is
+// looked for at the entry's path, then, renamed on since (a shift
+// rotation: app.log.1 to app.log.2), in the same directory by the entry's
+// (dev, inode); either way it is resumed only if it holds the entry's
+// content (probe.holds: its first bytes and those before the position).
+// A resumed file is drained as a running agent drains a rotated one: read
+// to its end, acknowledged, closed (reap), or given up after DrainTimeout.
+// It returns the entries it did not resume.
+func (a *Agent) resumeUnmatched(rest []*posEntry, now time.Time) (left []*posEntry) {
+	for _, e := range rest {
+		if !a.resumeOutsideGlobs(e, now) {
+			left = append(left, e)
+		}
+	}
+	return left
+}
+
+// resumeOutsideGlobs resumes e from its file under a name no glob matches,
+// if it finds it (resumeUnmatched).
+func (a *Agent) resumeOutsideGlobs(e *posEntry, now time.Time) bool {
+	in := a.inputForEntry(e)
+	if in == nil || e.FPLen == 0 || len(a.sources)+len(a.held) >= a.opts.MaxOpenFiles {
+		return false
+	}
+	try := func(path string) bool {
+		nf := a.openUnmatched(in, path)
+		if nf == nil {
+			return false
+		}
+		if !nf.probe.holds(e) {
+			nf.f.Close()
+			return false
+		}
+		a.startSource(nf, e, nil, now)
+		if s := a.sources[nf.key]; s != nil {
+			s.seen = a.scanGen - 1 // no glob matched it: reap drains and closes it
+			a.log.Info("resuming a file no glob matches (rotated away before it was read to its end): draining it",
+				s.attrs("pos", e.Pos, "size", nf.size)...)
+		}
+		return true
+	}
+	if try(e.Path) {
+		return true
+	}
+	dir := filepath.Dir(e.Path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	want := fileKey{e.Dev, e.Inode}
+	for _, de := range ents {
+		p := filepath.Join(dir, de.Name())
+		if p == e.Path || !de.Type().IsRegular() {
+			continue
+		}
+		if fi, err := de.Info(); err == nil {
+			if key, ok := keyOf(fi); ok && key == want && try(p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// openUnmatched opens the regular file at path for resumeOutsideGlobs,
+// unless it is tracked already (a source, a held copy).
+func (a *Agent) openUnmatched(in *input, path string) *newFile {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil
+	}
+	key, ok := keyOf(fi)
+	if !ok || a.sources[key] != nil || a.heldKey(key) {
+		f.Close()
+		return nil
+	}
+	return &newFile{in: in, path: path, f: f, key: key, size: fi.Size(), probe: newProbe(f, fi.Size(), a.fpBuf)}
+}
+
+// inputForEntry returns the input an entry's file is read by: of the
+// entry's topic, the first whose globs cover the entry's directory, or
+// else the first of the topic; nil when no input has the topic any more.
+func (a *Agent) inputForEntry(e *posEntry) *input {
+	var first *input
+	dir := filepath.Dir(e.Path)
+	for _, in := range a.inputs {
+		if in.Topic != e.Topic {
+			continue
+		}
+		if first == nil {
+			first = in
+		}
+		for _, pat := range in.Paths {
+			if ok, _ := filepath.Match(filepath.Dir(pat), dir); ok {
+				return in
+			}
+		}
+	}
+	return first
 }

@@ -39,20 +39,18 @@ func (a *Agent) scan(now time.Time) {
 	news = a.followWaiting(news, now)
 	if a.firstScan {
 		a.startSources(news, now)
+		for _, e := range a.resumeUnmatched(a.restored.rest(), now) {
+			a.log.Warn("file of the positions file not found: forgetting it; unread lines it had, if any, are not shipped",
+				"topic", e.Topic, "source", e.Path, "pos", e.Pos)
+			a.posDirty = true
+		}
 	} else {
 		a.startNew(news, now)
 	}
 	a.reviewHeld(now)
 	a.reap(now)
 	a.expireGhosts(now)
-	if a.firstScan {
-		a.firstScan = false
-		for _, e := range a.restored.rest() {
-			a.log.Warn("file of the positions file not found: forgetting it; unread lines it had, if any, are not shipped",
-				"topic", e.Topic, "source", e.Path, "pos", e.Pos)
-			a.posDirty = true
-		}
-	}
+	a.firstScan = false
 	if a.waiting > 0 && !a.warnedLimit {
 		a.log.Warn("max_open_files reached: files wait until others are closed", "max_open_files", a.opts.MaxOpenFiles, "waiting", a.waiting)
 	}
