@@ -287,7 +287,11 @@ func (a *Agent) connectOnce(ctx context.Context, addr, home string) (healthy, ba
 	}
 	if err := s.err(); !errors.Is(err, errStopping) {
 		a.conn.sessionsLost.Add(1)
-		a.log.Warn("connection to aggregator lost", "aggregator", addr, "err", err)
+		if goingAway(err) {
+			a.log.Info("aggregator shutting down: reconnecting", "aggregator", addr)
+		} else {
+			a.log.Warn("connection to aggregator lost", "aggregator", addr, "err", err)
+		}
 	}
 	if refused(s.err()) {
 		return false, false // the same batches would be refused at once: back off
@@ -386,6 +390,14 @@ func (a *Agent) goHome(ctx context.Context, s *session) {
 	case <-s.done:
 	case <-ctx.Done():
 	}
+}
+
+// goingAway reports whether the aggregator closed the session because it
+// stops (an Error frame with CodeUnavailable, after the acks of all it
+// read): a restart or a failover, not a broken network.
+func goingAway(err error) bool {
+	var re *wire.RemoteError
+	return errors.As(err, &re) && re.Code == wire.CodeUnavailable
 }
 
 // refused reports whether the aggregator closed the session because it

@@ -505,7 +505,10 @@ func (a *agentConn) handleProduce(group []inFrame, id int) {
 func (a *agentConn) readError(ctx context.Context, err error) {
 	switch {
 	case ctx.Err() != nil:
-		// Shutdown: stop reading; what was read is acked by the writer.
+		// Shutdown: stop reading; what was read is acked by the writer,
+		// which then says why the connection closes, so that the agent
+		// knows the aggregator is going away rather than the network.
+		a.acks.put(ack{fatal: true, code: wire.CodeUnavailable, msg: msgShuttingDown}, 0)
 	case errors.Is(err, io.EOF):
 		a.log.Debug("agent disconnected")
 	case errors.Is(err, net.ErrClosed):
@@ -791,17 +794,20 @@ const errorDrain = time.Second
 // it closes, for at most errorDrain; the caller then closes. Closing at
 // once could leave unread bytes (frames the client pipelined, the rest of
 // a frame too large to read) in the socket, and the kernel answers those
-// with a reset, which can destroy the Error frame before the client reads
-// it. At shutdown (c interrupted) it does not wait.
+// with a reset, which can destroy the Error frame, and the acks before it,
+// before the client reads them. At shutdown too: a client closes when it
+// reads the Error frame, so a shutdown waits that long, and errorDrain at
+// most, for the acks to reach the agents.
 func closeAfterError(c *wire.Conn) {
 	nc := c.NetConn()
 	closeWrite(nc)
 	nc.SetReadDeadline(time.Now().Add(errorDrain))
-	if c.Interrupted() {
-		return // the deadline in the past may just have been overwritten
-	}
 	io.Copy(io.Discard, nc)
 }
+
+// msgShuttingDown is what the Error frame (CodeUnavailable) says to a
+// client whose connection the aggregator closes because it stops.
+const msgShuttingDown = "aggregator shutting down"
 
 // closeWrite half-closes a connection (a FIN, or TLS's close_notify), so
 // that the peer reads what was sent, then EOF, rather than a reset.

@@ -44,6 +44,12 @@ func (s *Server) serveConsumer(ctx context.Context, c *wire.Conn, g grant, log *
 		if err != nil {
 			switch {
 			case ctx.Err() != nil:
+				// Shutdown: say so, so that the sink knows the
+				// aggregator is going away rather than the network.
+				nc.SetWriteDeadline(s.writeDeadline())
+				if c.WriteError(wire.CodeUnavailable, msgShuttingDown) == nil {
+					closeAfterError(c)
+				}
 			case errors.Is(err, io.EOF):
 				log.Debug("consumer disconnected")
 			case errors.Is(err, wire.ErrFrameTooBig), errors.Is(err, wire.ErrMalformed):

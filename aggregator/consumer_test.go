@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -130,6 +131,14 @@ func TestShutdownIsPrompt(t *testing.T) {
 	}
 	if r := <-got; r.Status != wire.FetchOK || len(r.Batches) != 0 {
 		t.Fatalf("%+v", r)
+	}
+	// Then the consumer is told why the connection closes.
+	typ, p, err := cc.c.ReadFrame()
+	if err != nil || typ != wire.TypeError {
+		t.Fatalf("after the long poll: %s frame, %v; want an Error frame", typ, err)
+	}
+	if re := (*wire.RemoteError)(nil); !errors.As(wire.DecodeError(p), &re) || re.Code != wire.CodeUnavailable {
+		t.Fatalf("error frame %v, want unavailable: shutting down", wire.DecodeError(p))
 	}
 }
 

@@ -94,7 +94,9 @@ func TestGroupedAppendsDecideAsOneByOne(t *testing.T) {
 					round, i, cases[i], got[i].ProduceAck, got[i].wait, want[i].ProduceAck, want[i].wait)
 			}
 		}
-		gotLog := dialConsumer(t, ts.Addr()).readAll("app", 0)
+		cc := dialConsumer(t, ts.Addr())
+		gotLog := cc.readAll("app", 0)
+		cc.c.NetConn().Close() // not left for the stop to say goodbye to
 		if len(gotLog) != len(wantLog) {
 			t.Fatalf("round %d: %d batches stored, want %d", round, len(gotLog), len(wantLog))
 		}

@@ -325,7 +325,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	if ctx.Err() != nil {
 		nc.SetWriteDeadline(s.writeDeadline())
-		c.WriteError(wire.CodeUnavailable, "aggregator shutting down")
+		c.WriteError(wire.CodeUnavailable, msgShuttingDown)
 		nc.Close()
 		return
 	}

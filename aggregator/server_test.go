@@ -275,7 +275,12 @@ func TestShutdownWhileSending(t *testing.T) {
 					for {
 						ack, err := a.readAck()
 						if err != nil {
-							return // the server closed the connection
+							// The server closed the connection: after
+							// the acks, with an Error frame saying why.
+							if re := (*wire.RemoteError)(nil); !errors.As(err, &re) || re.Code != wire.CodeUnavailable {
+								t.Errorf("agent %s: connection ended with %v, want an Error frame (unavailable: shutting down)", s.agent, err)
+							}
+							return
 						}
 						if ack.Status != wire.AckAppended {
 							t.Errorf("ack %+v", ack)

@@ -299,6 +299,18 @@ paths = [%q]
 				t.Fatalf("agent exit after SIGTERM: %v", err)
 			}
 			ag = start(t, "agent (2)", "agent", "--config", agentCfg)
+		case 12: // a clean aggregator restart, on the same address
+			if err := agg.stop(syscall.SIGTERM); err != nil {
+				t.Fatalf("aggregator exit after SIGTERM: %v", err)
+			}
+			waitLogged(t, ag, "aggregator shutting down: reconnecting")
+			cfg := filepath.Join(root, "aggregator.toml")
+			b, err := os.ReadFile(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, cfg, strings.Replace(string(b), `listen = "127.0.0.1:0"`, fmt.Sprintf("listen = %q", addr), 1))
+			agg = start(t, "aggregator (2)", "aggregator", "--config", cfg)
 		case 16: // rename rotation; the rotated name does not match the glob
 			streams[0].rotate(t)
 		case 20: // rename rotation to a name that matches the glob
