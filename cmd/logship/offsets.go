@@ -292,10 +292,10 @@ func runOffsetsReset(ctx context.Context, args []string, stdout, stderr io.Write
 		return unknownSink(*sink, *aggs)
 	}
 	if *execute {
-		for _, s := range plan {
+		for i, s := range plan {
 			c := cs[s.client]
 			if err := c.Reset(ctx, *sink, s.Topic, s.Partition, s.New); err != nil {
-				return fmt.Errorf("aggregator %s: reset %s/%d: %w (the steps before this one were applied)", c.Addr(), s.Topic, s.Partition, err)
+				return fmt.Errorf("aggregator %s: reset %s/%d: %w%s", c.Addr(), s.Topic, s.Partition, err, appliedNote(i, len(plan)))
 			}
 			s.Applied = true
 		}
@@ -323,6 +323,19 @@ func runOffsetsReset(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "\nDry run: nothing changed. Run again with --execute to apply.\n")
 	}
 	return nil
+}
+
+// appliedNote says, after step i of a plan of n steps failed, how many of
+// the steps were applied (those before it, in the plan's order): nothing
+// when none was.
+func appliedNote(i, n int) string {
+	switch i {
+	case 0:
+		return ""
+	case 1:
+		return fmt.Sprintf(" (1 of the %d steps was applied: the one before this)", n)
+	}
+	return fmt.Sprintf(" (%d of the %d steps were applied: those before this one)", i, n)
 }
 
 // resetStep is one partition of a reset plan.
