@@ -41,6 +41,20 @@ func (e *OutOfRangeError) Error() string {
 		e.Offset, e.Aggregator, e.Topic, e.Partition, e.Start, e.End)
 }
 
+// OpError is a Dial or a request of a Client that failed: which, to which
+// aggregator, and why. Err is the cause; when the aggregator refused, a
+// *wire.RemoteError is in its chain. Test with errors.As.
+type OpError struct {
+	Op   string // "connect" for Dial, else the request: "Metadata", "Fetch", "Status", "OffsetReset", ...
+	Addr string // the aggregator's address, as dialled
+	Err  error
+}
+
+func (e *OpError) Error() string { return "sinks: " + e.Op + " to " + e.Addr + ": " + e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *OpError) Unwrap() error { return e.Err }
+
 // Timeouts of a Client.
 const (
 	// handshakeTimeout bounds dial and handshake when ctx has no earlier deadline.
@@ -77,18 +91,18 @@ func Dial(ctx context.Context, addr, name string) (*Client, error) {
 
 // Dial connects to the aggregator at addr and performs the handshake as a
 // consumer named name, with sec's TLS and token. ctx bounds the dial and
-// the handshake.
+// the handshake. A failure is an *OpError with Op "connect".
 func (sec Security) Dial(ctx context.Context, addr, name string) (*Client, error) {
 	d := wire.Dialer{TLS: sec.TLS, Timeout: handshakeTimeout}
 	conn, w, err := d.Dial(ctx, addr, wire.Hello{Role: wire.RoleConsumer, ID: name, Token: sec.Token})
 	if err != nil {
-		return nil, fmt.Errorf("sinks: connect to %s: %w", addr, err)
+		return nil, &OpError{Op: "connect", Addr: addr, Err: err}
 	}
 	nc := conn.NetConn()
 	c := &Client{addr: addr, conn: conn}
 	if err := batch.CheckName("aggregator id", w.Aggregator); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("sinks: %s: %w", addr, err)
+		return nil, &OpError{Op: "connect", Addr: addr, Err: err}
 	}
 	c.agg = w.Aggregator
 	return c, nil
@@ -141,7 +155,8 @@ func (c *Client) broken() bool { return c.err != nil }
 
 // roundTrip sends one request frame and reads its answer, which must be of
 // type want and carry the request id req (its first 8 bytes). The returned
-// payload aliases the connection's read buffer until the next request.
+// payload aliases the connection's read buffer until the next request. A
+// failure is an *OpError with the request's type as Op.
 func (c *Client) roundTrip(ctx context.Context, t wire.Type, payload []byte, want wire.Type, req uint64, extra time.Duration) ([]byte, error) {
 	if c.err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBroken, c.addr, c.err)
@@ -175,7 +190,7 @@ func (c *Client) roundTrip(ctx context.Context, t wire.Type, payload []byte, wan
 	})
 	if err != nil {
 		c.err = err
-		return nil, fmt.Errorf("sinks: %s to %s: %w", t, c.addr, err)
+		return nil, &OpError{Op: t.String(), Addr: c.addr, Err: err}
 	}
 	return p, nil
 }

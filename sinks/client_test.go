@@ -106,7 +106,14 @@ func TestClientCancelDuringLongPoll(t *testing.T) {
 func TestDialRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if _, err := sinks.Dial(ctx, "127.0.0.1:1", sinkName); err == nil {
+	_, err := sinks.Dial(ctx, "127.0.0.1:1", sinkName)
+	if err == nil {
 		t.Fatal("dial of a closed port succeeded")
+	}
+	// The error says what failed and where, for callers to put in their
+	// own words.
+	var op *sinks.OpError
+	if !errors.As(err, &op) || op.Op != "connect" || op.Addr != "127.0.0.1:1" || op.Err == nil {
+		t.Fatalf("got %T %v, want an *OpError connecting to 127.0.0.1:1", err, err)
 	}
 }

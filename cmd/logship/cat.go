@@ -117,12 +117,12 @@ func catAll(ctx context.Context, o catOptions, out *recordPrinter) error {
 	for _, addr := range o.aggregators {
 		c, err := o.sec.Dial(ctx, addr, "")
 		if err != nil {
-			return fmt.Errorf("aggregator %s: %w", addr, err)
+			return aggError(addr, err)
 		}
 		defer c.Close()
 		parts, err := c.Metadata(ctx, []string{o.topic})
 		if err != nil {
-			return fmt.Errorf("aggregator %s: %w", addr, err)
+			return aggError(addr, err)
 		}
 		found = found || len(parts) > 0
 		for _, p := range parts {
@@ -137,12 +137,13 @@ func catAll(ctx context.Context, o catOptions, out *recordPrinter) error {
 			go func() {
 				defer wg.Done()
 				pc, err := o.sec.Dial(ctx, addr, "")
-				if err == nil {
-					defer pc.Close()
-					err = catPartition(ctx, pc, o, int(p.Partition), from, -1, out)
-				}
 				if err != nil {
-					fail(fmt.Errorf("aggregator %s partition %d: %w", addr, p.Partition, err))
+					fail(aggError(addr, err))
+					return
+				}
+				defer pc.Close()
+				if err := catPartition(ctx, pc, o, int(p.Partition), from, -1, out); err != nil {
+					fail(err)
 				}
 			}()
 		}
@@ -180,7 +181,7 @@ func catPartition(ctx context.Context, c *sinks.Client, o catOptions, partition 
 	for end < 0 || offset < end {
 		res, err := c.Fetch(ctx, o.topic, partition, offset, 4<<20, wait)
 		if err != nil {
-			return err
+			return fmt.Errorf("partition %d: %w", partition, aggError(c.Addr(), err))
 		}
 		next := offset
 		err = dec.Decode(c.Aggregator(), partition, res.Batches, offset, func(r *sinks.Record) error {

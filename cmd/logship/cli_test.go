@@ -114,6 +114,10 @@ func TestOffsetsResetPartial(t *testing.T) {
 	if want := "1 of the 2 steps was applied"; code != 1 || !strings.Contains(out, "admin role") || !strings.Contains(out, want) {
 		t.Errorf("reset refused at its second step: exit %d, want 1 and %q:\n%s", code, want, out)
 	}
+	// In the CLI's words, not the packages'.
+	if want := "logship offsets: reset app/0 on agg-2: OffsetReset request to " + addr2 + ": the aggregator refused: "; !strings.HasPrefix(out, want) {
+		t.Errorf("reset refused: got\n%s\nwant it to start with\n%s", out, want)
+	}
 	if out, code := runCLI(t, "offsets", "list", "--aggregator", addr1, "--token-file", opsTok, "--sink", "archive"); code != 0 || !regexpLine(out, `archive\s+app\s+agg-1\s+0\s+0\s`) {
 		t.Errorf("the applied step is not in offsets list: exit %d\n%s", code, out)
 	}
@@ -121,5 +125,27 @@ func TestOffsetsResetPartial(t *testing.T) {
 		if err := p.stop(syscall.SIGTERM); err != nil {
 			t.Errorf("%s exit after SIGTERM: %v", p.name, err)
 		}
+	}
+}
+
+// TestCLIConnectErrors: a failed connection reads "connect to ADDR: why",
+// without the prefixes of the packages the CLI uses.
+func TestCLIConnectErrors(t *testing.T) {
+	const addr = "127.0.0.1:1" // nothing listens on port 1
+	for _, args := range [][]string{
+		{"status"},
+		{"cat", "--topic", "app"},
+		{"cat", "--topic", "app", "--follow"},
+		{"offsets", "list"},
+		{"offsets", "list", "--sink", "archive"},
+		{"offsets", "reset", "--sink", "archive", "--to-earliest"},
+	} {
+		t.Run(strings.Join(args, "_"), func(t *testing.T) {
+			out, code := runCLI(t, append(args, "--aggregator", addr)...)
+			want := "logship " + args[0] + ": connect to " + addr + ": dial tcp " + addr + ": "
+			if code != 1 || !strings.HasPrefix(out, want) || strings.Count(out, "\n") != 1 {
+				t.Errorf("exit %d, output\n%s\nwant exit 1 and one line starting %q", code, out, want)
+			}
+		})
 	}
 }

@@ -64,7 +64,7 @@ func connectAll(ctx context.Context, addrs []string, secFlags *securityFlags, na
 		c, err := sec.Dial(ctx, a, name)
 		if err != nil {
 			closeAll()
-			return nil, nil, fmt.Errorf("aggregator %s: %w", a, err)
+			return nil, nil, aggError(a, err)
 		}
 		cs = append(cs, c)
 	}
@@ -84,7 +84,7 @@ func statusAll(ctx context.Context, addrs []string, secFlags *securityFlags, nam
 	for i, c := range cs {
 		st, err := c.Status(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("aggregator %s: %w", addrs[i], err)
+			return nil, aggError(addrs[i], err)
 		}
 		out = append(out, st)
 	}
@@ -295,7 +295,7 @@ func runOffsetsReset(ctx context.Context, args []string, stdout, stderr io.Write
 		for i, s := range plan {
 			c := cs[s.client]
 			if err := c.Reset(ctx, *sink, s.Topic, s.Partition, s.New); err != nil {
-				return fmt.Errorf("aggregator %s: reset %s/%d: %w%s", c.Addr(), s.Topic, s.Partition, err, appliedNote(i, len(plan)))
+				return fmt.Errorf("reset %s/%d on %s: %w%s", s.Topic, s.Partition, s.Aggregator, aggError(c.Addr(), err), appliedNote(i, len(plan)))
 			}
 			s.Applied = true
 		}
@@ -358,7 +358,7 @@ func planReset(ctx context.Context, cs []*sinks.Client, sink, topic string, part
 	for i, c := range cs {
 		st, err := c.Status(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("aggregator %s: %w", c.Addr(), err)
+			return nil, aggError(c.Addr(), err)
 		}
 		current := map[string]int64{}
 		for _, s := range st.Sinks {
@@ -417,7 +417,7 @@ func (s *resetStep) resolve(ctx context.Context, c *sinks.Client, p wire.Partiti
 		}
 		off, err := c.OffsetForTime(ctx, p.Topic, p.Partition, t.at)
 		if err != nil {
-			return fmt.Errorf("aggregator %s: %w", c.Addr(), err)
+			return aggError(c.Addr(), err)
 		}
 		s.New = off
 		if off == p.EndOffset {

@@ -208,7 +208,7 @@ func TestReplayByTime(t *testing.T) {
 		{[]string{"offsets", "reset", "--aggregator", addr, "--sink", "archive", "--to-offset", "9999"}, "outside the stored range [0, 800]"},
 		{[]string{"offsets", "reset", "--aggregator", addr, "--sink", "archive"}, "give exactly one of"},
 		{[]string{"offsets", "reset", "--aggregator", addr, "--sink", "archive", "--by-duration", "2h"}, "want a negative duration"},
-		{[]string{"status", "--aggregator", "127.0.0.1:1"}, "aggregator 127.0.0.1:1"},
+		{[]string{"status", "--aggregator", "127.0.0.1:1"}, "connect to 127.0.0.1:1"},
 		{[]string{"offsets", "list", "--aggregator", "127.0.0.1:1"}, "connection refused"},
 		{[]string{"offsets", "list"}, "--aggregator is required"},
 	} {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -60,3 +61,37 @@ func serverSecurity(c *config.Aggregator, o *aggregator.Options) error {
 	o.IdleTimeout, o.ReadTimeout = c.IdleTimeout.D(), c.ReadTimeout.D()
 	return nil
 }
+
+// aggError puts err, from a connection to the aggregator at addr, in the
+// CLI's words. The sinks client's errors (*sinks.OpError) say what failed
+// and where in that package's terms ("sinks: connect to ..."); here they
+// read "connect to ADDR: ..." or "Status request to ADDR: ...", and a
+// refusal by the aggregator (*wire.RemoteError) "the aggregator refused:
+// ...". The chain stays (errors.Is and errors.As work on the result).
+func aggError(addr string, err error) error {
+	var op *sinks.OpError
+	if !errors.As(err, &op) {
+		return fmt.Errorf("aggregator %s: %w", addr, err)
+	}
+	what := "connect to " + op.Addr
+	if op.Op != "connect" {
+		what = op.Op + " request to " + op.Addr
+	}
+	cause := op.Err.Error()
+	var re *wire.RemoteError
+	if errors.As(op.Err, &re) {
+		cause = fmt.Sprintf("the aggregator refused: %s (%s)", re.Message, re.Code)
+	}
+	return &cliError{msg: what + ": " + cause, err: err}
+}
+
+// cliError is an error with a message of the CLI's own, and its cause.
+type cliError struct {
+	msg string
+	err error
+}
+
+func (e *cliError) Error() string { return e.msg }
+
+// Unwrap returns the cause.
+func (e *cliError) Unwrap() error { return e.err }
