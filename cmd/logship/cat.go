@@ -27,6 +27,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 type catOptions struct {
 	aggregators []string
 	topic       string
+	sink        string // the consumer name to connect as; "" for none
 	from        string
 	format      string
 	follow      bool
@@ -34,11 +35,12 @@ type catOptions struct {
 }
 
 func runCat(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, level := flags("cat", "--aggregator HOST:PORT [--aggregator ...] --topic T [--from earliest|latest|OFFSET] [--format raw|json] [--follow]",
+	fs, level := flags("cat", "--aggregator HOST:PORT [--aggregator ...] --topic T [--sink S] [--from earliest|latest|OFFSET] [--format raw|json] [--follow]",
 		"logship cat --aggregator 127.0.0.1:7450 --topic app --from earliest --format json", stderr)
 	var o catOptions
 	fs.Var((*stringList)(&o.aggregators), "aggregator", "aggregator address host:port (repeat for several)")
 	fs.StringVar(&o.topic, "topic", "", "topic to print (required)")
+	fs.StringVar(&o.sink, "sink", "", "connect as this sink, so that a token limited to it may read (cat commits no offset)")
 	fs.StringVar(&o.from, "from", "earliest", "where to start in each partition: earliest, latest or an offset")
 	fs.StringVar(&o.format, "format", "raw", "raw (each record and a newline) or json (one object per line)")
 	fs.BoolVar(&o.follow, "follow", false, "keep printing new records until interrupted")
@@ -64,6 +66,9 @@ func runCat(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if err := batch.CheckName("topic", o.topic); err != nil {
 		return fmt.Errorf("--topic: %w", err)
+	}
+	if err := checkSinkFlag(o.sink); err != nil {
+		return err
 	}
 	if _, err := startOffset(o.from, 0, 0); err != nil {
 		return err
@@ -115,9 +120,9 @@ func catAll(ctx context.Context, o catOptions, out *recordPrinter) error {
 	}
 	found := false
 	for _, addr := range o.aggregators {
-		c, err := o.sec.Dial(ctx, addr, "")
+		c, err := dial(ctx, o.sec, addr, o.sink)
 		if err != nil {
-			return aggError(addr, err)
+			return err
 		}
 		defer c.Close()
 		parts, err := c.Metadata(ctx, []string{o.topic})
@@ -136,9 +141,9 @@ func catAll(ctx context.Context, o catOptions, out *recordPrinter) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				pc, err := o.sec.Dial(ctx, addr, "")
+				pc, err := dial(ctx, o.sec, addr, o.sink)
 				if err != nil {
-					fail(aggError(addr, err))
+					fail(err)
 					return
 				}
 				defer pc.Close()

@@ -149,3 +149,102 @@ func TestCLIConnectErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSinkToken: with a token limited to a sink, status, cat and offsets
+// list work with --sink naming it, and without it say to add it.
+func TestSinkToken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "logs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	agentTok := tokenFile(t, root, "agent", "agent-secret-0123456789")
+	sinkTok := tokenFile(t, root, "sinks", "sinks-secret-0123456789")
+	opsTok := tokenFile(t, root, "ops", "ops-secret-0123456789ab")
+	agg, addr := startAggregatorID(t, root, "agg-1", fmt.Sprintf(`[[token]]
+name = "fleet"
+token_file = %q
+roles = ["agent"]
+[[token]]
+name = "sinks"
+token_file = %q
+roles = ["consumer"]
+ids = ["archive"]
+[[token]]
+name = "ops"
+token_file = %q
+roles = ["admin"]
+`, agentTok, sinkTok, opsTok))
+	ag := startAgentTo(t, root, "web-01", addr, agentTok)
+	(&e2eStream{dir: filepath.Join(root, "logs"), name: "api"}).write(t, 10)
+	waitEnd(t, addr, opsTok, 10)
+	// Two sinks with offsets: archive, which the token may act for, and
+	// another.
+	for _, s := range []string{"archive", "other"} {
+		if out, code := runCLI(t, "offsets", "reset", "--aggregator", addr, "--token-file", opsTok, "--sink", s, "--topic", "app", "--to-offset", "4", "--execute"); code != 0 {
+			t.Fatalf("reset %s: exit %d\n%s", s, code, out)
+		}
+	}
+
+	// Without --sink the aggregator refuses the token; the error says what
+	// to add.
+	for _, args := range [][]string{{"status"}, {"cat", "--topic", "app"}, {"offsets", "list"}} {
+		out, code := runCLI(t, append(args, "--aggregator", addr, "--token-file", sinkTok)...)
+		want := "logship " + args[0] + ": connect to " + addr + `: the aggregator refused: token "sinks" may not connect as "" (auth); ` +
+			"if the token is limited to some sinks, add --sink NAME to connect as one of them\n"
+		if code != 1 || out != want {
+			t.Errorf("%v without --sink: exit %d, output\n%s\nwant exit 1 and\n%s", args, code, out, want)
+		}
+	}
+
+	// With --sink they work, and show that sink's offsets.
+	type status struct {
+		Agents []struct{ ID string } `json:"agents"`
+		Sinks  []struct {
+			Sink      string `json:"sink"`
+			Committed int64  `json:"committed"`
+		} `json:"sinks"`
+	}
+	statusOf := func(token string, args ...string) status {
+		t.Helper()
+		out, code := runCLI(t, append([]string{"status", "--aggregator", addr, "--token-file", token, "--format", "json"}, args...)...)
+		if code != 0 {
+			t.Fatalf("status %v: exit %d\n%s", args, code, out)
+		}
+		var st status
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status json: %v\n%s", err, out)
+		}
+		return st
+	}
+	if st := statusOf(sinkTok, "--sink", "archive"); len(st.Sinks) != 1 || st.Sinks[0].Sink != "archive" || st.Sinks[0].Committed != 4 {
+		t.Errorf("status --sink archive with the sink's token: %+v", st)
+	}
+	// An admin token sees every sink, and agents; --sink shows one sink.
+	if st := statusOf(opsTok); len(st.Sinks) != 2 || len(st.Agents) != 1 {
+		t.Errorf("status with the admin token: %+v", st)
+	}
+	if st := statusOf(opsTok, "--sink", "archive"); len(st.Sinks) != 1 || st.Sinks[0].Sink != "archive" || len(st.Agents) != 1 {
+		t.Errorf("status --sink archive with the admin token: %+v", st)
+	}
+	out, code := runCLI(t, "cat", "--aggregator", addr, "--token-file", sinkTok, "--sink", "archive", "--topic", "app")
+	if code != 0 || strings.Count(out, "\n") != 10 {
+		t.Errorf("cat --sink archive: exit %d, want 10 lines\n%s", code, out)
+	}
+	out, code = runCLI(t, "offsets", "list", "--aggregator", addr, "--token-file", sinkTok, "--sink", "archive")
+	if code != 0 || !regexpLine(out, `archive\s+app\s+agg-1\s+0\s+4\s+10\s+6\s`) {
+		t.Errorf("offsets list --sink archive: exit %d\n%s", code, out)
+	}
+	// The token may not connect as another sink.
+	out, code = runCLI(t, "status", "--aggregator", addr, "--token-file", sinkTok, "--sink", "other")
+	if want := `token "sinks" may not connect as "other" (auth)`; code != 1 || !strings.Contains(out, want) || strings.Contains(out, "--sink NAME") {
+		t.Errorf("status --sink other: exit %d, want 1 and %q without a hint\n%s", code, want, out)
+	}
+	for _, p := range []*proc{ag, agg} {
+		if err := p.stop(syscall.SIGTERM); err != nil {
+			t.Errorf("%s exit after SIGTERM: %v", p.name, err)
+		}
+	}
+}

@@ -46,8 +46,8 @@ Examples:
 	return exitError{2}
 }
 
-// connectAll dials every aggregator as the consumer name ("" for none: a
-// reset names its sink, so that a token limited to that sink works). An
+// connectAll dials every aggregator as the consumer name ("" for none:
+// --sink names one, so that a token limited to that sink works). An
 // unreachable aggregator is an error naming it.
 func connectAll(ctx context.Context, addrs []string, secFlags *securityFlags, name string) ([]*sinks.Client, func(), error) {
 	sec, err := secFlags.security()
@@ -61,10 +61,10 @@ func connectAll(ctx context.Context, addrs []string, secFlags *securityFlags, na
 		}
 	}
 	for _, a := range addrs {
-		c, err := sec.Dial(ctx, a, name)
+		c, err := dial(ctx, sec, a, name)
 		if err != nil {
 			closeAll()
-			return nil, nil, aggError(a, err)
+			return nil, nil, err
 		}
 		cs = append(cs, c)
 	}
@@ -102,12 +102,15 @@ func runOffsetsList(ctx context.Context, args []string, stdout, stderr io.Writer
 		"logship offsets list --aggregator 127.0.0.1:7450 --sink local", stderr)
 	aggs := aggregatorFlags(fs)
 	secFlags := addSecurityFlags(fs)
-	sink := fs.String("sink", "", "only this sink")
+	sink := fs.String("sink", "", "only this sink; connect as it, so that a token limited to it may ask")
 	format := fs.String("format", "table", "table (for people) or json (one array, for scripts)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := checkOpsFlags(fs, *aggs, *format); err != nil {
+		return err
+	}
+	if err := checkSinkFlag(*sink); err != nil {
 		return err
 	}
 	sts, err := statusAll(ctx, *aggs, secFlags, *sink)
@@ -151,6 +154,14 @@ func runOffsetsList(ctx context.Context, args []string, stdout, stderr io.Writer
 
 func unknownSink(sink string, aggs []string) error {
 	return fmt.Errorf("sink %q has no committed offsets on %s: check the name (logship offsets list shows every sink)", sink, strings.Join(aggs, ", "))
+}
+
+// checkSinkFlag checks the name given to --sink, when there is one.
+func checkSinkFlag(sink string) error {
+	if sink == "" {
+		return nil
+	}
+	return batch.CheckName("--sink", sink)
 }
 
 func checkOpsFlags(fs *flag.FlagSet, aggs []string, format string) error {
@@ -227,7 +238,7 @@ func runOffsetsReset(ctx context.Context, args []string, stdout, stderr io.Write
 	if *sink == "" {
 		return errors.New("--sink is required")
 	}
-	if err := batch.CheckName("--sink", *sink); err != nil {
+	if err := checkSinkFlag(*sink); err != nil {
 		return err
 	}
 	if *topic != "" {

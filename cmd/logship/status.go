@@ -33,10 +33,11 @@ type statusAgent struct {
 }
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, _ := flags("status", "--aggregator HOST:PORT [--aggregator ...] [--format table|json]",
+	fs, _ := flags("status", "--aggregator HOST:PORT [--aggregator ...] [--sink S] [--format table|json]",
 		"logship status --aggregator 127.0.0.1:7450 --format json", stderr)
 	aggs := aggregatorFlags(fs)
 	secFlags := addSecurityFlags(fs)
+	sink := fs.String("sink", "", "connect as this sink, so that a token limited to it may ask; only its offsets are shown")
 	format := fs.String("format", "table", "table (for people) or json (for scripts)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -44,7 +45,10 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := checkOpsFlags(fs, *aggs, *format); err != nil {
 		return err
 	}
-	sts, err := statusAll(ctx, *aggs, secFlags, "")
+	if err := checkSinkFlag(*sink); err != nil {
+		return err
+	}
+	sts, err := statusAll(ctx, *aggs, secFlags, *sink)
 	if err != nil {
 		return err
 	}
@@ -55,7 +59,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			d.Agents = append(d.Agents, statusAgent{Aggregator: st.Aggregator, AgentStatus: a})
 		}
 		d.Partitions = append(d.Partitions, st.Partitions...)
-		d.Sinks = append(d.Sinks, st.Sinks...)
+		for _, s := range st.Sinks {
+			// An aggregator shows a token limited to the sink that sink's
+			// offsets only; show the same whatever the token.
+			if *sink == "" || s.Sink == *sink {
+				d.Sinks = append(d.Sinks, s)
+			}
+		}
 	}
 	if *format == "json" {
 		return writeJSON(stdout, d)

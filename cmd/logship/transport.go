@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -60,6 +61,24 @@ func serverSecurity(c *config.Aggregator, o *aggregator.Options) error {
 	}
 	o.IdleTimeout, o.ReadTimeout = c.IdleTimeout.D(), c.ReadTimeout.D()
 	return nil
+}
+
+// dial connects to the aggregator at addr as the consumer name ("" for
+// none), with errors in the CLI's words (aggError). An aggregator that
+// refuses a connection without a name for auth may have been given a
+// token limited to some sinks, which must connect as one of them: the
+// error says how.
+func dial(ctx context.Context, sec sinks.Security, addr, name string) (*sinks.Client, error) {
+	c, err := sec.Dial(ctx, addr, name)
+	if err == nil {
+		return c, nil
+	}
+	err = aggError(addr, err)
+	var re *wire.RemoteError
+	if name == "" && errors.As(err, &re) && re.Code == wire.CodeAuth {
+		err = fmt.Errorf("%w; if the token is limited to some sinks, add --sink NAME to connect as one of them", err)
+	}
+	return nil, err
 }
 
 // aggError puts err, from a connection to the aggregator at addr, in the
