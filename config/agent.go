@@ -12,7 +12,7 @@ import (
 // call SetDefaults and Validate.
 type Agent struct {
 	ID                string   `toml:"id"`                 // default: the host name, with characters outside [A-Za-z0-9._-] replaced by '-'
-	StateDir          string   `toml:"state_dir"`          // required: positions and other state
+	StateDir          string   `toml:"state_dir"`          // required, absolute: positions and other state
 	Aggregators       []string `toml:"aggregators"`        // required: host:port of each aggregator
 	Compression       string   `toml:"compression"`        // "zstd" (default), "s2" or "none"
 	Compressors       int      `toml:"compressors"`        // default: the number of CPUs (GOMAXPROCS); 1 to 256 goroutines compressing batches in parallel
@@ -129,7 +129,7 @@ func (a *Agent) Validate() error { return validate(a) }
 
 func (a *Agent) check(c *checker) {
 	c.name("id", "id", a.ID)
-	c.required("state_dir", a.StateDir)
+	c.absDir("state_dir", a.StateDir)
 	c.addresses("aggregators", a.Aggregators)
 	c.oneOf("compression", a.Compression, "zstd", "s2", "none")
 	if a.Compressors < 1 || a.Compressors > maxCompressors {

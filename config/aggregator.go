@@ -16,7 +16,7 @@ import (
 type Aggregator struct {
 	ID            string   `toml:"id"`              // default: the host name and "-" and the listen port, sanitized like Agent.ID
 	Listen        string   `toml:"listen"`          // required host:port for agents and sinks
-	DataDir       string   `toml:"data_dir"`        // required: the log's directory
+	DataDir       string   `toml:"data_dir"`        // required, absolute: the log's directory
 	Partitions    int      `toml:"partitions"`      // default 4; 1 to 1024 per topic
 	Fsync         string   `toml:"fsync"`           // "always" (default), "interval" or "never": see logstore.FsyncPolicy
 	FsyncInterval Duration `toml:"fsync_interval"`  // default 1s; only with fsync = "interval"
@@ -102,7 +102,7 @@ func (g *Aggregator) check(c *checker) {
 	if c.required("listen", g.Listen) {
 		c.address("listen", g.Listen, false)
 	}
-	c.required("data_dir", g.DataDir)
+	c.absDir("data_dir", g.DataDir)
 	if g.Partitions < 1 || g.Partitions > maxPartitions {
 		c.errorf("partitions", "%d is out of range: want 1 to %d", g.Partitions, maxPartitions)
 	}

@@ -140,6 +140,15 @@ func (c *checker) addresses(key string, list []string) {
 	}
 }
 
+// absDir checks a required directory, which must be an absolute path as
+// input paths are: a relative one would name a different directory
+// depending on where the process was started.
+func (c *checker) absDir(key, s string) {
+	if c.required(key, s) && !filepath.IsAbs(s) {
+		c.errorf(key, "%q is not an absolute path", s)
+	}
+}
+
 // globs checks absolute filepath.Match patterns.
 func (c *checker) globs(key string, list []string) {
 	for i, g := range list {

@@ -38,7 +38,7 @@ type CassandraSink struct {
 	RetryMin       Duration          `toml:"retry_min"`        // default 100ms: first wait after a failed write
 	RetryMax       Duration          `toml:"retry_max"`        // default 30s: longest wait between retries
 	MaxRetries     int               `toml:"max_retries"`      // default 0, forever: else retries before the dead-letter file
-	DeadLetterDir  string            `toml:"dead_letter_dir"`  // required: where records Cassandra refuses are kept
+	DeadLetterDir  string            `toml:"dead_letter_dir"`  // required, absolute: where records Cassandra refuses are kept
 }
 
 // Cassandra sink defaults.
@@ -271,6 +271,6 @@ func (s *Sink) checkCassandra(c *checker, at string) {
 	if k.MaxRetries < 0 {
 		c.errorf(key("max_retries"), "must not be negative (0 retries forever)")
 	}
-	c.required(key("dead_letter_dir"), k.DeadLetterDir)
+	c.absDir(key("dead_letter_dir"), k.DeadLetterDir)
 	s.checkNoOtherKeys(c, at)
 }

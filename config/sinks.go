@@ -22,7 +22,7 @@ type Sink struct {
 	Name         string   `toml:"name"`          // required; a batch.ValidName, unique among the sinks
 	Type         string   `toml:"type"`          // required: one of SinkTypes
 	Topics       []string `toml:"topics"`        // required: the topics to deliver
-	Dir          string   `toml:"dir"`           // type "file": required output directory
+	Dir          string   `toml:"dir"`           // type "file": required, absolute output directory
 	RollSize     Size     `toml:"roll_size"`     // default 128MiB: a file is published when it reaches this size
 	RollInterval Duration `toml:"roll_interval"` // default 15m: a file is published at most this long after its first record
 	IdleTimeout  Duration `toml:"idle_timeout"`  // default 1m (5m for hdfs): a file is published when no record arrived for this long; at most roll_interval
@@ -141,7 +141,7 @@ func (k *Sink) check(c *checker, at string) {
 func (k *Sink) checkType(c *checker, at string) {
 	switch k.Type {
 	case "file":
-		c.required(at+".dir", k.Dir)
+		c.absDir(at+".dir", k.Dir)
 		k.checkFileEngine(c, at)
 		k.checkNoCassandraKeys(c, at)
 	case "cassandra":

@@ -86,6 +86,7 @@ config: missing required key "input[0].paths"
 config: input[0].start_at: invalid value "": want "beginning" or "end"`},
 		{"empty address", func(a *Agent) { a.Aggregators = []string{""} }, `config: aggregators[0]: must not be empty`},
 		{"ipv6", func(a *Agent) { a.Aggregators = []string{"[::1]:7400"}; a.MetricsListen = ":9400" }, ""},
+		{"relative state_dir", func(a *Agent) { a.StateDir = "state" }, `config: state_dir: "state" is not an absolute path`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,6 +120,7 @@ config: retention_age: must be positive, got -1h
 config: retention_bytes: 512MiB is less than segment_bytes (1GiB): want 0 (no limit) or at least segment_bytes
 config: max_open_segments: 0 is out of range: want 1 to 65536`},
 		{"retention_bytes", func(g *Aggregator) { g.RetentionBytes = 10 * GiB }, ""},
+		{"relative data_dir", func(g *Aggregator) { g.DataDir = "data" }, `config: data_dir: "data" is not an absolute path`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -143,6 +145,7 @@ func TestSinksValidate(t *testing.T) {
 		{"type", func(s *Sinks) { s.Sinks[0].Type = "kafka" },
 			`config: sink[0].type: invalid value "kafka": want "file", "cassandra" or "hdfs"`},
 		{"no sinks", func(s *Sinks) { s.Sinks = nil }, `config: missing [[sink]]: want at least one`},
+		{"relative dir", func(s *Sinks) { s.Sinks[0].Dir = "out" }, `config: sink[0].dir: "out" is not an absolute path`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
