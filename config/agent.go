@@ -167,6 +167,13 @@ func (a *Agent) check(c *checker) {
 	}
 }
 
+func (a *Agent) checkFiles(c *checker, now time.Time) {
+	_, err := a.TLS.ClientConfig(now, nil)
+	c.loaded("tls", err)
+	_, err = a.ClientAuth.Secret()
+	c.loaded("", err)
+}
+
 func (in *Input) check(c *checker, at string) {
 	c.name(at+".topic", "topic", in.Topic)
 	if c.nonEmpty(at+".paths", len(in.Paths), "path") {

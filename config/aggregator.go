@@ -97,6 +97,15 @@ func (g *Aggregator) setDefaults(u unsetFunc) {
 // checks g as it is: call SetDefaults first to fill in unset fields.
 func (g *Aggregator) Validate() error { return validate(g) }
 
+func (g *Aggregator) checkFiles(c *checker, now time.Time) {
+	_, err := g.TLS.ServerConfig(now, nil)
+	c.loaded("tls", err)
+	for i := range g.Tokens {
+		_, err := g.Tokens[i].Secret()
+		c.loaded(indexKey("token", i), err)
+	}
+}
+
 func (g *Aggregator) check(c *checker) {
 	c.name("id", "id", g.ID)
 	if c.required("listen", g.Listen) {

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -55,6 +56,9 @@ func parse(name, src string) (*file, error) {
 type schema interface {
 	setDefaults(unset unsetFunc)
 	check(c *checker)
+	// checkFiles loads the files the config names, with the methods the
+	// role loads them with at start, and reports those that do not load.
+	checkFiles(c *checker, now time.Time)
 }
 
 // unsetFunc reports whether the field at key (relative to the table being
@@ -96,6 +100,21 @@ func load[T any, PT interface {
 	return v, nil
 }
 
+// loadFiles is load, then checkFiles on a config that loaded.
+func loadFiles[T any, PT interface {
+	*T
+	schema
+}](f *file, now time.Time) error {
+	v, err := load[T, PT](f)
+	if err != nil {
+		return err
+	}
+	c := newChecker(f.name)
+	c.lines = f.lines
+	PT(v).checkFiles(c, now)
+	return c.err()
+}
+
 // validate checks a struct built in code.
 func validate(v schema) error {
 	c := newChecker("config")
@@ -123,6 +142,33 @@ func Check(path string) (kind string, err error) {
 		_, err = load[Aggregator](f)
 	case KindSinks:
 		_, err = load[Sinks](f)
+	}
+	return kind, err
+}
+
+// CheckFiles is Check, then, when the file has no problem, it loads the
+// files the config names as its role does when it starts: token files,
+// the [tls] certificates, keys and CAs (which must be valid at now), a
+// Cassandra sink's password_file. Those that cannot be read or do not load
+// are problems like the others, at the key that names them:
+//
+//	agent.toml:4: token_file: open /etc/logship/token: no such file or directory
+//	aggregator.toml:9: tls: wire: tls: certificate /etc/logship/tls/agg.pem (CN=agg) expired at 2026-01-01T00:00:00Z
+func CheckFiles(path string, now time.Time) (kind string, err error) {
+	f, err := readFile(path)
+	if err != nil {
+		return "", err
+	}
+	if kind, err = f.kind(); err != nil {
+		return "", err
+	}
+	switch kind {
+	case KindAgent:
+		err = loadFiles[Agent](f, now)
+	case KindAggregator:
+		err = loadFiles[Aggregator](f, now)
+	case KindSinks:
+		err = loadFiles[Sinks](f, now)
 	}
 	return kind, err
 }

@@ -55,4 +55,15 @@
 //
 // A file that cannot be read at all is a plain error wrapping the cause,
 // not an *Errors.
+//
+// # Files a config names
+//
+// Token files, TLS certificates, keys and CAs, and a Cassandra sink's
+// password_file are read when the role starts, by methods of this package
+// (ClientAuth.Secret, Token.Secret, TLS.ServerConfig and ClientConfig,
+// CassandraSink.PasswordSecret), which report one that does not load as a
+// *KeyError naming the key. Load* and Check do not read them; CheckFiles
+// does, with those methods, and reports them like the other problems:
+//
+//	aggregator.toml:22: token[0].token_file: open /etc/logship/tokens/fleet: no such file or directory
 package config

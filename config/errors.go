@@ -2,6 +2,7 @@ package config
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -88,6 +89,26 @@ func (c *checker) add(key, msg string) {
 // errorf records "key: message".
 func (c *checker) errorf(key, format string, args ...any) {
 	c.add(key, key+": "+fmt.Sprintf(format, args...))
+}
+
+// loaded records err, from loading what the table at key names (a file),
+// at the key err names within that table when it is a *KeyError.
+func (c *checker) loaded(key string, err error) {
+	if err == nil {
+		return
+	}
+	var ke *KeyError
+	if errors.As(err, &ke) {
+		if ke.Key != "" {
+			key = joinKey(key, ke.Key)
+		}
+		err = ke.Err
+	}
+	if key == "" {
+		c.add(key, err.Error())
+		return
+	}
+	c.errorf(key, "%v", err)
 }
 
 // decodeErr records a value that could not be decoded and marks key bad.

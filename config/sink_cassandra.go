@@ -3,6 +3,7 @@ package config
 import (
 	"maps"
 	"net"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
@@ -273,4 +274,18 @@ func (s *Sink) checkCassandra(c *checker, at string) {
 	}
 	c.absDir(key("dead_letter_dir"), k.DeadLetterDir)
 	s.checkNoOtherKeys(c, at)
+}
+
+// PasswordSecret returns the password, read from password_file when that
+// is set (a trailing newline ignored), as the sink does when it starts. A
+// password_file that cannot be read is a *KeyError.
+func (k *CassandraSink) PasswordSecret() (string, error) {
+	if k.PasswordFile == "" {
+		return k.Password, nil
+	}
+	b, err := os.ReadFile(k.PasswordFile)
+	if err != nil {
+		return "", &KeyError{Key: "password_file", Err: err}
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }

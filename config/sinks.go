@@ -105,6 +105,19 @@ func (s *Sinks) check(c *checker) {
 	}
 }
 
+func (s *Sinks) checkFiles(c *checker, now time.Time) {
+	_, err := s.TLS.ClientConfig(now, nil)
+	c.loaded("tls", err)
+	_, err = s.ClientAuth.Secret()
+	c.loaded("", err)
+	for i := range s.Sinks {
+		if s.Sinks[i].Type == "cassandra" {
+			_, err := s.Sinks[i].PasswordSecret()
+			c.loaded(indexKey("sink", i), err)
+		}
+	}
+}
+
 func (k *Sink) check(c *checker, at string) {
 	c.name(at+".name", "sink name", k.Name)
 	if c.required(at+".type", k.Type) {

@@ -1,17 +1,44 @@
 package config
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
 	"strings"
+	"time"
+
+	"logship/internal/wire"
 )
 
 // The transport's security keys, shared by the three kinds of config:
 // a [tls] table on each side, the client's token (agent and sinks), and
 // the aggregator's [[token]] tables. Files are named here and read when
-// the role starts (internal/wire.ServerTLSConfig, ClientTLSConfig;
-// ClientAuth.Secret; Token.Secret), which report problems with the file's
-// name.
+// the role starts, by the methods below (TLS.ServerConfig and
+// ClientConfig, through internal/wire; ClientAuth.Secret; Token.Secret),
+// which report a file that does not load as a *KeyError naming the key
+// and, in its cause, the file. CheckFiles calls the same methods.
+
+// KeyError is a key whose value does not work when the role starts: a
+// file it names cannot be read or does not load. Key is relative to the
+// table of the method that returned it ("token_file", "cert_file"), or ""
+// for the table itself; Err names the file. Test with errors.As.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string {
+	if e.Key == "" {
+		return e.Err.Error()
+	}
+	return e.Key + ": " + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *KeyError) Unwrap() error { return e.Err }
 
 // TLS is a [tls] table: the PEM files of one side of a TLS connection.
 // An empty table (or none) means plain TCP.
@@ -29,6 +56,55 @@ type TLS struct {
 // On reports whether t asks for TLS.
 func (t *TLS) On() bool {
 	return t.Enabled || t.CertFile != "" || t.KeyFile != "" || t.CAFile != "" || t.ServerName != ""
+}
+
+// ServerConfig loads the files of an aggregator's [tls], as
+// wire.ServerTLSConfig does (checked valid at now; log hears of their
+// rotation); nil when t asks for no TLS. A file that does not load is a
+// *KeyError (see keyError).
+func (t *TLS) ServerConfig(now time.Time, log *slog.Logger) (*tls.Config, error) {
+	if !t.On() {
+		return nil, nil
+	}
+	cfg, err := wire.ServerTLSConfig(wire.TLSFiles{Cert: t.CertFile, Key: t.KeyFile, CA: t.CAFile}, now, log)
+	if err != nil {
+		return nil, t.keyError(err)
+	}
+	return cfg, nil
+}
+
+// ClientConfig loads the files of an agent's or sink worker's [tls], as
+// wire.ClientTLSConfig does; nil when t asks for no TLS. A file that does
+// not load is a *KeyError (see keyError).
+func (t *TLS) ClientConfig(now time.Time, log *slog.Logger) (*tls.Config, error) {
+	if !t.On() {
+		return nil, nil
+	}
+	cfg, err := wire.ClientTLSConfig(wire.TLSFiles{Cert: t.CertFile, Key: t.KeyFile, CA: t.CAFile, ServerName: t.ServerName}, now, log)
+	if err != nil {
+		return nil, t.keyError(err)
+	}
+	return cfg, nil
+}
+
+// keyError wraps an error of loading t's files in a *KeyError: the key of
+// the file that cannot be read, or "" (the table) for one that does not
+// parse, a key that does not match its certificate or a certificate not
+// valid now, whose message names the files.
+func (t *TLS) keyError(err error) *KeyError {
+	key := ""
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		switch pe.Path {
+		case t.CertFile:
+			key = "cert_file"
+		case t.KeyFile:
+			key = "key_file"
+		case t.CAFile:
+			key = "ca_file"
+		}
+	}
+	return &KeyError{Key: key, Err: err}
 }
 
 func (t *TLS) check(c *checker, server bool) {
@@ -65,7 +141,8 @@ func (a *ClientAuth) check(c *checker) {
 }
 
 // Secret returns the token, read from token_file when that is set; "" when
-// neither is.
+// neither is. A token_file that cannot be read or holds only white space
+// is a *KeyError.
 func (a *ClientAuth) Secret() (string, error) { return secret(a.Token, a.TokenFile, "token_file") }
 
 // Token is an aggregator's [[token]] table: a secret clients present, and
@@ -81,7 +158,9 @@ type Token struct {
 // minTokenLen is the shortest inline token accepted (aggregator.MinTokenLen).
 const minTokenLen = 16
 
-// Secret returns the token's secret, read from token_file when that is set.
+// Secret returns the token's secret, read from token_file when that is
+// set. A token_file that cannot be read or holds only white space is a
+// *KeyError.
 func (t *Token) Secret() (string, error) { return secret(t.Token, t.TokenFile, "token_file") }
 
 func (t *Token) check(c *checker, at string) {
@@ -123,11 +202,11 @@ func secret(inline, file, key string) (string, error) {
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", key, err)
+		return "", &KeyError{Key: key, Err: err}
 	}
 	s := strings.TrimSpace(string(b))
 	if s == "" {
-		return "", fmt.Errorf("%s: %s is empty", key, file)
+		return "", &KeyError{Key: key, Err: fmt.Errorf("%s is empty", file)}
 	}
 	return s, nil
 }

@@ -279,7 +279,8 @@ func addSecurityFlags(fs *flag.FlagSet) *securityFlags {
 	return f
 }
 
-// security builds the sinks.Security the flags describe.
+// security builds the sinks.Security the flags describe, with the
+// config's code: the flags stand for the keys of a client's config.
 func (f *securityFlags) security() (sinks.Security, error) {
 	var sec sinks.Security
 	auth := config.ClientAuth{Token: os.Getenv("LOGSHIP_TOKEN"), TokenFile: f.tokenFile}
@@ -288,9 +289,26 @@ func (f *securityFlags) security() (sinks.Security, error) {
 	}
 	tok, err := auth.Secret()
 	if err != nil {
-		return sec, fmt.Errorf("--token-file: %w", err)
+		return sec, flagError(err)
 	}
 	sec.Token = tok
-	sec.TLS, err = clientTLS(config.TLS{CAFile: f.ca, CertFile: f.cert, KeyFile: f.key, ServerName: f.serverName, Enabled: f.tls}, nil)
-	return sec, err
+	t := config.TLS{CAFile: f.ca, CertFile: f.cert, KeyFile: f.key, ServerName: f.serverName, Enabled: f.tls}
+	if sec.TLS, err = t.ClientConfig(time.Now(), nil); err != nil {
+		return sec, flagError(err)
+	}
+	return sec, nil
+}
+
+// flagError names, in an error of loading the files of the security
+// flags, the flag instead of the config key it stands for.
+func flagError(err error) error {
+	var ke *config.KeyError
+	if !errors.As(err, &ke) {
+		return err
+	}
+	flag, ok := map[string]string{"token_file": "--token-file", "cert_file": "--tls-cert", "key_file": "--tls-key", "ca_file": "--tls-ca"}[ke.Key]
+	if !ok {
+		return ke.Err
+	}
+	return fmt.Errorf("%s: %w", flag, ke.Err)
 }

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"logship/internal/wire/wiretest"
 )
 
 // binPath is the logship binary built once by TestMain.
@@ -432,9 +434,39 @@ func TestConfigCheck(t *testing.T) {
 	if len(goods) < 3 {
 		t.Fatalf("example configs missing: %v", goods)
 	}
-	out, err = exec.Command(binPath, append([]string{"config", "check"}, goods...)...).CombinedOutput()
+	// The examples name token and certificate files of a production host:
+	// check them without reading those.
+	out, err = exec.Command(binPath, append([]string{"config", "check", "--syntax-only"}, goods...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("example configs: %v\n%s", err, out)
+	}
+}
+
+// TestConfigCheckFiles: config check reads the files a config names, as
+// the role does at start, and reports those that would stop it with the
+// config's file:line and key; --syntax-only does not read them.
+func TestConfigCheckFiles(t *testing.T) {
+	dir := t.TempDir()
+	ca := wiretest.NewCA(t, dir, "ca")
+	old := ca.Issue(t, wiretest.Leaf{Name: "old",
+		NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)})
+	empty := filepath.Join(dir, "empty.token")
+	writeFile(t, empty, "\n")
+	cfg := filepath.Join(dir, "aggregator.toml")
+	writeFile(t, cfg, fmt.Sprintf("listen = \"127.0.0.1:0\"\ndata_dir = %q\n[tls]\ncert_file = %q\nkey_file = %q\n[[token]]\nname = \"fleet\"\ntoken_file = %q\nroles = [\"agent\"]\n",
+		filepath.Join(dir, "data"), old.Cert, old.Key, empty))
+	out, code := runCLI(t, "config", "check", cfg)
+	want := cfg + ":3: tls: wire: tls: certificate " + old.Cert + " (CN=old) expired at 2021-01-01T00:00:00Z\n" +
+		cfg + ":8: token[0].token_file: " + empty + " is empty\n"
+	if code != 1 || out != want {
+		t.Errorf("config check: exit %d, output\n%s\nwant exit 1 and\n%s", code, out, want)
+	}
+	if out, code := runCLI(t, "config", "check", "--syntax-only", cfg); code != 0 || out != cfg+": ok (aggregator config)\n" {
+		t.Errorf("config check --syntax-only: exit %d\n%s", code, out)
+	}
+	// The aggregator refuses to start on the same grounds.
+	if out, code := runCLI(t, "aggregator", "--config", cfg); code != 1 || !strings.Contains(out, "expired at 2021-01-01T00:00:00Z") {
+		t.Errorf("aggregator with the config: exit %d\n%s", code, out)
 	}
 }
 

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -17,13 +15,9 @@ import (
 // and the runtime retries it).
 func newCassandraSink(sc config.Sink, log *slog.Logger) (*cassandra.Sink, error) {
 	c := &sc.CassandraSink
-	password := c.Password
-	if c.PasswordFile != "" {
-		b, err := os.ReadFile(c.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("sink %s: password_file: %w", sc.Name, err)
-		}
-		password = strings.TrimRight(string(b), "\r\n")
+	password, err := c.PasswordSecret()
+	if err != nil {
+		return nil, fmt.Errorf("sink %s: %w", sc.Name, err)
 	}
 	return cassandra.New(cassandra.Options{
 		Name:           sc.Name,

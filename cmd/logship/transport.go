@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,21 +13,14 @@ import (
 	"logship/sinks"
 )
 
-// The transport's security, from config to the roles' options: TLS files
-// are read and checked here, at start, so that a missing file, a key that
-// does not match or an expired certificate stops the command with the
-// file's name.
+// The transport's security, from config to the roles' options: token and
+// TLS files are read and checked here, at start, so that a missing file, a
+// key that does not match or an expired certificate stops the command
+// with the file's name. They are read by the config's own methods, which
+// config.CheckFiles (logship config check) calls too.
 
-// clientTLS builds a client's TLS config from a [tls] table; nil when it
-// asks for none. log hears of a client certificate's rotation.
-func clientTLS(t config.TLS, log *slog.Logger) (*tls.Config, error) {
-	if !t.On() {
-		return nil, nil
-	}
-	return wire.ClientTLSConfig(wire.TLSFiles{Cert: t.CertFile, Key: t.KeyFile, CA: t.CAFile, ServerName: t.ServerName}, time.Now(), log)
-}
-
-// clientSecurity is a client's TLS config and token.
+// clientSecurity is a client's TLS config and token. log hears of a
+// client certificate's rotation.
 func clientSecurity(t config.TLS, a config.ClientAuth, log *slog.Logger) (sinks.Security, error) {
 	var sec sinks.Security
 	tok, err := a.Secret()
@@ -36,7 +28,7 @@ func clientSecurity(t config.TLS, a config.ClientAuth, log *slog.Logger) (sinks.
 		return sec, err
 	}
 	sec.Token = tok
-	if sec.TLS, err = clientTLS(t, log); err != nil {
+	if sec.TLS, err = t.ClientConfig(time.Now(), log); err != nil {
 		return sec, fmt.Errorf("tls: %w", err)
 	}
 	return sec, nil
@@ -44,13 +36,11 @@ func clientSecurity(t config.TLS, a config.ClientAuth, log *slog.Logger) (sinks.
 
 // serverSecurity sets an aggregator's TLS config, tokens and timeouts.
 func serverSecurity(c *config.Aggregator, o *aggregator.Options) error {
-	if c.TLS.On() {
-		cfg, err := wire.ServerTLSConfig(wire.TLSFiles{Cert: c.TLS.CertFile, Key: c.TLS.KeyFile, CA: c.TLS.CAFile}, time.Now(), o.Logger)
-		if err != nil {
-			return fmt.Errorf("tls: %w", err)
-		}
-		o.TLS = cfg
+	cfg, err := c.TLS.ServerConfig(time.Now(), o.Logger)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
 	}
+	o.TLS = cfg
 	for i := range c.Tokens {
 		t := &c.Tokens[i]
 		secret, err := t.Secret()
