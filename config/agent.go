@@ -78,13 +78,14 @@ const (
 
 // LoadAgent reads the agent config at path, applies defaults to the keys
 // it leaves out, and validates it. A file that cannot be read is a plain
-// error; every other problem is in an *Errors.
+// error; every other problem is in an *Errors. A file of another kind is
+// that one problem.
 func LoadAgent(path string) (*Agent, error) {
 	f, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return load[Agent](f)
+	return loadKind[Agent](f, KindAgent)
 }
 
 // SetDefaults sets every zero field of a, and of its inputs, to its

@@ -58,13 +58,14 @@ const (
 
 // LoadAggregator reads the aggregator config at path, applies defaults to
 // the keys it leaves out, and validates it. A file that cannot be read is
-// a plain error; every other problem is in an *Errors.
+// a plain error; every other problem is in an *Errors. A file of another
+// kind is that one problem.
 func LoadAggregator(path string) (*Aggregator, error) {
 	f, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return load[Aggregator](f)
+	return loadKind[Aggregator](f, KindAggregator)
 }
 
 // SetDefaults sets every zero field of g to its default. The default ID

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -246,5 +247,29 @@ func TestIDDefault(t *testing.T) {
 	}
 	if g.ID != a.ID+"-7400" {
 		t.Errorf("aggregator id %q, want %q", g.ID, a.ID+"-7400")
+	}
+}
+
+// TestLoadWrongKind: a loader given a file of another kind says so, in one
+// problem, instead of listing its keys as unknown.
+func TestLoadWrongKind(t *testing.T) {
+	t.Chdir(testdata)
+	has := map[string]string{KindAgent: "state_dir, [[input]]", KindAggregator: "listen, data_dir", KindSinks: "[[sink]]"}
+	for _, file := range []string{KindAgent, KindAggregator, KindSinks} {
+		for _, loader := range []string{KindAgent, KindAggregator, KindSinks} {
+			if file == loader {
+				continue
+			}
+			t.Run(file+"_as_"+loader, func(t *testing.T) {
+				_, err := loadAs(loader, file+".toml")
+				checkErr(t, err, fmt.Sprintf("%s.toml: looks like %s config (it has %s), not %s config", file, kindName(file), has[file], kindName(loader)))
+			})
+		}
+	}
+	// A file of no kind, or of two, is loaded as asked.
+	_, err := LoadAgent("nokind.bad.toml")
+	var errs *Errors
+	if !errors.As(err, &errs) || len(errs.Problems) < 2 {
+		t.Errorf("LoadAgent of a file of no kind: %v; want its problems as an agent config", err)
 	}
 }

@@ -174,22 +174,7 @@ func CheckFiles(path string, now time.Time) (kind string, err error) {
 }
 
 func (f *file) kind() (string, error) {
-	var kinds, found []string
-	look := func(kind string, keys ...string) {
-		var have []string
-		for _, k := range keys {
-			if _, ok := f.data[strings.Trim(k, "[]")]; ok {
-				have = append(have, k)
-			}
-		}
-		if len(have) > 0 {
-			kinds = append(kinds, kind)
-			found = append(found, kind+" ("+strings.Join(have, ", ")+")")
-		}
-	}
-	look(KindAggregator, "listen", "data_dir")
-	look(KindAgent, "state_dir", "[[input]]")
-	look(KindSinks, "[[sink]]")
+	kinds, keys := f.kinds()
 	switch len(kinds) {
 	case 1:
 		return kinds[0], nil
@@ -197,8 +182,55 @@ func (f *file) kind() (string, error) {
 		return "", &Errors{Problems: []Problem{{File: f.name, Msg: "cannot tell the kind of config: " +
 			"want an agent (state_dir, [[input]]), aggregator (listen, data_dir) or sinks ([[sink]]) file"}}}
 	}
+	found := make([]string, len(kinds))
+	for i, k := range kinds {
+		found[i] = k + " (" + keys[i] + ")"
+	}
 	return "", &Errors{Problems: []Problem{{File: f.name, Msg: "cannot tell the kind of config: it has the keys of " +
 		strings.Join(found, " and ")}}}
+}
+
+// kinds returns the kinds of config whose top-level keys f has, each with
+// those keys ("listen, data_dir").
+func (f *file) kinds() (kinds, keys []string) {
+	look := func(kind string, names ...string) {
+		var have []string
+		for _, k := range names {
+			if _, ok := f.data[strings.Trim(k, "[]")]; ok {
+				have = append(have, k)
+			}
+		}
+		if len(have) > 0 {
+			kinds = append(kinds, kind)
+			keys = append(keys, strings.Join(have, ", "))
+		}
+	}
+	look(KindAggregator, "listen", "data_dir")
+	look(KindAgent, "state_dir", "[[input]]")
+	look(KindSinks, "[[sink]]")
+	return kinds, keys
+}
+
+// loadKind is load for the loader of kind want. A file with the keys of
+// one other kind only is that problem alone: loaded as want, it would be a
+// list of its keys as unknown and of want's as missing.
+func loadKind[T any, PT interface {
+	*T
+	schema
+}](f *file, want string) (*T, error) {
+	if kinds, keys := f.kinds(); len(kinds) == 1 && kinds[0] != want {
+		return nil, &Errors{Problems: []Problem{{File: f.name,
+			Msg: fmt.Sprintf("looks like %s config (it has %s), not %s config", kindName(kinds[0]), keys[0], kindName(want))}}}
+	}
+	return load[T, PT](f)
+}
+
+// kindName is a kind with its article: "an agent".
+func kindName(kind string) string {
+	if kind == KindSinks {
+		return "a " + kind
+	}
+	return "an " + kind
 }
 
 // decoder sets struct fields from the generic tree toml.Decode builds,

@@ -5,7 +5,9 @@
 // # Kinds of file
 //
 // There are three, one per role; Check tells them apart by their top-level
-// keys:
+// keys, and a loader given a file of another kind says so in one problem
+// ("looks like an aggregator config (it has listen, data_dir), not an
+// agent config"):
 //
 //   - agent (LoadAgent, Agent): state_dir, the aggregators to send to, batch
 //     and window sizes, and one [[input]] table per set of files, naming the

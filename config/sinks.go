@@ -50,13 +50,14 @@ const (
 
 // LoadSinks reads the sink worker config at path, applies defaults to the
 // keys it leaves out, and validates it. A file that cannot be read is a
-// plain error; every other problem is in an *Errors.
+// plain error; every other problem is in an *Errors. A file of another
+// kind is that one problem.
 func LoadSinks(path string) (*Sinks, error) {
 	f, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return load[Sinks](f)
+	return loadKind[Sinks](f, KindSinks)
 }
 
 // SetDefaults sets every zero field of s, and of its sinks, to its default.

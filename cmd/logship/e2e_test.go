@@ -442,6 +442,22 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
+// TestRoleWithConfigOfAnotherKind: a role started with the config of
+// another role says so in one line.
+func TestRoleWithConfigOfAnotherKind(t *testing.T) {
+	for _, c := range []struct{ role, file, want string }{
+		{"agent", "aggregator.toml", "looks like an aggregator config (it has listen, data_dir), not an agent config"},
+		{"aggregator", "sinks.toml", "looks like a sinks config (it has [[sink]]), not an aggregator config"},
+		{"sink", "agent.toml", "looks like an agent config (it has state_dir, [[input]]), not a sinks config"},
+	} {
+		path := filepath.Join("../../testdata/config", c.file)
+		out, code := runCLI(t, c.role, "--config", path)
+		if want := "logship " + c.role + ": " + path + ": " + c.want + "\n"; code != 1 || out != want {
+			t.Errorf("logship %s --config %s: exit %d, output\n%s\nwant exit 1 and\n%s", c.role, c.file, code, out, want)
+		}
+	}
+}
+
 // TestConfigCheckFiles: config check reads the files a config names, as
 // the role does at start, and reports those that would stop it with the
 // config's file:line and key; --syntax-only does not read them.
