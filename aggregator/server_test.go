@@ -207,22 +207,28 @@ func TestControlFramesAreSmall(t *testing.T) {
 }
 
 // TestHelloRefused: a role the server does not know and an agent without a
-// valid id are refused with an Error frame.
+// valid id are refused with an Error frame (whose message, where msg is
+// set, is exactly that).
 func TestHelloRefused(t *testing.T) {
 	ts := start(t, t.TempDir(), nil)
 	for _, tc := range []struct {
 		name  string
 		hello wire.Hello
 		code  wire.ErrorCode
+		msg   string
 	}{
-		{"role", wire.Hello{Role: 9, ID: "x"}, wire.CodeAuth},
-		{"agent-id", wire.Hello{Role: wire.RoleAgent, ID: "a b"}, wire.CodeBadRequest},
-		{"empty-agent-id", wire.Hello{Role: wire.RoleAgent}, wire.CodeBadRequest},
+		{"role", wire.Hello{Role: 9, ID: "x"}, wire.CodeAuth, "unknown role 9"},
+		{"agent-id", wire.Hello{Role: wire.RoleAgent, ID: "a b"}, wire.CodeBadRequest, ""},
+		{"empty-agent-id", wire.Hello{Role: wire.RoleAgent}, wire.CodeBadRequest, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := wire.DialContext(context.Background(), ts.Addr(), tc.hello, 5*time.Second)
 			if !isRemote(err, tc.code) {
 				t.Fatalf("got %v, want code %s", err, tc.code)
+			}
+			var re *wire.RemoteError
+			if errors.As(err, &re) && tc.msg != "" && re.Message != tc.msg {
+				t.Errorf("message %q, want %q", re.Message, tc.msg)
 			}
 		})
 	}

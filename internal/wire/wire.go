@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,9 @@ const (
 	RoleConsumer Role = 2
 )
 
+// String is the role's name; a role this version does not know is its
+// number alone, so that a message that names it as a role ("unknown role
+// %s") reads "unknown role 7", not "unknown role role 7".
 func (r Role) String() string {
 	switch r {
 	case RoleAgent:
@@ -99,7 +103,7 @@ func (r Role) String() string {
 	case RoleConsumer:
 		return "consumer"
 	}
-	return fmt.Sprintf("role %d", uint8(r))
+	return strconv.Itoa(int(r))
 }
 
 // Errors. Test with errors.Is.

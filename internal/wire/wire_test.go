@@ -174,3 +174,24 @@ func frame(t Type, p []byte) []byte {
 	c.Flush()
 	return buf.Bytes()
 }
+
+// TestRoleString: a role's name, or for one this version does not know its
+// number alone, since messages name it as a role ("unknown role %s"; found
+// in review: "unknown role role 7").
+func TestRoleString(t *testing.T) {
+	for _, tc := range []struct {
+		r    Role
+		want string
+	}{
+		{RoleAgent, "agent"},
+		{RoleConsumer, "consumer"},
+		{0, "0"},
+		{7, "7"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			if got := tc.r.String(); got != tc.want {
+				t.Errorf("Role(%d).String() = %q, want %q", uint8(tc.r), got, tc.want)
+			}
+		})
+	}
+}
