@@ -691,7 +691,7 @@ func (a *Agent) loop(ctx context.Context) {
 			if s == a.sess && !s.draining && a.moveSafe() {
 				s.draining = true
 				a.log.Info("home aggregator takes connections again: moving back once the batches in flight are acknowledged",
-					"aggregator", s.addr, "batches", a.flights.len())
+					"aggregator", s.addr, "home", a.homeAddr(), "batches", a.flights.len())
 			}
 		case <-sessDone:
 			a.lostSession()

@@ -170,6 +170,11 @@ func homeIndex(id string, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
+// homeAddr is the address of the agent's home aggregator (homeIndex).
+func (a *Agent) homeAddr() string {
+	return a.opts.Aggregators[homeIndex(a.opts.ID, len(a.opts.Aggregators))]
+}
+
 // connLoop keeps one session up until ctx is done. It starts at the
 // aggregator the positions file names (the one the agent last sent to),
 // or at home, and stays with whichever aggregator it is on
@@ -203,9 +208,9 @@ func (a *Agent) connLoop(ctx context.Context) {
 			return
 		}
 		if moveHome {
-			idx, fails, back = home, 0, false
 			a.conn.failovers.Add(1)
-			a.log.Info("moving back to the home aggregator", "aggregator", addrs[home])
+			a.log.Info("moving back to the home aggregator", "aggregator", addrs[home], "from", addrs[idx])
+			idx, fails, back = home, 0, false
 			continue
 		}
 		if healthy {

@@ -197,6 +197,16 @@ func checkOnce(t *testing.T, recs []string, want map[string]int) {
 	checkStreams(t, map[uint64]*fakeSource{1: {records: recs}}, want, nil)
 }
 
+// logLine returns the first line of log that contains msg ("" if none).
+func logLine(log, msg string) string {
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, msg) {
+			return line
+		}
+	}
+	return ""
+}
+
 // savedPos returns the position the positions file in stateDir
 // holds for the live file at path (-1: none).
 func savedPos(t testing.TB, stateDir, path string) int64 {
@@ -250,6 +260,12 @@ func TestMovesBackHomeAfterFailover(t *testing.T) {
 	r.logged(t, "the agent deciding to move", "moving back once the batches in flight")
 	if st := ag.ConnStats(); st.Aggregator == r.proxy.Addr() {
 		t.Fatalf("moved home with batches in flight: %+v", st)
+	}
+	// The line names where the agent is and where it goes (found in
+	// review: it named only where it is, as if that were home).
+	if line := logLine(r.logs.String(), "moving back once the batches in flight"); !strings.Contains(line, " aggregator="+r.other.addr()+" ") ||
+		!strings.Contains(line, " home="+r.proxy.Addr()+" ") {
+		t.Errorf("the decision to move names aggregator=%s (where it is) and home=%s (where it goes)?\n%s", r.other.addr(), r.proxy.Addr(), line)
 	}
 	r.other.setHold(false)
 	waitOn(t, ag, "back home", r.proxy.Addr())
