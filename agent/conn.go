@@ -145,6 +145,19 @@ func (a *Agent) ConnStats() ConnStats {
 	return out
 }
 
+// Aggregators returns the aggregator addresses of Options.Aggregators, in
+// their order, each once: those ConnStats.Aggregator may name, for a
+// metric with a series per aggregator. Safe for concurrent use.
+func (a *Agent) Aggregators() []string {
+	out := make([]string, 0, len(a.opts.Aggregators))
+	for _, addr := range a.opts.Aggregators {
+		if !slices.Contains(out, addr) {
+			out = append(out, addr)
+		}
+	}
+	return out
+}
+
 // Heartbeats: an idle session sends one every heartbeatInterval; a session
 // that reads nothing (no ack, no heartbeat) for silenceFactor times that is
 // given up, which is how a vanished aggregator behind a live route (or a

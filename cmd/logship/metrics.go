@@ -290,9 +290,13 @@ func (c *aggCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // agentConnCollector exports the state of an agent's connection.
+// logship_agent_connected has a series for every configured aggregator,
+// 0 but for the one a session is up with: a series that vanished after a
+// failover would read as "no data" rather than "not connected".
 func agentConnCollector(a *agent.Agent) prometheus.Collector {
+	aggs := a.Aggregators()
 	var (
-		connected = desc("logship_agent_connected", "1 while a session with an aggregator is up, by aggregator address.", "aggregator")
+		connected = desc("logship_agent_connected", "1 while a session with an aggregator is up, 0 otherwise, by aggregator address (every configured one).", "aggregator")
 		connects  = desc("logship_agent_connects_total", "Sessions established with aggregators.")
 		failures  = desc("logship_agent_connect_failures_total", "Dials and handshakes that failed.")
 		failovers = desc("logship_agent_failovers_total", "Moves to another aggregator of the list: to the next one after failures, and back home once home takes connections again.")
@@ -303,11 +307,13 @@ func agentConnCollector(a *agent.Agent) prometheus.Collector {
 		descs: []*prometheus.Desc{connected, connects, failures, failovers, lost, beats},
 		collect: func(emit func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
 			st := a.ConnStats()
-			up := 0.0
-			if st.Connected {
-				up = 1
+			for _, addr := range aggs {
+				up := 0.0
+				if st.Connected && st.Aggregator == addr {
+					up = 1
+				}
+				emit(connected, prometheus.GaugeValue, up, addr)
 			}
-			emit(connected, prometheus.GaugeValue, up, st.Aggregator)
 			emit(connects, prometheus.CounterValue, float64(st.Connects))
 			emit(failures, prometheus.CounterValue, float64(st.ConnectFailures))
 			emit(failovers, prometheus.CounterValue, float64(st.Failovers))
