@@ -26,6 +26,15 @@ var (
 	ErrBroken = errors.New("sinks: connection broken")
 )
 
+// credentialsRefused reports whether err is an aggregator's refusal of the
+// sink's credentials in the handshake: a wrong token, or one whose roles or
+// ids do not let it connect as this sink (wire.CodeAuth, as the agent
+// tells them).
+func credentialsRefused(err error) bool {
+	var re *wire.RemoteError
+	return errors.As(err, &re) && re.Code == wire.CodeAuth
+}
+
 // OutOfRangeError is a fetch at an offset the partition does not hold:
 // below Start (deleted by retention) or above End.
 type OutOfRangeError struct {

@@ -57,5 +57,10 @@
 // Errors are retried with a capped exponential backoff: a dead aggregator
 // or a failing writer never stops the other partitions. While a partition
 // waits, its writer is still ticked every second, so that a file is
-// published on time even when its aggregator is down.
+// published on time even when its aggregator is down. An aggregator that
+// is down is logged once at WARN, then at DEBUG until it answers; one that
+// refuses the sink's credentials (a wrong token, or one that may not
+// connect as this sink) is a configuration error that retrying does not
+// heal: it is logged at ERROR on every attempt, and Stats.Refused names it
+// apart from Stats.Unreachable.
 package sinks

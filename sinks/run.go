@@ -89,7 +89,7 @@ func (r *runner) serveAggregator(ctx context.Context, addr string) {
 		}
 	}()
 	var bo backoff
-	down := false
+	state := aggUp // of the last attempt; aggUp at first, so that the first failure is said
 	for {
 		if c == nil {
 			var err error
@@ -98,13 +98,22 @@ func (r *runner) serveAggregator(ctx context.Context, addr string) {
 				if ctx.Err() != nil {
 					return
 				}
-				lvl := slog.LevelWarn
-				if down {
-					lvl = slog.LevelDebug
+				if credentialsRefused(err) {
+					// A configuration error, which retrying does not
+					// heal: said at ERROR on every attempt, not once.
+					log.Error("aggregator refused this sink's credentials: check token or token_file", "err", err)
+					state = aggRefused
+				} else {
+					// Down, or not there yet: said once, then at DEBUG
+					// until it answers.
+					lvl := slog.LevelWarn
+					if state == aggDown {
+						lvl = slog.LevelDebug
+					}
+					log.Log(ctx, lvl, "aggregator unreachable", "err", err)
+					state = aggDown
 				}
-				log.Log(ctx, lvl, "aggregator unreachable", "err", err)
-				r.opts.Stats.reachable(addr, false)
-				down = true
+				r.opts.Stats.setAgg(addr, state)
 				if !sleep(ctx, bo.next()) {
 					return
 				}
@@ -117,19 +126,19 @@ func (r *runner) serveAggregator(ctx context.Context, addr string) {
 				return
 			}
 			log.Warn("listing partitions", "aggregator", c.Aggregator(), "err", err)
-			r.opts.Stats.reachable(addr, false)
+			state = aggDown
+			r.opts.Stats.setAgg(addr, state)
 			c.Close()
 			c = nil
-			down = true
 			if !sleep(ctx, bo.next()) {
 				return
 			}
 			continue
 		}
-		r.opts.Stats.reachable(addr, true)
-		if down {
+		r.opts.Stats.setAgg(addr, aggUp)
+		if state != aggUp {
 			log.Info("aggregator reachable", "aggregator", c.Aggregator())
-			down = false
+			state = aggUp
 		}
 		bo.reset()
 		for _, p := range parts {

@@ -294,6 +294,50 @@ func TestRunAggregatorDownThenUp(t *testing.T) {
 	sinktest.CheckExactlyOnce(t, recs, "app", 0, sinktest.Range(0, 5))
 }
 
+// TestRunCredentialsRefused: an aggregator that refuses the sink's token
+// is a configuration error, said at ERROR on every attempt (not once and
+// then at DEBUG, as for an aggregator that is down) and reported apart from
+// the unreachable ones; once the token is right, the sink consumes.
+// (Found in review: it was "aggregator unreachable" at WARN once.)
+func TestRunCredentialsRefused(t *testing.T) {
+	a := startAgg(t, aggID, "127.0.0.1:0")
+	a.SetToken("right-token-0123456789")
+	fill(t, a, "app", 0, 0, 5, 5)
+	dir := t.TempDir()
+	log, lg := logger(t)
+	st := sinks.NewStats()
+	start(t, sinks.Options{
+		Aggregators: []string{a.Addr()}, Topics: []string{"app"}, Logger: lg, Stats: st,
+		Security: sinks.Security{Token: "wrong-token-0123456789"},
+	}, fileSink(t, file.Options{Dir: dir}))
+
+	const refusedMsg = "aggregator refused this sink's credentials"
+	sinktest.Eventually(t, wait, "three refusals logged", func() bool {
+		return len(log.Find(slog.LevelError, refusedMsg)) >= 3
+	})
+	for _, e := range log.Find(slog.LevelDebug, refusedMsg) {
+		if e.Level != slog.LevelError || !strings.Contains(e.Attrs["err"], "token refused") {
+			t.Errorf("refusal logged as %s %q %v, want ERROR with the aggregator's message", e.Level, e.Msg, e.Attrs)
+		}
+	}
+	if e := log.Find(slog.LevelDebug, "aggregator unreachable"); len(e) > 0 {
+		t.Errorf("a refusal logged as unreachable: %+v", e[0])
+	}
+	if got := st.Refused([]string{a.Addr()}); len(got) != 1 || got[0] != a.Addr() {
+		t.Errorf("Refused = %v, want [%s]", got, a.Addr())
+	}
+	if got := st.Unreachable([]string{a.Addr()}); len(got) != 0 {
+		t.Errorf("Unreachable = %v, want none (it answered, with a refusal)", got)
+	}
+
+	a.SetToken("") // the operator fixes the aggregator's tokens
+	waitPublished(t, file.OSFS{}, osRead, dir, aggID, "app", 0, 5)
+	if got := st.Refused([]string{a.Addr()}); len(got) != 0 {
+		t.Errorf("Refused = %v after the sink was let in", got)
+	}
+	log.Wait(slog.LevelInfo, "aggregator reachable", wait)
+}
+
 // TestRunCrashPoints kills the file sink at a step of publishing (its FS
 // fails every operation from then on, and the aggregator refuses its
 // commits, as if the process had died), cuts the power (unsynced bytes and

@@ -17,8 +17,17 @@ type Stats struct {
 
 	mu    sync.Mutex
 	parts map[partKey]*PartitionStats
-	up    map[string]bool // aggregator address → its last metadata request worked
+	aggs  map[string]aggState // aggregator address → what its last attempt found
 }
+
+// aggState is what the last attempt to reach an aggregator found.
+type aggState uint8
+
+const (
+	aggDown    aggState = iota // not reached yet, or the last attempt failed
+	aggUp                      // the last metadata request worked
+	aggRefused                 // the last dial was refused for the sink's credentials
+)
 
 // PartitionStats is the runtime's view of one partition.
 type PartitionStats struct {
@@ -54,28 +63,37 @@ type StatsSnapshot struct {
 
 // NewStats returns empty Stats.
 func NewStats() *Stats {
-	return &Stats{parts: make(map[partKey]*PartitionStats), up: make(map[string]bool)}
+	return &Stats{parts: make(map[partKey]*PartitionStats), aggs: make(map[string]aggState)}
 }
 
-// Unreachable returns the aggregator addresses whose last attempt to list
-// partitions failed, or that were not reached yet: a sink worker is ready
-// when there are none.
-func (s *Stats) Unreachable(addrs []string) []string {
+// Unreachable returns the aggregator addresses of addrs that were not
+// reached yet, or whose last attempt to list partitions failed other than
+// by a refusal of the sink's credentials (those are Refused's). A sink
+// worker is ready when neither has any.
+func (s *Stats) Unreachable(addrs []string) []string { return s.in(addrs, aggDown) }
+
+// Refused returns the aggregator addresses of addrs that refused the
+// sink's credentials at the last attempt (a wrong token, or one that may
+// not connect as this sink): a configuration error, which retrying does
+// not heal.
+func (s *Stats) Refused(addrs []string) []string { return s.in(addrs, aggRefused) }
+
+func (s *Stats) in(addrs []string, st aggState) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
 	for _, a := range addrs {
-		if !s.up[a] {
+		if s.aggs[a] == st {
 			out = append(out, a)
 		}
 	}
 	return out
 }
 
-// reachable records whether an aggregator answered.
-func (s *Stats) reachable(addr string, ok bool) {
+// setAgg records what the last attempt to reach an aggregator found.
+func (s *Stats) setAgg(addr string, st aggState) {
 	s.mu.Lock()
-	s.up[addr] = ok
+	s.aggs[addr] = st
 	s.mu.Unlock()
 }
 

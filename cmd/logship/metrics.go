@@ -124,7 +124,9 @@ func (c *sinkCollectors) addRuntime(name string, aggregators []string, st *sinks
 	c.cs = append(c.cs, sinkRuntimeCollector(name, st))
 }
 
-// ready: every sink has reached every aggregator at its last try.
+// ready: every sink has reached every aggregator at its last try. An
+// aggregator that refused a sink's credentials is named as such, apart
+// from those not reached: it will not heal by itself.
 func (c *sinkCollectors) ready() error {
 	c.mu.Lock()
 	rs := c.runtimes
@@ -134,6 +136,9 @@ func (c *sinkCollectors) ready() error {
 	}
 	var errs []error
 	for _, r := range rs {
+		if refused := r.stats.Refused(r.aggregators); len(refused) > 0 {
+			errs = append(errs, fmt.Errorf("sink %s: credentials refused (check token or token_file) by: %s", r.name, strings.Join(refused, ", ")))
+		}
 		if down := r.stats.Unreachable(r.aggregators); len(down) > 0 {
 			errs = append(errs, fmt.Errorf("sink %s: aggregators not reached: %s", r.name, strings.Join(down, ", ")))
 		}

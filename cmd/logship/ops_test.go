@@ -339,26 +339,60 @@ func httpGet(t testing.TB, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// TestSinkNotReady: a sink worker whose aggregator is unreachable says so
-// on /readyz, naming it.
+// TestSinkNotReady: a sink worker that cannot consume from an aggregator
+// says why on /readyz, naming it: not reached (nothing listens there), or
+// its credentials refused (here a token limited to another sink's name),
+// which is a configuration error it also logs at ERROR on every attempt.
 func TestSinkNotReady(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	root := t.TempDir()
-	cfg := filepath.Join(root, "sinks.toml")
-	writeFile(t, cfg, fmt.Sprintf("aggregators = [\"127.0.0.1:1\"]\nmetrics_listen = \"127.0.0.1:0\"\n[[sink]]\nname = \"s\"\ntype = \"file\"\ntopics = [\"app\"]\ndir = %q\n", filepath.Join(root, "out")))
-	sink := start(t, "sink", "sink", "--config", cfg)
-	addr := logged(t, sink, metricsRE, "metrics address")
-	waitFor(t, "not ready", 20*time.Second, func() bool {
-		code, body := httpGet(t, "http://"+addr+"/readyz")
-		return code == 503 && strings.Contains(body, "sink s: aggregators not reached: 127.0.0.1:1")
-	})
-	if code, _ := httpGet(t, "http://"+addr+"/healthz"); code != 200 {
-		t.Errorf("/healthz: %d", code)
-	}
-	if err := sink.stop(syscall.SIGTERM); err != nil {
-		t.Errorf("sink exit after SIGTERM: %v", err)
+	for _, tc := range []struct {
+		name string
+		// setup returns the aggregator's address and the sink config's
+		// extra keys.
+		setup  func(t *testing.T, root string) (addr, extra string)
+		reason string // %s: the aggregator's address
+		errLog string // logged at ERROR at least twice, when set
+	}{
+		{"unreachable", func(*testing.T, string) (string, string) { return "127.0.0.1:1", "" },
+			"sink s: aggregators not reached: %s", ""},
+		{"credentials refused", func(t *testing.T, root string) (string, string) {
+			_, addr := startAggregator(t, root, 1, `
+[[token]]
+name = "sinks"
+token = "sinks-secret-0123456789"
+roles = ["consumer"]
+ids = ["archive"]
+`)
+			return addr, "token = \"sinks-secret-0123456789\"\n"
+		}, "sink s: credentials refused (check token or token_file) by: %s", `level=ERROR msg="aggregator refused this sink's credentials: check token or token_file"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			agg, extra := tc.setup(t, root)
+			cfg := filepath.Join(root, "sinks.toml")
+			writeFile(t, cfg, fmt.Sprintf("aggregators = [%q]\nmetrics_listen = \"127.0.0.1:0\"\n%s[[sink]]\nname = \"s\"\ntype = \"file\"\ntopics = [\"app\"]\ndir = %q\n",
+				agg, extra, filepath.Join(root, "out")))
+			sink := start(t, "sink", "sink", "--config", cfg)
+			addr := logged(t, sink, metricsRE, "metrics address")
+			reason := fmt.Sprintf(tc.reason, agg)
+			waitFor(t, "not ready: "+reason, 20*time.Second, func() bool {
+				code, body := httpGet(t, "http://"+addr+"/readyz")
+				return code == 503 && strings.Contains(body, reason)
+			})
+			if code, _ := httpGet(t, "http://"+addr+"/healthz"); code != 200 {
+				t.Errorf("/healthz: %d", code)
+			}
+			if tc.errLog != "" {
+				waitFor(t, "the refusal logged at every attempt", 20*time.Second, func() bool {
+					return strings.Count(sink.output(), tc.errLog) >= 2
+				})
+			}
+			if err := sink.stop(syscall.SIGTERM); err != nil {
+				t.Errorf("sink exit after SIGTERM: %v", err)
+			}
+		})
 	}
 }
 

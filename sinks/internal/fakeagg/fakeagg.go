@@ -56,6 +56,7 @@ type Server struct {
 	wg         sync.WaitGroup
 	fetches    int
 	frozen     bool
+	token      string // "": every consumer is accepted
 }
 
 // Start serves on addr ("127.0.0.1:0" for any port) as aggregator id.
@@ -217,6 +218,15 @@ func (s *Server) Unfreeze() {
 	s.changed = make(chan struct{})
 }
 
+// SetToken makes the server refuse, as an aggregator with tokens does
+// (wire.CodeAuth), every consumer whose Hello does not carry tok; "" (the
+// default) accepts every one. It applies to handshakes from now on.
+func (s *Server) SetToken(tok string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.token = tok
+}
+
 // Fetches counts the Fetch requests served.
 func (s *Server) Fetches() int {
 	s.mu.Lock()
@@ -257,6 +267,13 @@ func (s *Server) serve(c *wire.Conn) {
 	}
 	if h.Role != wire.RoleConsumer {
 		c.WriteError(wire.CodeAuth, "fakeagg serves consumers only")
+		return
+	}
+	s.mu.Lock()
+	tok := s.token
+	s.mu.Unlock()
+	if tok != "" && h.Token != tok {
+		c.WriteError(wire.CodeAuth, "fakeagg: token refused")
 		return
 	}
 	if err := c.Accept(wire.Welcome{Version: h.Version, Aggregator: s.id, MaxFrame: wire.DefaultMaxFrame}); err != nil {
