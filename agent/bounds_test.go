@@ -60,11 +60,13 @@ func TestMultilineJavaStackTrace(t *testing.T) {
 }
 
 // A multiline record longer than max_lines is cut into several records,
-// counted; nothing is dropped.
+// counted and logged with the limit that cut it; nothing is dropped.
 func TestMultilineMaxLines(t *testing.T) {
 	dir := t.TempDir()
 	fa := newFakeAgg(t)
 	opts := testOpts(t, dir, fa.addr())
+	var tl *testLog
+	opts.Logger, tl = newTestLog(t)
 	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")},
 		Multiline: &Multiline{Pattern: `^START`, MaxLines: 3, Timeout: 20 * time.Millisecond}}}
 	w := newLogWriter(t, filepath.Join(dir, "a.log"), "a")
@@ -81,6 +83,22 @@ func TestMultilineMaxLines(t *testing.T) {
 	}
 	if n := ag.Stats().RecordsSplit; n != 1 {
 		t.Errorf("RecordsSplit %d, want 1", n)
+	}
+	checkCutLogged(t, tl, "limit=multiline.max_lines max=3 ")
+}
+
+// checkCutLogged checks that the agent logged one record cut, at WARN,
+// with want (its limit and value).
+func checkCutLogged(t *testing.T, tl *testLog, want string) {
+	t.Helper()
+	var lines []string
+	for l := range strings.Lines(tl.String()) {
+		if strings.Contains(l, "cut into several records") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], want) {
+		t.Errorf("want one WARN of a cut with %q, got:\n%s", want, strings.Join(lines, ""))
 	}
 }
 
@@ -141,6 +159,8 @@ func TestMaxLineBytesSplitsAndCounts(t *testing.T) {
 	fa := newFakeAgg(t)
 	opts := testOpts(t, dir, fa.addr())
 	opts.MaxLineBytes = 1000
+	var tl *testLog
+	opts.Logger, tl = newTestLog(t)
 	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
 	w := newLogWriter(t, filepath.Join(dir, "a.log"), "a")
 	w.write(3)
@@ -161,6 +181,7 @@ func TestMaxLineBytesSplitsAndCounts(t *testing.T) {
 	if n := ag.Stats().RecordsSplit; n != 2 {
 		t.Errorf("RecordsSplit %d, want 2", n)
 	}
+	checkCutLogged(t, tl, "limit=max_line_bytes max=1000 ")
 }
 
 // A deleted file that cannot be drained within drain_timeout (the

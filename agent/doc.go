@@ -213,7 +213,10 @@
 //   - One line is one record. A line longer than MaxLineBytes (default 1
 //     MiB; less under the frame cap, below) is cut into records of that
 //     size: nothing is dropped, each cut is counted in
-//     Stats.RecordsSplit, and the first per file is logged.
+//     Stats.RecordsSplit, and the first per file is logged with the limit
+//     that cut it and its value (max_line_bytes, multiline.max_lines,
+//     multiline.max_bytes, or the aggregator's max frame where that is
+//     lower; see below).
 //   - A last line without its newline is held back, unread, until it is
 //     complete, or until the file has not changed for PartialTimeout
 //     (default 5s): it is then shipped as it is, and what completes it

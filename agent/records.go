@@ -110,23 +110,33 @@ type cutter struct {
 	midLine bool
 }
 
+// cutBy is the limit that cut a record, if any.
+type cutBy uint8
+
+const (
+	notCut      cutBy = iota
+	cutLineMax        // a line longer than lineMax
+	cutMaxLines       // a multiline record at its rule's max lines
+	cutRecMax         // a multiline record at recMax bytes
+)
+
 // next finds the record at the start of data. adv is how many bytes of
-// the file it stands for (0: none can be decided yet from data); split
-// reports a record cut at a limit.
-func (c *cutter) next(data []byte) (rec []byte, adv int, split bool) {
+// the file it stands for (0: none can be decided yet from data); cut
+// says which limit cut it, if one did.
+func (c *cutter) next(data []byte) (rec []byte, adv int, cut cutBy) {
 	nl := bytes.IndexByte(data[:min(len(data), c.lineMax+1)], '\n')
 	switch {
 	case nl < 0 && len(data) > c.lineMax:
 		c.midLine = true
-		return data[:c.lineMax], c.lineMax, true
+		return data[:c.lineMax], c.lineMax, cutLineMax
 	case nl < 0 && c.eof && c.partial && len(data) > 0:
-		return data, len(data), false
+		return data, len(data), notCut
 	case nl < 0:
-		return nil, 0, false
+		return nil, 0, notCut
 	}
 	if c.ml == nil || c.midLine {
 		c.midLine = false
-		return data[:nl], nl + 1, false
+		return data[:nl], nl + 1, notCut
 	}
 	end, lines := nl, 1 // the record is data[:end]
 	for {
@@ -139,19 +149,43 @@ func (c *cutter) next(data []byte) (rec []byte, adv int, split bool) {
 		case len(rest) > c.lineMax:
 			// The next line is too long to be joined: it starts its
 			// own record (and is cut).
-			return data[:end], end + 1, false
+			return data[:end], end + 1, notCut
 		case c.force:
-			return data[:end], end + 1, false
+			return data[:end], end + 1, notCut
 		default:
-			return nil, 0, false // the next line decides
+			return nil, 0, notCut // the next line decides
 		}
 		if !c.ml.continues(line) {
-			return data[:end], end + 1, false
+			return data[:end], end + 1, notCut
 		}
-		if lines+1 > c.ml.maxLines || end+1+len(line) > c.recMax {
-			return data[:end], end + 1, true
+		if lines+1 > c.ml.maxLines {
+			return data[:end], end + 1, cutMaxLines
+		}
+		if end+1+len(line) > c.recMax {
+			return data[:end], end + 1, cutRecMax
 		}
 		end += 1 + len(line)
 		lines++
 	}
+}
+
+// cutLimit names the limit that cut a record, as the agent's config names
+// it, and gives its value, for the log. The byte limits are the settings,
+// or less under the session's frame cap (see frameLimits): the
+// aggregator's max_frame_bytes is named then, with the limit it makes.
+func (c *cutter) cutLimit(by cutBy, maxLine int) (name string, max int) {
+	const frame = "aggregator max_frame_bytes"
+	switch by {
+	case cutMaxLines:
+		return "multiline.max_lines", c.ml.maxLines
+	case cutRecMax:
+		if c.recMax < c.ml.maxBytes {
+			return frame, c.recMax
+		}
+		return "multiline.max_bytes", c.recMax
+	}
+	if c.lineMax < maxLine {
+		return frame, c.lineMax
+	}
+	return "max_line_bytes", c.lineMax
 }

@@ -275,15 +275,16 @@ read:
 			// A timeout forces out the last record of the file only; a
 			// full buffer that cannot grow forces out its first.
 			c.force = (force && !full) || (full && !canGrow && len(data) == n)
-			rec, adv, split := c.next(data)
+			rec, adv, cut := c.next(data)
 			if adv == 0 {
 				break // data is the start of a record not complete yet
 			}
-			if split {
+			if cut != notCut {
 				a.recordsSplit.Add(1)
 				if !s.warnedLong {
 					s.warnedLong = true
-					a.log.Warn("line or multiline record longer than the maximum: cut into several records", s.attrs("max", len(rec), "offset", pos)...)
+					limit, lmax := c.cutLimit(cut, a.opts.MaxLineBytes)
+					a.log.Warn("line or multiline record longer than a limit: cut into several records", s.attrs("limit", limit, "max", lmax, "offset", pos)...)
 				}
 			}
 			if b.Count() > 0 && b.RawSize()+len(rec)+recordOverhead > lim.rawMax {
