@@ -245,6 +245,7 @@ type Agent struct {
 	ghostFlights map[uint64]ghostFlight   // by seq: batches in flight of sources when they were truncated (copytrunc.go)
 	lastAgg      aggRef                   // the aggregator of the last session (sessionUp), or the positions file's
 	savedAgg     aggRef                   // the aggregator the positions file names
+	left         unacked                  // what the last session left unacknowledged, until the next one starts (sessionUp)
 	startAgg     string                   // the address the positions file names: connLoop dials it first
 
 	ackCh    chan ackMsg

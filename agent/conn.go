@@ -43,6 +43,25 @@ type session struct {
 	// draining: the agent moves home once this session's batches in
 	// flight are acknowledged; nothing more is sent on it. Loop only.
 	draining bool
+	// down is closed by the loop once it took the session down
+	// (sessionDown), after it set left: the batches the session left
+	// unacknowledged, which the next session sends again. connLoop reads
+	// left after down, for its failover line.
+	down chan struct{}
+	left unacked
+}
+
+// unacked is what a session left unacknowledged when it ended: its
+// batches in flight (not dropped by a Resync or a truncation) and their
+// file bytes. The next session sends those bytes again; an aggregator
+// other than the session's stores them twice where the session's had
+// stored them (see wire/doc.go, "Failover and exactly-once across
+// aggregators").
+type unacked struct {
+	aggID   string // the session's aggregator, by the id of its Welcome
+	addr    string
+	batches int
+	bytes   int64
 }
 
 // frameLimits bound the batches of one session so that each fits in one
@@ -113,6 +132,8 @@ type connStats struct {
 	failovers       atomic.Int64
 	sessionsLost    atomic.Int64
 	heartbeats      atomic.Int64
+	// resentBytes is written by the loop goroutine (sessionUp).
+	resentBytes atomic.Int64
 
 	// healthyAfterHook, when > 0, replaces healthyAfter, and
 	// homeEveryHook homeEvery. Test hooks: set before Run, read by
@@ -130,6 +151,11 @@ type ConnStats struct {
 	Failovers       int64  // moves to another aggregator of the list
 	SessionsLost    int64  // established sessions that ended other than by shutdown
 	Heartbeats      int64  // heartbeats sent
+	// FailoverResentBytes counts the file bytes of batches a session left
+	// unacknowledged that were sent again to another aggregator than
+	// that session's: stored twice where that one had stored them.
+	// Counted when the session with the other aggregator starts.
+	FailoverResentBytes int64
 }
 
 // ConnStats returns the connection's state. Safe for concurrent use.
@@ -138,6 +164,7 @@ func (a *Agent) ConnStats() ConnStats {
 	out := ConnStats{
 		Connected: cs.connected.Load(), Connects: cs.connects.Load(), ConnectFailures: cs.connectFailures.Load(),
 		Failovers: cs.failovers.Load(), SessionsLost: cs.sessionsLost.Load(), Heartbeats: cs.heartbeats.Load(),
+		FailoverResentBytes: cs.resentBytes.Load(),
 	}
 	if p := cs.aggregator.Load(); p != nil {
 		out.Aggregator = *p
@@ -210,15 +237,21 @@ func (a *Agent) connLoop(ctx context.Context) {
 		idx, back = i, true
 		a.log.Info("going back first to the aggregator this agent last sent to", "aggregator", addrs[i], "home", addrs[home])
 	}
+	// left is what the last session left unacknowledged, for the
+	// failover line: the next session sends it again.
+	var left unacked
 	for ctx.Err() == nil {
 		a.conn.aggregator.Store(&addrs[idx])
 		homeAddr := ""
 		if idx != home {
 			homeAddr = addrs[home]
 		}
-		healthy, moveHome := a.connectOnce(ctx, addrs[idx], homeAddr)
+		healthy, moveHome, s := a.connectOnce(ctx, addrs[idx], homeAddr)
 		if ctx.Err() != nil {
 			return
+		}
+		if s != nil {
+			left = s.left // ctx is live: the loop set it
 		}
 		if moveHome {
 			a.conn.failovers.Add(1)
@@ -231,12 +264,20 @@ func (a *Agent) connLoop(ctx context.Context) {
 		} else {
 			fails++
 			if fails%failoverAfter == 0 && len(addrs) > 1 {
+				from := addrs[idx]
 				idx = (idx + 1) % len(addrs)
 				if back {
 					idx, back = home, false
 				}
 				a.conn.failovers.Add(1)
-				a.log.Info("failing over to the next aggregator", "aggregator", addrs[idx])
+				// What the last session left unacknowledged is sent to
+				// the next one again: another aggregator than the one it
+				// was sent to stores it twice where that one had.
+				attrs := []any{"aggregator", addrs[idx], "from", from, "resend_batches", left.batches, "resend_bytes", left.bytes}
+				if left.batches > 0 && left.addr != from {
+					attrs = append(attrs, "unacked_by", left.addr) // failed over more than once since
+				}
+				a.log.Info("failing over to the next aggregator", attrs...)
 			}
 		}
 		t := time.NewTimer(backoff(fails))
@@ -263,8 +304,10 @@ func backoff(fails int) time.Duration {
 // reports whether the session was healthy. With home set (the agent's
 // home aggregator, when addr is another one), it looks now and then
 // whether home takes connections again; back reports that the session
-// ended so that the agent moves there.
-func (a *Agent) connectOnce(ctx context.Context, addr, home string) (healthy, back bool) {
+// ended so that the agent moves there. s is the session once the loop
+// took it down (its left is set), nil if there was none or the loop did
+// not take it (ctx done first).
+func (a *Agent) connectOnce(ctx context.Context, addr, home string) (healthy, back bool, taken *session) {
 	d := wire.Dialer{TLS: a.opts.TLS, Timeout: dialTimeout}
 	c, w, err := d.Dial(ctx, addr, wire.Hello{Role: wire.RoleAgent, ID: a.opts.ID, Token: a.opts.Token})
 	if err != nil {
@@ -277,14 +320,14 @@ func (a *Agent) connectOnce(ctx context.Context, addr, home string) (healthy, ba
 				a.log.Warn("connect to aggregator failed", "aggregator", addr, "err", err)
 			}
 		}
-		return false, false
+		return false, false, nil
 	}
 	a.conn.connects.Add(1)
 	a.conn.connected.Store(true)
 	defer a.conn.connected.Store(false)
 	s := &session{
 		addr: addr, aggID: w.Aggregator, c: c,
-		send: make(chan *compressJob, maxInFlight), done: make(chan struct{}),
+		send: make(chan *compressJob, maxInFlight), done: make(chan struct{}), down: make(chan struct{}),
 		startedAt: time.Now(),
 		limits:    newFrameLimits(a.opts.BatchBytes, int(w.MaxFrame)),
 	}
@@ -294,14 +337,25 @@ func (a *Agent) connectOnce(ctx context.Context, addr, home string) (healthy, ba
 	go a.readLoop(s)
 	select {
 	case a.sessCh <- s:
+		taken = s
 		a.waitSession(ctx, s, home)
 	case <-s.done:
 	case <-ctx.Done():
 		s.fail(errStopping)
 	}
 	s.wg.Wait()
+	if taken != nil {
+		// Wait until the loop took the session down, so that s.left
+		// says what it left unacknowledged (the failover line gives
+		// it). The loop sees s end at once; on stop, when the loop may
+		// be gone, ctx ends the wait.
+		select {
+		case <-s.down:
+		case <-ctx.Done():
+		}
+	}
 	if errors.Is(s.err(), errGoingHome) {
-		return true, true
+		return true, true, taken
 	}
 	if err := s.err(); !errors.Is(err, errStopping) {
 		a.conn.sessionsLost.Add(1)
@@ -312,20 +366,20 @@ func (a *Agent) connectOnce(ctx context.Context, addr, home string) (healthy, ba
 		}
 	}
 	if refused(s.err()) {
-		return false, false // the same batches would be refused at once: back off
+		return false, false, taken // the same batches would be refused at once: back off
 	}
 	if errors.Is(s.err(), wire.ErrIdle) {
 		// The aggregator went silent (a hung disk holds its acks and the
 		// heartbeat answers queued behind them; a stalled route): whatever
 		// it answered before, count a failure, so that failoverAfter
 		// silent sessions in a row move the agent on.
-		return false, false
+		return false, false, taken
 	}
 	if s.c.Version() >= 2 {
 		// A live version 2 aggregator answers a heartbeat within one
 		// interval: only that, or a good ack, is proof of life. A session
 		// that merely lasted proves nothing (it may have been silent).
-		return s.healthy.Load(), false
+		return s.healthy.Load(), false, taken
 	}
 	// Version 1 has no heartbeats: an idle session proves nothing either
 	// way, so one that lasted counts as healthy.
@@ -333,7 +387,7 @@ func (a *Agent) connectOnce(ctx context.Context, addr, home string) (healthy, ba
 	if a.conn.healthyAfterHook > 0 {
 		after = a.conn.healthyAfterHook
 	}
-	return s.healthy.Load() || time.Since(s.startedAt) >= after, false
+	return s.healthy.Load() || time.Since(s.startedAt) >= after, false, taken
 }
 
 // errGoingHome ends a session that drained to move the agent home.
@@ -614,6 +668,12 @@ func (a *Agent) sessionUp(s *session) {
 	if s.aggID != a.lastAgg.ID {
 		a.newAggregator()
 	}
+	if l := a.left; l.bytes > 0 && s.aggID != l.aggID {
+		// s sends again what the last session left unacknowledged, to
+		// another aggregator: counted once, here (see unacked).
+		a.conn.resentBytes.Add(l.bytes)
+	}
+	a.left = unacked{}
 	// Nothing is sent to it before the positions file names it (tailPass):
 	// an agent restarted after a crash goes back first to the aggregator
 	// that may hold its batches past the positions (connLoop), where they
@@ -661,9 +721,16 @@ func (a *Agent) sessionDown(err error) {
 		return
 	}
 	a.sess.fail(err)
+	left := unacked{aggID: a.sess.aggID, addr: a.sess.addr}
 	for _, f := range a.flights.all() {
 		f.src.inflight--
+		if !f.dropped && f.gen == f.src.gen {
+			left.batches++
+			left.bytes += f.end - f.start
+		}
 	}
+	a.sess.left, a.left = left, left
+	close(a.sess.down) // connLoop may read left now
 	a.flights.reset()
 	a.inflightBytes = 0
 	now := time.Now()

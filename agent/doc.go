@@ -256,7 +256,20 @@
 //     every batch in flight is dropped and every source rewinds to its
 //     acknowledged position; connLoop reconnects with exponential backoff
 //     (100ms to 5s, jittered) and moves to the next aggregator of the list
-//     after two failures in a row.
+//     after two failures in a row. The batches a session leaves
+//     unacknowledged (those in flight when it ends, less those a Resync or
+//     a truncation dropped) are sent again by the next session; the loop
+//     records them when it takes the session down, and connLoop waits for
+//     that before it decides anything, so that its failover line gives
+//     their number and file bytes (resend_batches, resend_bytes; with
+//     unacked_by when they were left at another aggregator than the one
+//     it leaves, after failovers in a row). Sent to another aggregator
+//     than the session's, they are stored twice where that one had stored
+//     them (wire/doc.go, "Failover and exactly-once across aggregators"):
+//     their bytes are counted in ConnStats.FailoverResentBytes
+//     (logship_agent_failover_resent_bytes_total) when the session with
+//     the other aggregator starts. What a stopped agent had in flight is
+//     not known after its restart, and not counted.
 //   - Away from its home aggregator (the list entry its id hashes to),
 //     connLoop looks about once a minute (jittered) whether home takes a
 //     connection (a dial and a handshake). When it does, the loop sends
@@ -440,7 +453,12 @@
 // read into batches, the acknowledged position, the size at the last look,
 // the lag (size minus acknowledged position) and the bytes given up. The
 // loop publishes them when it looks at a file; Stats reads them with
-// atomics, from any goroutine.
+// atomics, from any goroutine. ConnStats holds the connection's state and
+// counters: the aggregator it is on (Aggregators lists every one it may
+// be, for a series per aggregator), connects and their failures,
+// failovers, sessions lost, heartbeats, and the bytes sent again to
+// another aggregator after a failover (FailoverResentBytes, see "Window
+// and acks").
 //
 // # Shutdown
 //

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"cmp"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -276,6 +277,65 @@ func TestMovesBackHomeAfterFailover(t *testing.T) {
 	checkOnce(t, r.stored(t), map[string]int{"a": 350})
 	if st := ag.ConnStats(); st.SessionsLost != 1 || st.Failovers != 2 {
 		t.Errorf("stats %+v: want one session lost (the cut) and two moves (away, back)", st)
+	}
+	// Everything was acknowledged when home went: the failover sends
+	// nothing again, and nor does the move home.
+	if line := logLine(r.logs.String(), "failing over to the next aggregator"); !strings.Contains(line, " resend_batches=0 resend_bytes=0") {
+		t.Errorf("the failover line does not say that nothing is sent again:\n%s", line)
+	}
+	if n := ag.ConnStats().FailoverResentBytes; n != 0 {
+		t.Errorf("FailoverResentBytes %d, want 0", n)
+	}
+}
+
+// A failover with batches the aggregator left stored but unacknowledged
+// sends them to the next aggregator, which stores them too (wire/doc.go,
+// "Failover and exactly-once across aggregators"): the failover line says
+// how many batches and bytes are sent again, and FailoverResentBytes
+// counts those bytes. (Found in review: the line said nothing of them.)
+func TestFailoverReportsWhatIsSentAgain(t *testing.T) {
+	r := newHomeRig(t, true)
+	ag := r.startAway(t) // on the other aggregator, through otherProxy
+	r.ackedAndSaved(t, ag, 100)
+	acked := savedPos(t, r.opts.StateDir, r.w.path)
+
+	r.other.setHold(true) // stored, not acknowledged
+	r.w.write(50)
+	fi, err := os.Stat(r.w.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBytes := fi.Size() - acked
+	waitFor(t, "50 lines stored, unacknowledged", func() bool {
+		return r.other.records() == 150 && ag.Stats().InflightBytes == wantBytes
+	})
+	st := ag.Stats()
+	wantBatches := st.Batches - st.AckedBatches
+
+	r.otherProxy.SetRefuse(true) // the other aggregator goes...
+	r.proxy.SetRefuse(false)     // ...while home is back
+	r.otherProxy.Cut()
+	waitOn(t, ag, "failed over home", r.proxy.Addr())
+	waitFor(t, "the 50 lines stored at home too", func() bool {
+		n := 0
+		for _, s := range readStored(t, r.home.addr, true) {
+			n += len(s.records)
+		}
+		return n == 50 && ag.Idle()
+	})
+
+	var line string
+	for l := range strings.Lines(r.logs.String()) {
+		if strings.Contains(l, "failing over to the next aggregator") && strings.Contains(l, " from="+r.otherProxy.Addr()+" ") {
+			line = l
+		}
+	}
+	want := fmt.Sprintf("aggregator=%s from=%s resend_batches=%d resend_bytes=%d", r.proxy.Addr(), r.otherProxy.Addr(), wantBatches, wantBytes)
+	if !strings.Contains(line, want) {
+		t.Errorf("failover line, want %q:\n%s", want, line)
+	}
+	if n := ag.ConnStats().FailoverResentBytes; n != wantBytes {
+		t.Errorf("FailoverResentBytes %d, want %d", n, wantBytes)
 	}
 }
 

@@ -307,9 +307,10 @@ func agentConnCollector(a *agent.Agent) prometheus.Collector {
 		failovers = desc("logship_agent_failovers_total", "Moves to another aggregator of the list: to the next one after failures, and back home once home takes connections again.")
 		lost      = desc("logship_agent_sessions_lost_total", "Established sessions that ended other than by shutdown.")
 		beats     = desc("logship_agent_heartbeats_total", "Heartbeats sent.")
+		resent    = desc("logship_agent_failover_resent_bytes_total", "File bytes a lost session left unacknowledged that were sent again to another aggregator: stored twice where the first one had stored them.")
 	)
 	return &funcCollector{
-		descs: []*prometheus.Desc{connected, connects, failures, failovers, lost, beats},
+		descs: []*prometheus.Desc{connected, connects, failures, failovers, lost, beats, resent},
 		collect: func(emit func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
 			st := a.ConnStats()
 			for _, addr := range aggs {
@@ -324,6 +325,7 @@ func agentConnCollector(a *agent.Agent) prometheus.Collector {
 			emit(failovers, prometheus.CounterValue, float64(st.Failovers))
 			emit(lost, prometheus.CounterValue, float64(st.SessionsLost))
 			emit(beats, prometheus.CounterValue, float64(st.Heartbeats))
+			emit(resent, prometheus.CounterValue, float64(st.FailoverResentBytes))
 		},
 	}
 }

@@ -172,7 +172,10 @@
 // aggregator, with different (aggregator, partition, offset), so even an
 // idempotent sink writes them twice. At most the agent's window of
 // unacknowledged bytes (window_bytes) is duplicated per failover; nothing
-// is lost. If the agent later comes back to the first aggregator, that one
+// is lost. The agent's failover line says how many batches and bytes it
+// sends again, and logship_agent_failover_resent_bytes_total counts the
+// bytes sent again to another aggregator (agent/doc.go, "Window and
+// acks"). If the agent later comes back to the first aggregator, that one
 // sees the source continue after a gap (logged at INFO, counted in
 // logship_aggregator_gaps_total) and stores nothing twice itself.
 //
