@@ -39,7 +39,9 @@
 // missing; or that the client does not speak TLS, in which case a logship
 // client gets a plain Error frame saying TLS is required) and counted as
 // reason "tls". A bad preamble or Hello is logged at WARN (keys remote and
-// err) and the connection is closed ("handshake"); a well-formed Hello that
+// err) and the connection is closed ("handshake"; a client that sent
+// nothing before the handshake timeout counts as "idle", one that began
+// its preamble and did not finish it as "slow"); a well-formed Hello that
 // is refused (unknown role; an agent whose id is not a valid name: "hello";
 // a missing or unknown token, or one without the Hello's role or id:
 // "auth") gets an Error frame first. Tokens (Options.Tokens, see Token)

@@ -308,7 +308,14 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	hello, err := c.ServerHandshake(s.handshakeTimeout())
 	if err != nil {
 		if ctx.Err() == nil {
-			s.stats.reject(rejectHandshake)
+			switch {
+			case errors.Is(err, wire.ErrIdle): // connected, and sent nothing
+				s.stats.reject(rejectIdle)
+			case errors.Is(err, wire.ErrSlowFrame): // began, and did not finish in time
+				s.stats.reject(rejectSlow)
+			default:
+				s.stats.reject(rejectHandshake)
+			}
 			s.log.Warn("handshake failed", "remote", remote, "err", err)
 		}
 		nc.Close()

@@ -229,7 +229,7 @@ func TestTimeouts(t *testing.T) {
 			t.Fatal("read a byte")
 		}
 		waitUntil(t, func() bool {
-			return len(ts.logs.lines("handshake failed", "remote="+nc.LocalAddr().String(), "timeout")) == 1
+			return len(ts.logs.lines("handshake failed", "remote="+nc.LocalAddr().String(), "no preamble", "idle timeout")) == 1
 		})
 	})
 	t.Run("idle after hello", func(t *testing.T) {
@@ -283,7 +283,8 @@ func TestTimeouts(t *testing.T) {
 		expect(t, a.produce(mkBatch(t, src{"beat-01", "app", 1}, 0, 10)), wire.AckAppended, 10)
 	})
 	st := ts.Stats()
-	if st.Rejected["handshake"] != 1 || st.Rejected["idle"] != 1 || st.Rejected["slow"] != 1 || st.Heartbeats != 8 {
+	// Silent before and after the hello: both idle.
+	if st.Rejected["handshake"] != 0 || st.Rejected["idle"] != 2 || st.Rejected["slow"] != 1 || st.Heartbeats != 8 {
 		t.Fatalf("stats %+v", st)
 	}
 }

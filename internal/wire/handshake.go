@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -54,7 +56,13 @@ func (d Dialer) Dial(ctx context.Context, addr string, h Hello) (*Conn, *Welcome
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
-			return nil, nil, fmt.Errorf("tls handshake with %s: %w", addr, DescribeTLSError(err, false))
+			err = DescribeTLSError(err, false)
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+				// A plain server reads the ClientHello as a bad preamble and
+				// closes without a word.
+				err = fmt.Errorf("%w (the server closed the connection during the TLS handshake: does the aggregator have tls enabled?)", err)
+			}
+			return nil, nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
 		}
 		nc = tc
 	}
@@ -142,8 +150,16 @@ func (c *Conn) ServerHandshake(timeout time.Duration) (*Hello, error) {
 		defer c.setReadDeadline(time.Time{})
 	}
 	var pre [PreambleSize]byte
-	if _, err := io.ReadFull(c.r, pre[:]); err != nil {
-		return nil, fmt.Errorf("read preamble: %w", err)
+	if n, err := io.ReadFull(c.r, pre[:]); err != nil {
+		switch {
+		case n > 0 && !strings.HasPrefix(Magic, string(pre[:min(n, len(Magic))])):
+			// Too short to be a preamble, and not the start of one.
+			return nil, fmt.Errorf("%w: % x", ErrBadMagic, pre[:n])
+		case n == 0:
+			// Nothing at all: an idle connection, whatever ended it.
+			return nil, fmt.Errorf("no preamble: %w", timeoutErr(err, ErrIdle, timeout))
+		}
+		return nil, fmt.Errorf("read preamble: %w", timeoutErr(err, ErrSlowFrame, timeout))
 	}
 	v, err := CheckPreamble(pre[:])
 	if err != nil {

@@ -2,10 +2,13 @@ package wire
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -87,6 +90,81 @@ func TestGarbageIsRefused(t *testing.T) {
 	_, err := NewConn(b, 0).ServerHandshake(time.Second)
 	if !errors.Is(err, ErrBadMagic) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestShortPreamble: what a client that sends less than a preamble gets
+// called: a few bytes that cannot begin one are garbage (bad magic), the
+// beginning of one cut short is a truncated preamble, nothing until the
+// timeout is an idle connection, and a preamble begun and not finished in
+// time is a slow one.
+func TestShortPreamble(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		send  string
+		close bool // else the timeout ends it
+		want  error
+	}{
+		{"garbage", "garb", true, ErrBadMagic},
+		{"one byte of garbage", "x", true, ErrBadMagic},
+		{"cut short", "LSH", true, io.ErrUnexpectedEOF},
+		{"silent", "", false, ErrIdle},
+		{"slow", "LS", false, ErrSlowFrame},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			cl, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			sv, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sv.Close()
+			cl.Write([]byte(tc.send))
+			if tc.close {
+				cl.Close()
+			}
+			_, err = NewConn(sv, 0).ServerHandshake(100 * time.Millisecond)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			for _, other := range []error{ErrBadMagic, ErrIdle, ErrSlowFrame} {
+				if other != tc.want && errors.Is(err, other) {
+					t.Fatalf("got %v: also %v", err, other)
+				}
+			}
+		})
+	}
+}
+
+// TestTLSClientOnPlainServer: a TLS client whose server closes during the
+// TLS handshake (a plain aggregator refuses the ClientHello as a bad
+// preamble) is told that the server may not have TLS enabled.
+func TestTLSClientOnPlainServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		NewConn(c, 0).ServerHandshake(time.Second)
+		c.Close()
+	}()
+	d := Dialer{TLS: &tls.Config{ServerName: "agg", MinVersion: tls.VersionTLS12}, Timeout: 5 * time.Second}
+	_, _, err = d.Dial(context.Background(), ln.Addr().String(), Hello{Role: RoleAgent, ID: "a"})
+	if err == nil || !strings.Contains(err.Error(), "does the aggregator have tls enabled?") {
+		t.Fatalf("got %v, want a hint that the server may not use TLS", err)
 	}
 }
 
