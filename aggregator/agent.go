@@ -57,6 +57,17 @@ const (
 	readAheadBytes  = 1 << 20
 )
 
+// appenderSpin is how long the appender of a pipelined connection yields
+// its processor, looking for a frame, before it parks (see queue): about
+// two batches' time at full speed, so that it stays running across the
+// gaps between the reader's frames. Only GOMAXPROCS/2 connections are
+// pipelined, so at most half the processors spin, and each for no longer
+// than this when its connection goes quiet. Measured with one connection
+// (BenchmarkIngest/fsync=never/conns=1, 24 interleaved rounds against
+// parking at once, benchstat): 28.0 to 24.3 µs per batch (-13%,
+// p=0.002); CPU per GB not significantly changed (+3%, p=0.49).
+const appenderSpin = 50 * time.Microsecond
+
 // ackWake is how many acks the appender queues before it wakes a waiting
 // writer, unless it runs out of frames to append first: the writer then
 // sends them with one write, and the agent gets them in one read. So an
@@ -145,6 +156,7 @@ func (s *Server) serveAgent(ctx context.Context, c *wire.Conn, id string, log *s
 	wake := 1 // not pipelined: no appender tells the writer when it ran out of frames
 	if pipelined {
 		a.in = newQueue[inFrame](readAheadFrames, readAheadBytes, 1)
+		a.in.spin = appenderSpin
 		wake = ackWake
 	}
 	a.acks = newQueue[ack](ackQueue, 0, wake)

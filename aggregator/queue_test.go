@@ -1,9 +1,11 @@
 package aggregator
 
 import (
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 )
 
 // TestQueueOrderAndClose: items come out in order, and get reports the
@@ -131,6 +133,65 @@ func TestQueueWakeAt(t *testing.T) {
 		<-done
 		if n := got.Load(); n != 6 {
 			t.Fatalf("%d items taken after close, want 6", n)
+		}
+	})
+}
+
+// TestQueueSpin: a consumer that spins before it parks gets what is put
+// while it spins, in order, sees the close, and, spin over, parks and is
+// woken by the next put as one that parks at once is.
+func TestQueueSpin(t *testing.T) {
+	t.Run("put while spinning", func(t *testing.T) {
+		q := newQueue[int](4, 0, 1)
+		q.spin = time.Hour // never parks: only a put or the close ends the wait
+		got := make(chan int)
+		go func() {
+			for {
+				v, ok := q.get()
+				if !ok {
+					close(got)
+					return
+				}
+				got <- v
+			}
+		}()
+		for i := range 10 {
+			q.put(i, 0)
+			if v := <-got; v != i {
+				t.Fatalf("got %d, want %d", v, i)
+			}
+		}
+		q.mu.Lock()
+		parked := q.getWaiting
+		q.mu.Unlock()
+		if parked {
+			t.Fatal("the consumer parked within its spin")
+		}
+		q.close()
+		if _, ok := <-got; ok {
+			t.Fatal("got an item after the close")
+		}
+	})
+	t.Run("parks after the spin", func(t *testing.T) {
+		q := newQueue[int](4, 0, 1)
+		q.spin = time.Microsecond
+		got := make(chan int)
+		go func() {
+			v, _ := q.get()
+			got <- v
+		}()
+		for { // until the consumer parked: its spin is over
+			q.mu.Lock()
+			parked := q.getWaiting
+			q.mu.Unlock()
+			if parked {
+				break
+			}
+			runtime.Gosched()
+		}
+		q.put(7, 0)
+		if v := <-got; v != 7 {
+			t.Fatalf("got %d, want 7", v)
 		}
 	})
 }
