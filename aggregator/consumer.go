@@ -192,6 +192,7 @@ func (s *Server) fetch(ctx context.Context, c *wire.Conn, p []byte, log *slog.Lo
 	}
 	defer sl.Release()
 	s.stats.fetchBytes.Add(sl.Len)
+	s.stats.fetchRecords.Add(sl.Next - sl.Start)
 	return writeFetchResult(c, &res, sl)
 }
 

@@ -58,6 +58,13 @@ func TestFetch(t *testing.T) {
 			t.Fatalf("%d batches", len(got))
 		}
 	})
+	t.Run("records-counted", func(t *testing.T) {
+		// Records out: 4 batches of 2 from offset 3, then 1 batch (cut by
+		// max bytes) of 2.
+		if st := ts.Stats(); st.FetchRecords != 8+2 {
+			t.Fatalf("%d records counted out, want 10", st.FetchRecords)
+		}
+	})
 	t.Run("at-end", func(t *testing.T) {
 		r := cc.fetch("app", p, 10, 0, 20)
 		if r.Status != wire.FetchOK || len(r.Batches) != 0 || r.End != 10 {

@@ -89,6 +89,7 @@ type stats struct {
 
 	fetches       atomic.Int64
 	fetchBytes    atomic.Int64
+	fetchRecords  atomic.Int64
 	offsetCommits atomic.Int64
 	offsetResets  atomic.Int64
 
@@ -120,6 +121,7 @@ type Stats struct {
 	Heartbeats      int64 // heartbeats answered
 	Fetches         int64
 	FetchBytes      int64 // bytes of batches sent to consumers
+	FetchRecords    int64 // records in the batches sent to consumers
 	OffsetCommits   int64
 	OffsetResets    int64
 
@@ -147,6 +149,7 @@ func (s *Server) Stats() Stats {
 		Heartbeats:      st.heartbeats.Load(),
 		Fetches:         st.fetches.Load(),
 		FetchBytes:      st.fetchBytes.Load(),
+		FetchRecords:    st.fetchRecords.Load(),
 		OffsetCommits:   st.offsetCommits.Load(),
 		OffsetResets:    st.offsetResets.Load(),
 		AppendLatency:   st.appendLatency.snapshot(),

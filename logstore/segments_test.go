@@ -261,6 +261,22 @@ func TestReadSliceEqualsRead(t *testing.T) {
 					if n, err := sl.ReadAt(got, 0); n != len(got) || (err != nil && err != io.EOF) || !bytes.Equal(got, data) {
 						t.Fatalf("ReadAt: %d, %v", n, err)
 					}
+					// Start and Next bound the records of the batches in it.
+					first, next := int64(-1), int64(-1)
+					for q := 0; q < len(data); {
+						h, err := batch.ParseUnchecked(data[q : q+mustSize(t, data[q:])])
+						if err != nil {
+							t.Fatal(err)
+						}
+						if first < 0 {
+							first = h.BaseOffset
+						}
+						next = h.NextOffset()
+						q += h.Size
+					}
+					if sl.Start != first || sl.Next != next {
+						t.Fatalf("ReadSlice(%d, %d): records [%d, %d), the batches hold [%d, %d)", off, maxBytes, sl.Start, sl.Next, first, next)
+					}
 					sl.Release()
 					sl.Release() // twice is fine
 				}
@@ -609,4 +625,14 @@ func FuzzTimeIndex(f *testing.F) {
 			t.Fatalf("accepted time index does not encode back")
 		}
 	})
+}
+
+// mustSize is the size of the batch b begins with.
+func mustSize(t testing.TB, b []byte) int {
+	t.Helper()
+	n, err := batch.Size(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -21,8 +21,10 @@ type Slice struct {
 	File *os.File
 	// Pos and Len are the byte range in File.
 	Pos, Len int64
-	// Start is the base offset of the first batch in the range.
-	Start int64
+	// Start is the base offset of the first batch in the range, and
+	// Next the offset just past its last one: the range holds the
+	// records [Start, Next).
+	Start, Next int64
 
 	f        file
 	seg      *segment
@@ -62,7 +64,24 @@ func (p *Partition) ReadSlice(offset int64, maxBytes int) (*Slice, error) {
 		p.cache.release(seg)
 		return nil, err
 	}
-	return &Slice{File: osFileOf(seg.f), Pos: pos, Len: n, Start: batch.BaseOffset(prefix[:]), f: seg.f, seg: seg, cache: p.cache}, nil
+	first := batch.BaseOffset(prefix[:])
+	// Where the range ends: at the durable end, at the end of a sealed
+	// segment, or where maxBytes cut it, before a batch whose base offset
+	// is the answer (one more small read).
+	var next int64
+	switch {
+	case seg == end.seg && pos+n == end.pos:
+		next = end.off
+	case seg != end.seg && pos+n == seg.size.Load():
+		next = seg.next.Load()
+	default:
+		if _, err := seg.batchPrefix(pos+n, &prefix); err != nil {
+			p.cache.release(seg)
+			return nil, err
+		}
+		next = batch.BaseOffset(prefix[:])
+	}
+	return &Slice{File: osFileOf(seg.f), Pos: pos, Len: n, Start: first, Next: next, f: seg.f, seg: seg, cache: p.cache}, nil
 }
 
 // wholeBatches returns how many bytes from pos, where a batch of size

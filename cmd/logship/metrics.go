@@ -235,6 +235,7 @@ var (
 	aggBeats     = desc("logship_aggregator_heartbeats_total", "Heartbeats answered.")
 	aggFetches   = desc("logship_aggregator_fetches_total", "Fetch requests served.")
 	aggFetchB    = desc("logship_aggregator_fetch_bytes_total", "Bytes of batches sent to consumers.")
+	aggFetchR    = desc("logship_aggregator_fetch_records_total", "Records in the batches sent to consumers.")
 	aggCommits   = desc("logship_aggregator_offset_commits_total", "Sink offset commits stored.")
 	aggResets    = desc("logship_aggregator_offset_resets_total", "Operators' offset resets stored.")
 	aggAppendLat = desc("logship_aggregator_append_seconds", "Dedup checks and append of a batch, or of the batches of one connection appended together (one write), under their partition's lock.")
@@ -248,7 +249,7 @@ type aggCollector struct{ s *aggregator.Server }
 
 func (c *aggCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{aggConns, aggOpen, aggRejected, aggWireIn, aggWireOut, aggBatches, aggBytesIn, aggAcks,
-		aggGaps, aggBeats, aggFetches, aggFetchB, aggCommits, aggResets, aggAppendLat, aggFsyncLat, aggPartEnd, aggPartStart} {
+		aggGaps, aggBeats, aggFetches, aggFetchB, aggFetchR, aggCommits, aggResets, aggAppendLat, aggFsyncLat, aggPartEnd, aggPartStart} {
 		ch <- d
 	}
 }
@@ -283,6 +284,7 @@ func (c *aggCollector) Collect(ch chan<- prometheus.Metric) {
 	emit(aggBeats, prometheus.CounterValue, float64(st.Heartbeats))
 	emit(aggFetches, prometheus.CounterValue, float64(st.Fetches))
 	emit(aggFetchB, prometheus.CounterValue, float64(st.FetchBytes))
+	emit(aggFetchR, prometheus.CounterValue, float64(st.FetchRecords))
 	emit(aggCommits, prometheus.CounterValue, float64(st.OffsetCommits))
 	emit(aggResets, prometheus.CounterValue, float64(st.OffsetResets))
 	hist(aggAppendLat, st.AppendLatency)
