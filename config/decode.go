@@ -100,13 +100,14 @@ func load[T any, PT interface {
 	return v, nil
 }
 
-// loadFiles is load, then checkFiles on a config that loaded.
-func loadFiles[T any, PT interface {
+// loadChecked is load, then, with files set, checkFiles on a config that
+// loaded (the files it names, valid at now).
+func loadChecked[T any, PT interface {
 	*T
 	schema
-}](f *file, now time.Time) error {
+}](f *file, files bool, now time.Time) error {
 	v, err := load[T, PT](f)
-	if err != nil {
+	if err != nil || !files {
 		return err
 	}
 	c := newChecker(f.name)
@@ -127,24 +128,7 @@ func validate(v schema) error {
 // data_dir, an agent file state_dir or [[input]], a sinks file [[sink]]. It
 // returns the kind (KindAgent, KindAggregator or KindSinks), or "" when it
 // cannot be told, and every problem in the file.
-func Check(path string) (kind string, err error) {
-	f, err := readFile(path)
-	if err != nil {
-		return "", err
-	}
-	if kind, err = f.kind(); err != nil {
-		return "", err
-	}
-	switch kind {
-	case KindAgent:
-		_, err = load[Agent](f)
-	case KindAggregator:
-		_, err = load[Aggregator](f)
-	case KindSinks:
-		_, err = load[Sinks](f)
-	}
-	return kind, err
-}
+func Check(path string) (kind string, err error) { return check(path, false, time.Time{}) }
 
 // CheckFiles is Check, then, when the file has no problem, it loads the
 // files the config names as its role does when it starts: token files,
@@ -154,7 +138,10 @@ func Check(path string) (kind string, err error) {
 //
 //	agent.toml:4: token_file: open /etc/logship/token: no such file or directory
 //	aggregator.toml:9: tls: wire: tls: certificate /etc/logship/tls/agg.pem (CN=agg) expired at 2026-01-01T00:00:00Z
-func CheckFiles(path string, now time.Time) (kind string, err error) {
+func CheckFiles(path string, now time.Time) (kind string, err error) { return check(path, true, now) }
+
+// check is Check, and CheckFiles with files set.
+func check(path string, files bool, now time.Time) (kind string, err error) {
 	f, err := readFile(path)
 	if err != nil {
 		return "", err
@@ -164,11 +151,11 @@ func CheckFiles(path string, now time.Time) (kind string, err error) {
 	}
 	switch kind {
 	case KindAgent:
-		err = loadFiles[Agent](f, now)
+		err = loadChecked[Agent](f, files, now)
 	case KindAggregator:
-		err = loadFiles[Aggregator](f, now)
+		err = loadChecked[Aggregator](f, files, now)
 	case KindSinks:
-		err = loadFiles[Sinks](f, now)
+		err = loadChecked[Sinks](f, files, now)
 	}
 	return kind, err
 }
