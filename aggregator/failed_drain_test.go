@@ -37,31 +37,7 @@ func TestFailedAppendDrainsPastReadAheadBadFrame(t *testing.T) {
 			for i := range 60 {
 				out = append(out, produceFrame(t, s, uint64(i+3), int64(20+i*10), int64(30+i*10), 70<<10)...)
 			}
-			werr := writeInBackground(a.c.NetConn(), out, true)
-			var acks []wire.ProduceAck
-			var rerr error
-			for {
-				ack, err := a.readAck()
-				if err != nil {
-					if !errors.Is(err, io.EOF) {
-						rerr = err
-					}
-					break
-				}
-				acks = append(acks, ack)
-			}
-			if err := <-werr; err != nil {
-				t.Errorf("the agent's pipelined batches were not drained after the Failed ack: write: %v", err)
-			}
-			if rerr != nil {
-				t.Errorf("reading the acks: %v", rerr)
-			}
-			if len(acks) != 1 || acks[0].Seq != 2 || acks[0].Status != wire.AckFailed {
-				t.Errorf("acks %+v; want only seq 2, Failed", acks)
-			}
-			if st := ts.Stats(); st.Appended != 1 {
-				t.Errorf("%d batches stored, want only the first", st.Appended)
-			}
+			sendAndCheckDrained(t, ts, a, out)
 		})
 	}
 }
@@ -104,31 +80,41 @@ func TestFailedAppendDrainsPastOversizedFrame(t *testing.T) {
 			for len(out) < 32<<20 {
 				out = append(out, next...)
 			}
-			werr := writeInBackground(a.c.NetConn(), out, true)
-			var acks []wire.ProduceAck
-			var rerr error
-			for {
-				ack, err := a.readAck()
-				if err != nil {
-					if !errors.Is(err, io.EOF) {
-						rerr = err
-					}
-					break
-				}
-				acks = append(acks, ack)
-			}
-			if err := <-werr; err != nil {
-				t.Errorf("the agent's pipelined bytes were not drained after the Failed ack: write: %v", err)
-			}
-			if rerr != nil {
-				t.Errorf("reading the acks: %v", rerr)
-			}
-			if len(acks) != 1 || acks[0].Seq != 2 || acks[0].Status != wire.AckFailed {
-				t.Errorf("acks %+v; want only seq 2, Failed", acks)
-			}
-			if st := ts.Stats(); st.Appended != 1 {
-				t.Errorf("%d batches stored, want only the first", st.Appended)
-			}
+			sendAndCheckDrained(t, ts, a, out)
 		})
+	}
+}
+
+// sendAndCheckDrained sends out (the batch whose append fails, seq 2, then
+// what the agent pipelined behind it) and closes the agent's side, then
+// checks that the aggregator drained it all (the write did not fail), that
+// the one ack is the Failed one, read without a reset, and that only the
+// batch before was stored.
+func sendAndCheckDrained(t *testing.T, ts *testServer, a *agentClient, out []byte) {
+	t.Helper()
+	werr := writeInBackground(a.c.NetConn(), out, true)
+	var acks []wire.ProduceAck
+	var rerr error
+	for {
+		ack, err := a.readAck()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				rerr = err
+			}
+			break
+		}
+		acks = append(acks, ack)
+	}
+	if err := <-werr; err != nil {
+		t.Errorf("the agent's pipelined bytes were not drained after the Failed ack: write: %v", err)
+	}
+	if rerr != nil {
+		t.Errorf("reading the acks: %v", rerr)
+	}
+	if len(acks) != 1 || acks[0].Seq != 2 || acks[0].Status != wire.AckFailed {
+		t.Errorf("acks %+v; want only seq 2, Failed", acks)
+	}
+	if st := ts.Stats(); st.Appended != 1 {
+		t.Errorf("%d batches stored, want only the first", st.Appended)
 	}
 }
