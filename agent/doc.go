@@ -317,7 +317,8 @@
 //	      "salt": "17d2c0f3a91b0001",          only for a source started by a truncation, or without a birth time
 //	      "pos": 1048576,                      acknowledged position
 //	      "tail_fingerprint": "03b1c2d4e5f60718", CRC-64 (ECMA) of the tail_len bytes before pos
-//	      "tail_len": 1024                     min(pos, 1024)
+//	      "tail_len": 1024,                    min(pos, 1024)
+//	      "draining": true                     optional: no glob matched the file (rotated away)
 //	    }
 //	  ]
 //	}
@@ -333,16 +334,24 @@
 // the loop is about to handle), the entry keeps its previous position and
 // tail, so the file lags and never leads. Entries of files that were
 // closed (rotated away or deleted, drained and acknowledged) are removed.
-// An entry that no file the globs match claims at the first scan after a
-// start is looked for under a name no glob matches: a file rotated away
-// before the agent read it to its end (while it was stopped, or before it
-// stopped) is at the entry's path, or, rotated on since (app.log.1 to
-// app.log.2), in the same directory under the entry's (dev, inode); a file
-// found there that holds the entry's content (first bytes, and the tail
-// before the position) is resumed and drained as a rotated file is
-// (Rotation by rename above; DrainTimeout counts from the start), then
-// closed. Entries found nowhere are removed, with a warning (not those
-// whose own file is still there, emptied or truncated: see above).
+// An entry is marked draining when no glob of the config matched its file
+// as it was written (rotated away, not yet drained). An entry that no file
+// the globs match claims at the first scan after a start is looked for by
+// its own (dev, inode), at its path and else in the same directory, and
+// resumed only if that file still holds its content (first bytes, and the
+// tail before the position): if the file was renamed since the stop (a
+// rotation while the agent was stopped; not to a name the input
+// excludes), or if it is at its path and the entry is draining (rotated
+// away before the stop). It is then drained as a rotated file is
+// (Rotation by rename above; DrainTimeout counts from the start) and
+// closed; if max_open_files leaves no room, its unread bytes are given up,
+// logged and counted. A file still at its path whose entry is not
+// draining was left by a change of the config (an exclude, a narrower
+// glob): it is read no further, as after a reload, and that is logged.
+// Entries found nowhere are removed, with a warning (not those whose own
+// file is still there, emptied or truncated: see above). The optional
+// draining field needs no new version: older agents ignore it, and an
+// entry without it is not draining.
 // The positions file is also written, at once, before anything is shipped
 // under a new identity (see above), and before anything is sent to an
 // aggregator other than the one it names (its address in the list, and

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -199,15 +200,23 @@ func (r *restoredSet) rest() []*posEntry {
 // resumeUnmatched is the last pass of the first scan, for the entries no
 // file the globs match has claimed (rest): an entry's file may still be
 // there under a name no glob matches, rotated away before the agent read
-// it to its end (while the agent was stopped, or before it stopped). It is
-// looked for at the entry's path, then, renamed on since (a shift
-// rotation: app.log.1 to app.log.2), in the same directory by the entry's
-// (dev, inode); either way it is resumed only if it holds the entry's
-// content (probe.holds: its first bytes and those before the position).
+// it to its end. Only the entry's own file counts, found by its (dev,
+// inode) at the entry's path or elsewhere in the same directory, and only
+// if it still holds the entry's content (probe.holds):
+//   - renamed since the stop (found under another name, not excluded), it
+//     was rotated while the agent was stopped;
+//   - at the entry's path, only if the entry says it was being drained
+//     when the agent stopped (draining: rotated away before): a file whose
+//     name the config covered then and no longer does was left by a change
+//     of the config, and is read no further, as a reload does.
+//
 // A resumed file is drained as a running agent drains a rotated one: read
 // to its end, acknowledged, closed (reap), or given up after DrainTimeout.
-// It returns the entries it did not resume.
+// When max_open_files leaves no room for it, its unread bytes are given up
+// (logged, counted). It returns the entries it neither resumed nor gave up,
+// and logs why for those it found and left.
 func (a *Agent) resumeUnmatched(rest []*posEntry, now time.Time) (left []*posEntry) {
+	slices.SortFunc(rest, func(x, y *posEntry) int { return cmp.Compare(x.Path, y.Path) })
 	for _, e := range rest {
 		if !a.resumeOutsideGlobs(e, now) {
 			left = append(left, e)
@@ -216,79 +225,86 @@ func (a *Agent) resumeUnmatched(rest []*posEntry, now time.Time) (left []*posEnt
 	return left
 }
 
-// resumeOutsideGlobs resumes e from its file under a name no glob matches,
-// if it finds it (resumeUnmatched).
+// resumeOutsideGlobs resumes e from its own file under a name no glob
+// matches, if it finds it there and may (resumeUnmatched). It reports
+// whether it dealt with e (resumed, gave it up, or left it with a log line
+// of its own).
 func (a *Agent) resumeOutsideGlobs(e *posEntry, now time.Time) bool {
 	in := a.inputForEntry(e)
-	if in == nil || e.FPLen == 0 || len(a.sources)+len(a.held) >= a.opts.MaxOpenFiles {
+	if in == nil || e.FPLen == 0 || (e.Dev == 0 && e.Inode == 0) {
 		return false
 	}
-	try := func(path string) bool {
-		nf := a.openUnmatched(in, path)
-		if nf == nil {
-			return false
-		}
-		if !nf.probe.holds(e) {
-			nf.f.Close()
-			return false
-		}
-		a.startSource(nf, e, nil, now)
-		if s := a.sources[nf.key]; s != nil {
-			s.seen = a.scanGen - 1 // no glob matched it: reap drains and closes it
-			a.log.Info("resuming a file no glob matches (rotated away before it was read to its end): draining it",
-				s.attrs("pos", e.Pos, "size", nf.size)...)
-		}
+	path, fi := findOwnFile(e)
+	switch {
+	case fi == nil:
+		return false
+	case path == e.Path && !e.Draining:
+		a.log.Info("file no longer matched by the config: not read further", "topic", e.Topic, "source", path, "pos", e.Pos, "size", fi.Size())
+		a.posDirty = true
+		return true
+	case path != e.Path && excluded(in.Exclude, path):
+		return false
+	case len(a.sources)+len(a.held) >= a.opts.MaxOpenFiles:
+		unread := max(fi.Size()-e.Pos, 0)
+		a.log.Warn("rotated file not read to its end before the restart, and max_open_files leaves no room to drain it: giving up its unread bytes",
+			"topic", e.Topic, "source", path, "pos", e.Pos, "bytes", unread, "max_open_files", a.opts.MaxOpenFiles)
+		a.givenUp.Add(unread)
+		a.posDirty = true
 		return true
 	}
-	if try(e.Path) {
-		return true
+	f, err := os.Open(path) // a regular file (findOwnFile): opening it cannot block
+	if err != nil {
+		return false
+	}
+	fi2, err := f.Stat()
+	if err != nil || !sameKey(fi2, fileKey{e.Dev, e.Inode}) || a.sources[fileKey{e.Dev, e.Inode}] != nil || a.heldKey(fileKey{e.Dev, e.Inode}) {
+		f.Close()
+		return false
+	}
+	nf := &newFile{in: in, path: path, f: f, key: fileKey{e.Dev, e.Inode}, size: fi2.Size(), probe: newProbe(f, fi2.Size(), a.fpBuf)}
+	if !nf.probe.holds(e) {
+		f.Close()
+		return false
+	}
+	a.startSource(nf, e, nil, now)
+	if s := a.sources[nf.key]; s != nil {
+		s.seen = a.scanGen - 1 // no glob matched it: reap drains and closes it
+		a.log.Info("resuming a file no glob matches (rotated away before it was read to its end): draining it",
+			s.attrs("pos", e.Pos, "size", nf.size)...)
+	}
+	return true
+}
+
+// findOwnFile returns the path and info of the regular file with e's
+// (dev, inode): at e's path, or else elsewhere in its directory; nil when
+// there is none.
+func findOwnFile(e *posEntry) (string, os.FileInfo) {
+	own := fileKey{e.Dev, e.Inode}
+	if fi, err := os.Lstat(e.Path); err == nil && fi.Mode().IsRegular() && sameKey(fi, own) {
+		return e.Path, fi
 	}
 	dir := filepath.Dir(e.Path)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return false
+		return "", nil
 	}
-	want := fileKey{e.Dev, e.Inode}
 	for _, de := range ents {
-		p := filepath.Join(dir, de.Name())
-		if p == e.Path || !de.Type().IsRegular() {
+		if !de.Type().IsRegular() {
 			continue
 		}
-		if fi, err := de.Info(); err == nil {
-			if key, ok := keyOf(fi); ok && key == want && try(p) {
-				return true
-			}
+		if fi, err := de.Info(); err == nil && sameKey(fi, own) {
+			return filepath.Join(dir, de.Name()), fi
 		}
 	}
-	return false
-}
-
-// openUnmatched opens the regular file at path for resumeOutsideGlobs,
-// unless it is tracked already (a source, a held copy).
-func (a *Agent) openUnmatched(in *input, path string) *newFile {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		return nil
-	}
-	key, ok := keyOf(fi)
-	if !ok || a.sources[key] != nil || a.heldKey(key) {
-		f.Close()
-		return nil
-	}
-	return &newFile{in: in, path: path, f: f, key: key, size: fi.Size(), probe: newProbe(f, fi.Size(), a.fpBuf)}
+	return "", nil
 }
 
 // inputForEntry returns the input an entry's file is read by: of the
-// entry's topic, the first whose globs cover the entry's directory, or
-// else the first of the topic; nil when no input has the topic any more.
+// entry's topic, the first that covers the entry's path, else the first
+// whose globs' fixed directory holds it, else the first of the topic; nil
+// when no input has the topic any more.
 func (a *Agent) inputForEntry(e *posEntry) *input {
-	var first *input
-	dir := filepath.Dir(e.Path)
+	var first, near *input
 	for _, in := range a.inputs {
 		if in.Topic != e.Topic {
 			continue
@@ -297,10 +313,38 @@ func (a *Agent) inputForEntry(e *posEntry) *input {
 			first = in
 		}
 		for _, pat := range in.Paths {
-			if ok, _ := filepath.Match(filepath.Dir(pat), dir); ok {
+			if matchPath(pat, e.Path) {
 				return in
+			}
+			if root := literalPrefix(pat); near == nil && strings.HasPrefix(e.Path, root) {
+				near = in
 			}
 		}
 	}
-	return first
+	return cmp.Or(near, first)
+}
+
+// covers reports whether in's globs match path and its excludes do not.
+func (in *input) covers(path string) bool {
+	if excluded(in.Exclude, path) {
+		return false
+	}
+	for _, pat := range in.Paths {
+		if matchPath(pat, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// draining reports whether s is a file the config no longer matches, read
+// to its end before it is closed: a scan found no glob matching it, or its
+// name changed since (a rename the loop followed) to one its input does
+// not cover. Not one whose input a reload removed: that one is read no
+// further.
+func (s *source) draining() bool {
+	if s.stopping || s.in == nil {
+		return false
+	}
+	return !s.unmatchedSince.IsZero() || !s.in.covers(s.path)
 }

@@ -100,7 +100,10 @@
 // only then closes. Closing at once could leave unread bytes (pipelined
 // frames, the rest of a refused frame) in the socket, which the kernel
 // answers with a reset that can destroy the Error frame before the client
-// reads it. At shutdown it does not wait.
+// reads it. At shutdown too, every connection is closed that way, after
+// its acks, with an Error frame (unavailable: "aggregator shutting down"):
+// a client closes when it reads it, so a shutdown waits that long, and one
+// second at most, for the acks to reach the clients.
 //
 // # Agents
 //
