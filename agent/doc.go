@@ -348,8 +348,13 @@
 // logged and counted. A file still at its path whose entry is not
 // draining was left by a change of the config (an exclude, a narrower
 // glob): it is read no further, as after a reload, and that is logged.
-// Entries found nowhere are removed, with a warning (not those whose own
-// file is still there, emptied or truncated: see above). The optional
+// An entry whose own file was truncated or rewritten while the agent was
+// stopped (it starts again as a new source: see above) may have left its
+// content in a copy no glob matches (copytruncate to app.log.1 with *.log):
+// an untracked file in the same directory that holds the entry's content
+// is resumed and drained the same way; without one, a warning says that
+// the lines past the position, if any, are not shipped. Entries found
+// nowhere are removed, with a warning. The optional
 // draining field needs no new version: older agents ignore it, and an
 // entry without it is not draining.
 // The positions file is also written, at once, before anything is shipped

@@ -174,14 +174,18 @@ func (r *restoredSet) take(e *posEntry) {
 	r.n--
 }
 
-// rest returns the unclaimed entries, except lost ones, and empties the
-// set.
-func (r *restoredSet) rest() []*posEntry {
-	var out []*posEntry
+// rest returns the unclaimed entries, the lost ones apart, and empties
+// the set.
+func (r *restoredSet) rest() (out, lost []*posEntry) {
 	seen := make(map[*posEntry]bool)
 	add := func(e *posEntry) {
-		if !seen[e] && !r.lost[e] {
-			seen[e] = true
+		if seen[e] {
+			return
+		}
+		seen[e] = true
+		if r.lost[e] {
+			lost = append(lost, e)
+		} else {
 			out = append(out, e)
 		}
 	}
@@ -194,7 +198,7 @@ func (r *restoredSet) rest() []*posEntry {
 		add(e)
 	}
 	*r = restoredSet{byFP: map[fpKey][]*posEntry{}, byKey: map[fileKey]*posEntry{}, lost: map[*posEntry]bool{}}
-	return out
+	return out, lost
 }
 
 // resumeUnmatched is the last pass of the first scan, for the entries no
@@ -215,14 +219,62 @@ func (r *restoredSet) rest() []*posEntry {
 // When max_open_files leaves no room for it, its unread bytes are given up
 // (logged, counted). It returns the entries it neither resumed nor gave up,
 // and logs why for those it found and left.
-func (a *Agent) resumeUnmatched(rest []*posEntry, now time.Time) (left []*posEntry) {
-	slices.SortFunc(rest, func(x, y *posEntry) int { return cmp.Compare(x.Path, y.Path) })
+//
+// A lost entry (its own file truncated or rewritten while the agent was
+// stopped: it started again as a new source) may have left its content in
+// a copy (copytruncate) that no glob matches: a file in the same directory
+// that holds the entry's content is resumed and drained too. Without one,
+// the lines it had past the position, if any, are not shipped: that is
+// logged.
+func (a *Agent) resumeUnmatched(rest, lost []*posEntry, now time.Time) (left []*posEntry) {
+	byPath := func(x, y *posEntry) int { return cmp.Compare(x.Path, y.Path) }
+	slices.SortFunc(rest, byPath)
+	slices.SortFunc(lost, byPath)
 	for _, e := range rest {
 		if !a.resumeOutsideGlobs(e, now) {
 			left = append(left, e)
 		}
 	}
+	for _, e := range lost {
+		if !a.resumeCopy(e, now) {
+			a.log.Warn("file truncated while the agent was stopped, and no copy of it found (copytruncate): lines it had past its position, if any, are not shipped",
+				"topic", e.Topic, "source", e.Path, "pos", e.Pos)
+		}
+	}
 	return left
+}
+
+// resumeCopy resumes a lost entry from a copy of its file that no glob
+// matches, in the same directory (resumeUnmatched), and reports whether it
+// found one.
+func (a *Agent) resumeCopy(e *posEntry, now time.Time) bool {
+	in := a.inputForEntry(e)
+	if in == nil || e.FPLen == 0 || !e.hasTail || len(a.sources)+len(a.held) >= a.opts.MaxOpenFiles {
+		return false
+	}
+	dir := filepath.Dir(e.Path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, de := range ents {
+		path := filepath.Join(dir, de.Name())
+		if !de.Type().IsRegular() || excluded(in.Exclude, path) {
+			continue
+		}
+		fi, err := de.Info()
+		if err != nil || fi.Size() < e.Pos {
+			continue
+		}
+		key, ok := keyOf(fi)
+		if !ok || a.sources[key] != nil || a.heldKey(key) {
+			continue // tracked: not a copy left behind
+		}
+		if a.resumeFile(in, path, key, e, now) {
+			return true
+		}
+	}
+	return false
 }
 
 // resumeOutsideGlobs resumes e from its own file under a name no glob
@@ -252,16 +304,27 @@ func (a *Agent) resumeOutsideGlobs(e *posEntry, now time.Time) bool {
 		a.posDirty = true
 		return true
 	}
-	f, err := os.Open(path) // a regular file (findOwnFile): opening it cannot block
+	own := fileKey{e.Dev, e.Inode}
+	if a.sources[own] != nil || a.heldKey(own) {
+		return false
+	}
+	return a.resumeFile(in, path, own, e, now)
+}
+
+// resumeFile opens the regular file at path, whose key was key when it
+// was looked at, and resumes e from it if it still is that file and holds
+// e's content; the source is left unmatched, for reap to drain and close.
+func (a *Agent) resumeFile(in *input, path string, key fileKey, e *posEntry, now time.Time) bool {
+	f, err := os.Open(path) // a regular file, looked at just before: opening it does not block
 	if err != nil {
 		return false
 	}
-	fi2, err := f.Stat()
-	if err != nil || !sameKey(fi2, fileKey{e.Dev, e.Inode}) || a.sources[fileKey{e.Dev, e.Inode}] != nil || a.heldKey(fileKey{e.Dev, e.Inode}) {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || !sameKey(fi, key) {
 		f.Close()
 		return false
 	}
-	nf := &newFile{in: in, path: path, f: f, key: fileKey{e.Dev, e.Inode}, size: fi2.Size(), probe: newProbe(f, fi2.Size(), a.fpBuf)}
+	nf := &newFile{in: in, path: path, f: f, key: key, size: fi.Size(), probe: newProbe(f, fi.Size(), a.fpBuf)}
 	if !nf.probe.holds(e) {
 		f.Close()
 		return false
@@ -269,7 +332,7 @@ func (a *Agent) resumeOutsideGlobs(e *posEntry, now time.Time) bool {
 	a.startSource(nf, e, nil, now)
 	if s := a.sources[nf.key]; s != nil {
 		s.seen = a.scanGen - 1 // no glob matched it: reap drains and closes it
-		a.log.Info("resuming a file no glob matches (rotated away before it was read to its end): draining it",
+		a.log.Info("resuming a file no glob matches (rotated away or copied before it was read to its end): draining it",
 			s.attrs("pos", e.Pos, "size", nf.size)...)
 	}
 	return true

@@ -3,6 +3,7 @@ package agent
 // The restart's last pass: resumeUnmatched (restore.go).
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -228,5 +229,53 @@ func TestUnmatchedEntryBeyondMaxOpenFilesIsNotSilentlyLost(t *testing.T) {
 				t.Log(l)
 			}
 		}
+	}
+}
+
+// copytruncate while the agent is stopped, the copy named out of the
+// globs, with lines the agent had not read: the copy is found in the
+// file's directory by its content and drained, so every old line is
+// shipped once. Without a copy (the file was only truncated), the lines
+// the agent had not read are gone, and that is logged.
+func TestCopytruncateOutOfGlobsWhileStopped(t *testing.T) {
+	for _, withCopy := range []bool{true, false} {
+		t.Run(fmt.Sprintf("copy=%v", withCopy), func(t *testing.T) {
+			dir := t.TempDir()
+			fa := newFakeAgg(t)
+			opts := testOpts(t, dir, fa.addr())
+			opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+			w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
+			w.write(200)
+			a1 := startAgent(t, opts)
+			waitFor(t, "first lines", func() bool { return fa.records() == 200 })
+			waitFor(t, "idle", a1.Idle)
+			a1.stop(t)
+
+			w.write(30) // not read by the agent
+			if withCopy {
+				copyFile(t, w.path, filepath.Join(dir, "app.log.1"))
+			}
+			if err := w.f.Truncate(0); err != nil {
+				t.Fatal(err)
+			}
+			w.stream, w.seq = "new", 0
+			w.write(100)
+			log, tl := newTestLog(t)
+			opts.Logger = log
+			a2 := startAgent(t, opts)
+			want := map[string]int{"old": 200, "new": 100}
+			if withCopy {
+				want["old"] = 230
+			}
+			waitFor(t, "all lines", func() bool { return fa.records() == want["old"]+want["new"] && a2.Idle() })
+			checkStreams(t, fa.snapshot(), want, nil)
+			if c := fa.counts(); c.dups != 0 {
+				t.Errorf("counts %+v: something was sent twice", c)
+			}
+			warned := strings.Contains(tl.String(), "no copy of it found")
+			if warned == withCopy {
+				t.Errorf("warned that no copy was found: %v, with a copy: %v", warned, withCopy)
+			}
+		})
 	}
 }

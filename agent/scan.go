@@ -39,7 +39,8 @@ func (a *Agent) scan(now time.Time) {
 	news = a.followWaiting(news, now)
 	if a.firstScan {
 		a.startSources(news, now)
-		for _, e := range a.resumeUnmatched(a.restored.rest(), now) {
+		rest, lost := a.restored.rest()
+		for _, e := range a.resumeUnmatched(rest, lost, now) {
 			a.log.Warn("file of the positions file not found: forgetting it; unread lines it had, if any, are not shipped",
 				"topic", e.Topic, "source", e.Path, "pos", e.Pos)
 			a.posDirty = true

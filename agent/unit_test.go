@@ -173,8 +173,8 @@ func TestRestoredSetClaim(t *testing.T) {
 	}
 	r = newRestoredSet([]posEntry{entryFor(old, own, 3000, 1), entryFor(content("gone", 2000), fileKey{1, 12}, 2000, 2)})
 	r.claimOwn(own, probe(regrown))
-	if rest := r.rest(); len(rest) != 1 || rest[0].ID != 2 {
-		t.Errorf("rest: %v, want only the entry of the file that is gone", rest)
+	if rest, lost := r.rest(); len(rest) != 1 || rest[0].ID != 2 || len(lost) != 1 || lost[0].ID != 1 {
+		t.Errorf("rest: %v and lost %v, want the entry of the file that is gone, and apart the truncated one's", rest, lost)
 	}
 }
 
