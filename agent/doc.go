@@ -318,7 +318,7 @@
 //	      "pos": 1048576,                      acknowledged position
 //	      "tail_fingerprint": "03b1c2d4e5f60718", CRC-64 (ECMA) of the tail_len bytes before pos
 //	      "tail_len": 1024,                    min(pos, 1024)
-//	      "draining": true                     optional: no glob matched the file (rotated away)
+//	      "draining": false                    whether no glob matched the file (rotated away); absent in older files
 //	    }
 //	  ]
 //	}
@@ -334,29 +334,36 @@
 // the loop is about to handle), the entry keeps its previous position and
 // tail, so the file lags and never leads. Entries of files that were
 // closed (rotated away or deleted, drained and acknowledged) are removed.
-// An entry is marked draining when no glob of the config matched its file
-// as it was written (rotated away, not yet drained). An entry that no file
-// the globs match claims at the first scan after a start is looked for by
-// its own (dev, inode), at its path and else in the same directory, and
-// resumed only if that file still holds its content (first bytes, and the
-// tail before the position): if the file was renamed since the stop (a
-// rotation while the agent was stopped; not to a name the input
-// excludes), or if it is at its path and the entry is draining (rotated
-// away before the stop). It is then drained as a rotated file is
-// (Rotation by rename above; DrainTimeout counts from the start) and
-// closed; if max_open_files leaves no room, its unread bytes are given up,
-// logged and counted. A file still at its path whose entry is not
-// draining was left by a change of the config (an exclude, a narrower
-// glob): it is read no further, as after a reload, and that is logged.
-// An entry whose own file was truncated or rewritten while the agent was
-// stopped (it starts again as a new source: see above) may have left its
-// content in a copy no glob matches (copytruncate to app.log.1 with *.log):
-// an untracked file in the same directory that holds the entry's content
-// is resumed and drained the same way; without one, a warning says that
-// the lines past the position, if any, are not shipped. Entries found
-// nowhere are removed, with a warning. The optional
-// draining field needs no new version: older agents ignore it, and an
-// entry without it is not draining.
+// An entry says whether it is draining: no glob of the config matched its
+// file as it was written (rotated away, not yet drained). An entry that no
+// file the globs match claims at the first scan after a start is looked
+// for by its own (dev, inode), at its path and else in the same directory,
+// and resumed only if that file still holds its content (first bytes, and
+// the tail before the position): if the file was renamed since the stop (a
+// rotation while the agent was stopped; not to a name the input excludes),
+// or if it is at its path and the entry is draining (rotated away before
+// the stop). It is then drained as a rotated file is (Rotation by rename
+// above; DrainTimeout counts from the start) and closed; if max_open_files
+// leaves no room, its unread bytes are given up, logged and counted. A
+// file still at its path whose entry is not draining was left by a change
+// of the config (an exclude, a narrower glob): it is read no further, as
+// after a reload, and that is logged. While its own file holds its content
+// under a name no glob matches, an entry is never given to another file by
+// content (a new file that begins with the same header is new). The entry
+// of a file that waits for room under max_open_files stays with that file
+// until it is opened. An entry whose own file was truncated or rewritten
+// while the agent was stopped (it starts again as a new source: see above)
+// may have left its content in a copy no glob matches (copytruncate to
+// app.log.1 with *.log): an untracked file in the same directory that
+// holds the entry's content is resumed and drained the same way, if it is
+// the only one (an older rotation that begins with the same header holds
+// it too when the position is inside the header: then none is read, and
+// that is logged); without one, a warning says that the lines past the
+// position, if any, are not shipped. Entries found nowhere are removed,
+// with a warning. The draining field needs no new version: older agents
+// ignore it, and an entry without it (written by an older agent) is taken
+// as draining, so that a file the older agent had followed out of the
+// globs is drained, not dropped.
 // The positions file is also written, at once, before anything is shipped
 // under a new identity (see above), and before anything is sent to an
 // aggregator other than the one it names (its address in the list, and

@@ -61,10 +61,11 @@ type posEntry struct {
 	// holds them.
 	TailFP  hex64 `json:"tail_fingerprint"`
 	TailLen int   `json:"tail_len"`
-	// Draining marks a file the config no longer matched when the entry
-	// was written (rotated away, deleted): a restart drains it even if no
-	// glob matches it (resumeUnmatched). Optional: older files lack it.
-	Draining bool `json:"draining,omitzero"`
+	// Draining says whether the config no longer matched the file when
+	// the entry was written (rotated away, deleted): a restart drains it
+	// even if no glob matches it (resumeUnmatched). Always written; nil
+	// in files of older agents, which is taken as draining.
+	Draining *bool `json:"draining,omitempty"`
 	// high (memory only) is the source's sentHigh when the entry was made
 	// (a ghost, an entry released by a reload): the current aggregator may
 	// hold bytes up to there, which a file resuming at Pos sends again.
@@ -158,7 +159,7 @@ func (a *Agent) savePositions() error {
 	for _, s := range a.order {
 		e := posEntry{
 			Topic: s.topic, Path: s.path, Dev: s.key.dev, Inode: s.key.ino,
-			Salt: hex64(s.salt), Draining: s.draining(),
+			Salt: hex64(s.salt), Draining: new(s.draining()),
 		}
 		if s.hasID {
 			e.ID, e.FP, e.FPLen = hex64(s.id), hex64(s.fp), s.fpLen

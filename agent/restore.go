@@ -131,7 +131,7 @@ func (r *restoredSet) claimOwn(key fileKey, p *probe) (resume, lost *posEntry) {
 // the longest fingerprint. An entry read from a version 1 positions file
 // (no tail fingerprint) is never resumed by fingerprint alone: a new
 // source from 0 is safer than a silent skip.
-func (r *restoredSet) claimCopy(key fileKey, p *probe) *posEntry {
+func (r *restoredSet) claimCopy(key fileKey, p *probe, ownHolds func(*posEntry) bool) *posEntry {
 	if r.n == 0 || p.size == 0 {
 		return nil
 	}
@@ -148,7 +148,7 @@ func (r *restoredSet) claimCopy(key fileKey, p *probe) *posEntry {
 			continue
 		}
 		for _, e := range r.byFP[fpKey{fp, k}] {
-			if !e.hasTail || (best != nil && rank(e) <= rank(best)) || !p.holds(e) {
+			if !e.hasTail || (best != nil && rank(e) <= rank(best)) || !p.holds(e) || ownHolds(e) {
 				continue
 			}
 			best = e
@@ -246,17 +246,31 @@ func (a *Agent) resumeUnmatched(rest, lost []*posEntry, now time.Time) (left []*
 
 // resumeCopy resumes a lost entry from a copy of its file that no glob
 // matches, in the same directory (resumeUnmatched), and reports whether it
-// found one.
+// found one. Content alone names the copy, so it must be the only file
+// there that holds the entry's content: an older rotation that shares a
+// header with it (the entry's position inside the header) holds it too,
+// and taking that one would ship it again. With several, or when
+// max_open_files leaves no room, the copy is not read, and that is logged
+// (the bytes counted as given up when the copy is known).
 func (a *Agent) resumeCopy(e *posEntry, now time.Time) bool {
 	in := a.inputForEntry(e)
-	if in == nil || e.FPLen == 0 || !e.hasTail || len(a.sources)+len(a.held) >= a.opts.MaxOpenFiles {
+	if in == nil || e.FPLen == 0 || !e.hasTail {
 		return false
+	}
+	if a.keepForWaiting(e) {
+		return true
 	}
 	dir := filepath.Dir(e.Path)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return false
 	}
+	type found struct {
+		path string
+		key  fileKey
+		size int64
+	}
+	var copies []found
 	for _, de := range ents {
 		path := filepath.Join(dir, de.Name())
 		if !de.Type().IsRegular() || excluded(in.Exclude, path) {
@@ -267,14 +281,76 @@ func (a *Agent) resumeCopy(e *posEntry, now time.Time) bool {
 			continue
 		}
 		key, ok := keyOf(fi)
-		if !ok || a.sources[key] != nil || a.heldKey(key) {
+		if !ok || a.sources[key] != nil || a.heldKey(key) || a.waitingFiles[key] != nil {
 			continue // tracked: not a copy left behind
 		}
-		if a.resumeFile(in, path, key, e, now) {
-			return true
+		if holdsAt(path, key, e, a.fpBuf) {
+			copies = append(copies, found{path, key, fi.Size()})
 		}
 	}
-	return false
+	switch {
+	case len(copies) == 0:
+		return false
+	case len(copies) > 1:
+		paths := make([]string, len(copies))
+		for i, c := range copies {
+			paths[i] = c.path
+		}
+		a.log.Warn("file truncated while the agent was stopped, and several files hold its content (a copy, and rotations that begin the same): none is read; lines past its position, if any, are not shipped",
+			"topic", e.Topic, "source", e.Path, "pos", e.Pos, "candidates", paths)
+		return true
+	case len(a.sources)+len(a.held) >= a.opts.MaxOpenFiles:
+		unread := copies[0].size - e.Pos
+		a.log.Warn("copy of a file truncated while the agent was stopped, and max_open_files leaves no room to drain it: giving up its unread bytes",
+			"topic", e.Topic, "source", copies[0].path, "of", e.Path, "pos", e.Pos, "bytes", unread, "max_open_files", a.opts.MaxOpenFiles)
+		a.givenUp.Add(unread)
+		return true
+	}
+	return a.resumeFile(in, copies[0].path, copies[0].key, e, now)
+}
+
+// holdsAt reports whether the regular file at path, still of key, holds
+// e's content (probe.holds). buf is the agent's fingerprint buffer.
+func holdsAt(path string, key fileKey, e *posEntry, buf []byte) bool {
+	f, err := os.Open(path) // looked at just before as a regular file: opening it does not block
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || !sameKey(fi, key) {
+		return false
+	}
+	return newProbe(f, fi.Size(), buf).holds(e)
+}
+
+// ownFileHolds reports whether e's own file, found by its (dev, inode) at
+// e's path or elsewhere in its directory, still holds e's content: a file
+// rotated away while the agent was stopped. Then no other file may take e
+// as its copy by content (claimCopy): a new file that begins like it (a
+// shared header) is new, and the own file resumes it (resumeUnmatched).
+func (a *Agent) ownFileHolds(e *posEntry) bool {
+	if e.Dev == 0 && e.Inode == 0 {
+		return false
+	}
+	path, fi := findOwnFile(e)
+	return fi != nil && holdsAt(path, fileKey{e.Dev, e.Inode}, e, a.fpBuf)
+}
+
+// keepForWaiting hands e on, when its own file waits for room under
+// max_open_files (found by the first scan, matched by a glob), to that
+// file for when it is opened (as the entries a reload releases: claimed
+// by startNew), and reports whether it did.
+func (a *Agent) keepForWaiting(e *posEntry) bool {
+	key := fileKey{e.Dev, e.Inode}
+	if a.waitingFiles[key] == nil {
+		return false
+	}
+	if a.released == nil {
+		a.released = make(map[fileKey]posEntry)
+	}
+	a.released[key] = *e
+	return true
 }
 
 // resumeOutsideGlobs resumes e from its own file under a name no glob
@@ -286,11 +362,14 @@ func (a *Agent) resumeOutsideGlobs(e *posEntry, now time.Time) bool {
 	if in == nil || e.FPLen == 0 || (e.Dev == 0 && e.Inode == 0) {
 		return false
 	}
+	if a.keepForWaiting(e) {
+		return true
+	}
 	path, fi := findOwnFile(e)
 	switch {
 	case fi == nil:
 		return false
-	case path == e.Path && !e.Draining:
+	case path == e.Path && e.Draining != nil && !*e.Draining:
 		a.log.Info("file no longer matched by the config: not read further", "topic", e.Topic, "source", path, "pos", e.Pos, "size", fi.Size())
 		a.posDirty = true
 		return true

@@ -245,7 +245,7 @@ func (a *Agent) startSources(news []*newFile, now time.Time) {
 	}
 	for i, nf := range news {
 		if claimed[i] == nil && lost[i] == nil {
-			claimed[i] = a.restored.claimCopy(nf.key, nf.probe)
+			claimed[i] = a.restored.claimCopy(nf.key, nf.probe, a.ownFileHolds)
 		}
 	}
 	for i, nf := range news {

@@ -152,7 +152,7 @@ func TestRestoredSetClaim(t *testing.T) {
 				return
 			}
 			var c hex64
-			if e := r.claimCopy(tc.key, p); e != nil {
+			if e := r.claimCopy(tc.key, p, noOwnFile); e != nil {
 				c = e.ID
 			}
 			if c != tc.copy {
@@ -168,7 +168,7 @@ func TestRestoredSetClaim(t *testing.T) {
 	if e, lost := r.claimOwn(own, probe(regrown)); e != nil || lost == nil || lost.ID != 1 {
 		t.Fatalf("truncated file: resume %v, lost %v", e, lost)
 	}
-	if e := r.claimCopy(other, probe(old)); e == nil || e.ID != 1 {
+	if e := r.claimCopy(other, probe(old), noOwnFile); e == nil || e.ID != 1 {
 		t.Fatalf("copy: %v", e)
 	}
 	r = newRestoredSet([]posEntry{entryFor(old, own, 3000, 1), entryFor(content("gone", 2000), fileKey{1, 12}, 2000, 2)})
@@ -347,3 +347,6 @@ func TestFrameLimits(t *testing.T) {
 		}
 	}
 }
+
+// noOwnFile is claimCopy's ownHolds for entries whose own files are gone.
+func noOwnFile(*posEntry) bool { return false }
