@@ -313,8 +313,7 @@ func (a *Agent) connectOnce(ctx context.Context, addr, home string) (healthy, ba
 	if err != nil {
 		if ctx.Err() == nil {
 			a.conn.connectFailures.Add(1)
-			var re *wire.RemoteError
-			if errors.As(err, &re) && re.Code == wire.CodeAuth {
+			if wire.IsRemote(err, wire.CodeAuth) {
 				a.log.Error("aggregator refused this agent's credentials: check token or token_file", "aggregator", addr, "err", err)
 			} else {
 				a.log.Warn("connect to aggregator failed", "aggregator", addr, "err", err)
@@ -467,17 +466,13 @@ func (a *Agent) goHome(ctx context.Context, s *session) {
 // goingAway reports whether the aggregator closed the session because it
 // stops (an Error frame with CodeUnavailable, after the acks of all it
 // read): a restart or a failover, not a broken network.
-func goingAway(err error) bool {
-	var re *wire.RemoteError
-	return errors.As(err, &re) && re.Code == wire.CodeUnavailable
-}
+func goingAway(err error) bool { return wire.IsRemote(err, wire.CodeUnavailable) }
 
 // refused reports whether the aggregator closed the session because it
 // found the agent's input malformed (a frame larger than its max frame is
 // one such case).
 func refused(err error) bool {
-	var re *wire.RemoteError
-	return errors.As(err, &re) && re.Code == wire.CodeProtocol
+	return wire.IsRemote(err, wire.CodeProtocol)
 }
 
 // lagReport is what the agent tells the aggregator of its files: how many

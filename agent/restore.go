@@ -300,10 +300,7 @@ func (a *Agent) resumeCopy(e *posEntry, now time.Time) bool {
 			"topic", e.Topic, "source", e.Path, "pos", e.Pos, "candidates", paths)
 		return true
 	case len(a.sources)+len(a.held) >= a.opts.MaxOpenFiles:
-		unread := copies[0].size - e.Pos
-		a.log.Warn("copy of a file truncated while the agent was stopped, and max_open_files leaves no room to drain it: giving up its unread bytes",
-			"topic", e.Topic, "source", copies[0].path, "of", e.Path, "pos", e.Pos, "bytes", unread, "max_open_files", a.opts.MaxOpenFiles)
-		a.givenUp.Add(unread)
+		a.noRoomToDrain(e, copies[0].path, copies[0].size)
 		return true
 	}
 	return a.resumeFile(in, copies[0].path, copies[0].key, e, now)
@@ -312,16 +309,39 @@ func (a *Agent) resumeCopy(e *posEntry, now time.Time) bool {
 // holdsAt reports whether the regular file at path, still of key, holds
 // e's content (probe.holds). buf is the agent's fingerprint buffer.
 func holdsAt(path string, key fileKey, e *posEntry, buf []byte) bool {
-	f, err := os.Open(path) // looked at just before as a regular file: opening it does not block
-	if err != nil {
+	f, fi := openKey(path, key)
+	if f == nil {
 		return false
 	}
 	defer f.Close()
+	return newProbe(f, fi.Size(), buf).holds(e)
+}
+
+// openKey opens the file at path, which was a regular file of key when it
+// was looked at just before (so opening it does not block, as a FIFO's
+// open would), if it still is; nil if not.
+func openKey(path string, key fileKey) (*os.File, os.FileInfo) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil
+	}
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() || !sameKey(fi, key) {
-		return false
+		f.Close()
+		return nil, nil
 	}
-	return newProbe(f, fi.Size(), buf).holds(e)
+	return f, fi
+}
+
+// noRoomToDrain gives up the unread bytes of a file that resumes e (e's
+// own, rotated away, or a copy of it) when max_open_files leaves no room
+// to drain it: logged and counted, never silently.
+func (a *Agent) noRoomToDrain(e *posEntry, path string, size int64) {
+	unread := max(size-e.Pos, 0)
+	a.log.Warn("file not read to its end before the restart (rotated away, or a copy), and max_open_files leaves no room to drain it: giving up its unread bytes",
+		"topic", e.Topic, "source", path, "of", e.Path, "pos", e.Pos, "bytes", unread, "max_open_files", a.opts.MaxOpenFiles)
+	a.givenUp.Add(unread)
+	a.posDirty = true
 }
 
 // ownFileHolds reports whether e's own file, found by its (dev, inode) at
@@ -376,11 +396,7 @@ func (a *Agent) resumeOutsideGlobs(e *posEntry, now time.Time) bool {
 	case path != e.Path && excluded(in.Exclude, path):
 		return false
 	case len(a.sources)+len(a.held) >= a.opts.MaxOpenFiles:
-		unread := max(fi.Size()-e.Pos, 0)
-		a.log.Warn("rotated file not read to its end before the restart, and max_open_files leaves no room to drain it: giving up its unread bytes",
-			"topic", e.Topic, "source", path, "pos", e.Pos, "bytes", unread, "max_open_files", a.opts.MaxOpenFiles)
-		a.givenUp.Add(unread)
-		a.posDirty = true
+		a.noRoomToDrain(e, path, fi.Size())
 		return true
 	}
 	own := fileKey{e.Dev, e.Inode}
@@ -394,13 +410,8 @@ func (a *Agent) resumeOutsideGlobs(e *posEntry, now time.Time) bool {
 // was looked at, and resumes e from it if it still is that file and holds
 // e's content; the source is left unmatched, for reap to drain and close.
 func (a *Agent) resumeFile(in *input, path string, key fileKey, e *posEntry, now time.Time) bool {
-	f, err := os.Open(path) // a regular file, looked at just before: opening it does not block
-	if err != nil {
-		return false
-	}
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() || !sameKey(fi, key) {
-		f.Close()
+	f, fi := openKey(path, key)
+	if f == nil {
 		return false
 	}
 	nf := &newFile{in: in, path: path, f: f, key: key, size: fi.Size(), probe: newProbe(f, fi.Size(), a.fpBuf)}

@@ -30,10 +30,7 @@ var (
 // sink's credentials in the handshake: a wrong token, or one whose roles or
 // ids do not let it connect as this sink (wire.CodeAuth, as the agent
 // tells them).
-func credentialsRefused(err error) bool {
-	var re *wire.RemoteError
-	return errors.As(err, &re) && re.Code == wire.CodeAuth
-}
+func credentialsRefused(err error) bool { return wire.IsRemote(err, wire.CodeAuth) }
 
 // OutOfRangeError is a fetch at an offset the partition does not hold:
 // below Start (deleted by retention) or above End.

@@ -64,8 +64,7 @@ func dial(ctx context.Context, sec sinks.Security, addr, name string) (*sinks.Cl
 		return c, nil
 	}
 	err = aggError(addr, err)
-	var re *wire.RemoteError
-	if name == "" && errors.As(err, &re) && re.Code == wire.CodeAuth {
+	if name == "" && wire.IsRemote(err, wire.CodeAuth) {
 		err = fmt.Errorf("%w; if the token is limited to some sinks, add --sink NAME to connect as one of them", err)
 	}
 	return nil, err

@@ -132,6 +132,13 @@ func (e *RemoteError) Error() string {
 // Unwrap makes errors.Is(err, ErrRemote) true.
 func (e *RemoteError) Unwrap() error { return ErrRemote }
 
+// IsRemote reports whether err holds an Error frame from the peer with
+// the given code.
+func IsRemote(err error, code ErrorCode) bool {
+	var re *RemoteError
+	return errors.As(err, &re) && re.Code == code
+}
+
 // ErrorCode classifies an Error frame.
 type ErrorCode uint16
 
