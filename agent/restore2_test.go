@@ -54,10 +54,7 @@ func stripDraining(t *testing.T, stateDir string) {
 // file was not drained when it stopped. The new agent must drain it, as
 // the old one would have: its unread lines must not be dropped silently.
 func TestOldPositionsFileRotatedAwayIsDrained(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	dir, fa, opts := appRig(t)
 	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
 	w.write(100)
 	a1 := startAgent(t, opts)
@@ -107,10 +104,7 @@ func TestOldPositionsFileRotatedAwayIsDrained(t *testing.T) {
 // the two is the copy, so neither is read, and the loss of the copy's
 // unread lines is logged: never a silent duplicate, never a silent loss.
 func TestLostEntryCopyIsNotAnOlderRotation(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	dir, fa, opts := appRig(t)
 	header := "HEADER " + strings.Repeat("h", 100)
 	w := newLogWriter(t, filepath.Join(dir, "app.log"), "gen1")
 	w.writeRaw(header + "\n")
@@ -271,10 +265,7 @@ func TestWaitingGlobbedFileKeepsItsEntry(t *testing.T) {
 // the one to resume (agent/doc.go, "The positions file"), or its lines are never
 // shipped.
 func TestNewFileWithSameHeaderDoesNotStealRenamedEntry(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	dir, fa, opts := appRig(t)
 	header := "HEADER " + strings.Repeat("h", 100)
 	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
 	w.writeRaw(header + "\n")
@@ -311,10 +302,7 @@ func TestNewFileWithSameHeaderDoesNotStealRenamedEntry(t *testing.T) {
 // with the same input does not stop the drain; it ends closed, its entry
 // gone, every line once.
 func TestRestartDuringDrainAndReload(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	dir, fa, opts := appRig(t)
 	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
 	w.write(100)
 	a1 := startAgent(t, opts)
@@ -402,10 +390,7 @@ func TestDirGoneAndHardLink(t *testing.T) {
 // Held-up probe: a draining file resumed at the restart keeps growing (a
 // writer that has not reopened): drained until it stops.
 func TestDrainingFileGrowsAfterRestart(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	dir, fa, opts := appRig(t)
 	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
 	w.write(100)
 	a1 := startAgent(t, opts)

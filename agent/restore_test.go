@@ -19,18 +19,12 @@ import (
 // entry was not draining when the agent stopped, and its file is still at
 // its path: a change of the config, not a rotation.
 func TestExcludedFileIsNotShippedAfterRestart(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	dir, fa, opts := appRig(t)
 	app := newLogWriter(t, filepath.Join(dir, "app.log"), "app")
 	dbg := newLogWriter(t, filepath.Join(dir, "debug.log"), "debug")
 	app.write(100)
 	dbg.write(100)
-	a1 := startAgent(t, opts)
-	waitFor(t, "first lines", func() bool { return fa.records() == 200 })
-	waitFor(t, "idle", a1.Idle)
-	a1.stop(t)
+	runUntilStored(t, opts, fa, 200)
 
 	// The operator excludes debug.log and restarts the agent.
 	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}, Exclude: []string{"debug.log"}}}
@@ -66,10 +60,7 @@ func TestExcludedFileIsNotShippedAfterRestart(t *testing.T) {
 // it (a shared header, the entry's position at its end) must not take it
 // while the entry's own file, rotated on, sits next to it.
 func TestUnmatchedEntryResumesItsOwnInode(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	dir, fa, opts := appRig(t)
 	header := "HEADER " + strings.Repeat("h", 100)
 	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
 	w.writeRaw(header + "\n") // a new file: its header only, so far
@@ -141,18 +132,12 @@ func TestUnmatchedEntryResumesItsOwnInode(t *testing.T) {
 // the file is before it opens it, or the agent's loop hangs in its first
 // scan.
 func TestEntryPathNowAFIFODoesNotHang(t *testing.T) {
-	dir := t.TempDir()
-	fa := newFakeAgg(t)
-	opts := testOpts(t, dir, fa.addr())
-	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	dir, fa, opts := appRig(t)
 	a := newLogWriter(t, filepath.Join(dir, "a.log"), "a")
 	b := newLogWriter(t, filepath.Join(dir, "b.log"), "b")
 	a.write(10)
 	b.write(10)
-	a1 := startAgent(t, opts)
-	waitFor(t, "first lines", func() bool { return fa.records() == 20 })
-	waitFor(t, "idle", a1.Idle)
-	a1.stop(t)
+	runUntilStored(t, opts, fa, 20)
 
 	b.f.Close()
 	if err := os.Remove(b.path); err != nil {
@@ -201,10 +186,7 @@ func TestUnmatchedEntryBeyondMaxOpenFilesIsNotSilentlyLost(t *testing.T) {
 	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
 	w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
 	w.write(200)
-	a1 := startAgent(t, opts)
-	waitFor(t, "first lines", func() bool { return fa.records() == 200 })
-	waitFor(t, "idle", a1.Idle)
-	a1.stop(t)
+	runUntilStored(t, opts, fa, 200)
 
 	w.rotate(filepath.Join(dir, "app.log.1"), 30) // 30 lines the agent never read
 	w.stream, w.seq = "new", 0
@@ -240,16 +222,10 @@ func TestUnmatchedEntryBeyondMaxOpenFilesIsNotSilentlyLost(t *testing.T) {
 func TestCopytruncateOutOfGlobsWhileStopped(t *testing.T) {
 	for _, withCopy := range []bool{true, false} {
 		t.Run(fmt.Sprintf("copy=%v", withCopy), func(t *testing.T) {
-			dir := t.TempDir()
-			fa := newFakeAgg(t)
-			opts := testOpts(t, dir, fa.addr())
-			opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+			dir, fa, opts := appRig(t)
 			w := newLogWriter(t, filepath.Join(dir, "app.log"), "old")
 			w.write(200)
-			a1 := startAgent(t, opts)
-			waitFor(t, "first lines", func() bool { return fa.records() == 200 })
-			waitFor(t, "idle", a1.Idle)
-			a1.stop(t)
+			runUntilStored(t, opts, fa, 200)
 
 			w.write(30) // not read by the agent
 			if withCopy {
@@ -278,4 +254,25 @@ func TestCopytruncateOutOfGlobsWhileStopped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// appRig is the setup of the restart tests: a directory, a fake
+// aggregator, and options with one input of topic app over dir/*.log.
+func appRig(t *testing.T) (dir string, fa *fakeAgg, opts Options) {
+	t.Helper()
+	dir = t.TempDir()
+	fa = newFakeAgg(t)
+	opts = testOpts(t, dir, fa.addr())
+	opts.Inputs = []Input{{Topic: "app", Paths: []string{filepath.Join(dir, "*.log")}}}
+	return dir, fa, opts
+}
+
+// runUntilStored runs an agent with opts until fa holds n records and the
+// agent is idle, then stops it: the first run of a restart test.
+func runUntilStored(t *testing.T, opts Options, fa *fakeAgg, n int) {
+	t.Helper()
+	a := startAgent(t, opts)
+	waitFor(t, "first lines", func() bool { return fa.records() == n })
+	waitFor(t, "idle", a.Idle)
+	a.stop(t)
 }
