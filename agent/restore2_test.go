@@ -87,11 +87,7 @@ func TestOldPositionsFileRotatedAwayIsDrained(t *testing.T) {
 	got := countByStream(fa2)
 	if got["old"] != 130 {
 		t.Errorf("old lines shipped: %d, want 130 (the 30 unread lines of the rotated app.log.1 dropped; GivenUpBytes %d)", got["old"], a2.Stats().GivenUpBytes)
-		for _, l := range strings.Split(tl.String(), "\n") {
-			if strings.Contains(l, "app.log.1") {
-				t.Log(l)
-			}
-		}
+		logLinesWith(t, tl, "app.log.1")
 	}
 }
 
@@ -178,11 +174,7 @@ func TestCopyBeyondMaxOpenFilesIsCounted(t *testing.T) {
 	waitFor(t, "new lines", func() bool { return countByStream(fa)["new"] == 100 && a2.Idle() })
 	if got := countByStream(fa)["old"]; got != 230 && a2.Stats().GivenUpBytes == 0 {
 		t.Errorf("the copy's 30 unread lines: %d of 230 old lines shipped, GivenUpBytes 0: lost without being counted", got)
-		for _, l := range strings.Split(tl.String(), "\n") {
-			if strings.Contains(l, "WARN") {
-				t.Log(l)
-			}
-		}
+		logLinesWith(t, tl, "WARN")
 	}
 }
 
@@ -247,11 +239,7 @@ func TestWaitingGlobbedFileKeepsItsEntry(t *testing.T) {
 				t.Errorf("GivenUpBytes %d at the restart, for bytes that were shipped later", givenUp)
 			}
 			if t.Failed() {
-				for _, l := range strings.Split(tl.String(), "\n") {
-					if strings.Contains(l, "b.log") {
-						t.Log(l)
-					}
-				}
+				logLinesWith(t, tl, "b.log")
 			}
 		})
 	}
@@ -288,11 +276,7 @@ func TestNewFileWithSameHeaderDoesNotStealRenamedEntry(t *testing.T) {
 	waitFor(t, "new lines and idle", func() bool { return countByStream(fa)["new"] == 70 && a2.Idle() })
 	checkStreams(t, fa.snapshot(), map[string]int{"old": 50, "new": 70}, func(r string) bool { return r == header })
 	if t.Failed() {
-		for _, l := range strings.Split(tl.String(), "\n") {
-			if strings.Contains(l, "resuming") {
-				t.Log(l)
-			}
-		}
+		logLinesWith(t, tl, "resuming")
 	}
 }
 

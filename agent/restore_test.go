@@ -118,11 +118,7 @@ func TestUnmatchedEntryResumesItsOwnInode(t *testing.T) {
 	}
 	if got["old"] != 50 || got["z"] != 0 {
 		t.Errorf("lines shipped after the restart: %d of app.log.2 (the entry's own file, want 50), %d of app.log.1 (another file at the entry's path, want 0)", got["old"], got["z"])
-		for _, l := range strings.Split(tl.String(), "\n") {
-			if strings.Contains(l, "resuming") {
-				t.Log(l)
-			}
-		}
+		logLinesWith(t, tl, "resuming")
 	}
 }
 
@@ -206,11 +202,7 @@ func TestUnmatchedEntryBeyondMaxOpenFilesIsNotSilentlyLost(t *testing.T) {
 	if got != 230 && a2.Stats().GivenUpBytes == 0 {
 		t.Errorf("app.log.1's 30 unread lines: %d of 230 old lines shipped, GivenUpBytes %d: lost without being counted",
 			got, a2.Stats().GivenUpBytes)
-		for _, l := range strings.Split(tl.String(), "\n") {
-			if strings.Contains(l, "WARN") {
-				t.Log(l)
-			}
-		}
+		logLinesWith(t, tl, "WARN")
 	}
 }
 
@@ -275,4 +267,15 @@ func runUntilStored(t *testing.T, opts Options, fa *fakeAgg, n int) {
 	waitFor(t, "first lines", func() bool { return fa.records() == n })
 	waitFor(t, "idle", a.Idle)
 	a.stop(t)
+}
+
+// logLinesWith logs the lines of the agent's log that contain sub, to
+// show what the agent said of a failure.
+func logLinesWith(t *testing.T, log fmt.Stringer, sub string) {
+	t.Helper()
+	for _, l := range strings.Split(log.String(), "\n") {
+		if strings.Contains(l, sub) {
+			t.Log(l)
+		}
+	}
 }
